@@ -1,0 +1,1 @@
+"""psgvlm command line."""

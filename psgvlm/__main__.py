@@ -1,0 +1,5 @@
+import sys
+
+from psgvlm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,82 @@
+"""The ``psgvlm`` command.
+
+Each subcommand lives in the module that does its job and exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Only the chosen subcommand's
+module is imported, so ``psgvlm info`` starts without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from engine.errors import PSGError
+
+#: subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("engine.info", "describe a recording: channels, rates, hypnogram, montage, problems"),
+    "synth": ("engine.synth", "write synthetic PSG nights as EDF + EDF+ hypnogram files"),
+    "synth-report": ("engine.synth_report", "plot synthetic vs real per-stage EEG spectra"),
+    "render": ("engine.pipeline", "render recordings into WebDataset shards"),
+    "fetch": ("engine.fetch", "download a public dataset (Sleep-EDF Expanded)"),
+    "bench": ("bench.cli", "throughput benchmarks (render, train, infer)"),
+    "tiny-model": ("vlm.tiny", "build a tiny randomly initialised Qwen2-VL / LLaVA for offline use"),
+    "train": ("vlm.train", "LoRA / QLoRA fine-tuning on shards (wraps vlm/train.py)"),
+    "eval": ("vlm.evaluate", "evaluate a model on shards or recordings"),
+    "stage": ("vlm.stage", "stage a whole night: hypnogram CSV, EDF+, plot, statistics"),
+    "ask": ("vlm.chat", "ask one question about one epoch"),
+    "chat": ("vlm.chat", "interactive chat about a recording's epochs"),
+    "explain": ("vlm.explain", "attribution heatmaps for an epoch's predicted stage"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: psgvlm COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'psgvlm COMMAND --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``psgvlm`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from engine import __version__
+
+        print(f"psgvlm {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"psgvlm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    parser = argparse.ArgumentParser(prog=f"psgvlm {command}", description=COMMANDS[command][1])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    if command in ("ask", "chat"):
+        module.add_arguments(parser, command)
+    else:
+        module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    args.command = command
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(module.run(args) or 0)
+    except PSGError as err:
+        print(f"psgvlm {command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"psgvlm {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
