@@ -16,6 +16,8 @@ __all__ = [
     "RenderError",
     "ShardError",
     "ModelError",
+    "DatasetError",
+    "FeatureError",
 ]
 
 
@@ -53,3 +55,11 @@ class ShardError(PSGError):
 
 class ModelError(PSGError):
     """A model, processor or adapter that cannot be loaded or used."""
+
+
+class FeatureError(PSGError):
+    """Signals or parameters that evidence features cannot be computed from."""
+
+
+class DatasetError(PSGError):
+    """An input or dataset specification that does not resolve to recording pairs."""

@@ -1,0 +1,374 @@
+"""A recording and its hypnogram as scored epochs, ready to draw.
+
+:func:`open_epochs` reads each montage channel once (one recording in memory at a time),
+filters and resamples it for its role (:mod:`engine.preprocess`), and keeps the result
+as float32. :meth:`EpochSource.iter_batches` then cuts epochs out of it: each epoch
+starts at its hypnogram onset (rounded to the nearest sample), never at
+``index x epoch length``. With ``context=k`` every row also holds the ``k`` epochs
+before and after; samples beyond the recording are NaN so drawn lines break there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HypnogramError
+from .io.hypnogram import Hypnogram, read_hypnogram
+from .montage import DEFAULT_MONTAGE, Montage, ResolvedChannel, resolve_montage
+from .preprocess import FilterPlan, Preprocessing, plan_filters, preprocess
+from .stages import Stage
+
+__all__ = ["EpochBatch", "EpochSource", "open_epochs", "iter_epochs"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochBatch:
+    """Epochs cut from one recording.
+
+    Attributes
+    ----------
+    signals : numpy.ndarray
+        float32, ``(n, n_channels, (2 * context + 1) * epoch_samples)``, µV after
+        preprocessing; NaN outside the recording.
+    index : numpy.ndarray
+        int64 epoch numbers (positions in :attr:`EpochSource.hypnogram`).
+    onset : numpy.ndarray
+        float64 seconds from the recording start.
+    duration : numpy.ndarray
+        float64 epoch lengths in seconds.
+    stage : numpy.ndarray
+        int8 stage ids (UNK = -1).
+    label : list of str
+        Raw hypnogram labels.
+    """
+
+    signals: np.ndarray
+    index: np.ndarray
+    onset: np.ndarray
+    duration: np.ndarray
+    stage: np.ndarray
+    label: list[str]
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+
+class EpochSource:
+    """Preprocessed channels of one recording cut into the hypnogram's epochs.
+
+    Build it with :func:`open_epochs` (EDF) or :meth:`from_arrays` (signals in memory).
+
+    Attributes
+    ----------
+    channels : list of ResolvedChannel
+        Montage entries in row order.
+    fs : float
+        Sampling rate of the kept signals (Hz).
+    epoch_length : float
+        Seconds per epoch.
+    epoch_samples : int
+        Samples per epoch.
+    hypnogram : Hypnogram
+        Epoch-level hypnogram, trimmed to the signal.
+    plans : list of FilterPlan
+        What preprocessing did to each channel.
+    source : Path or None
+        Recording file.
+    start_time : datetime or None
+        Clock time of the recording start.
+    """
+
+    def __init__(
+        self,
+        signals: np.ndarray,
+        fs: float,
+        channels: list[ResolvedChannel],
+        hypnogram: Hypnogram,
+        plans: list[FilterPlan] | None = None,
+        source: Path | None = None,
+        start_time: datetime | None = None,
+    ) -> None:
+        signals = np.asarray(signals, dtype=np.float32)
+        if signals.ndim != 2 or signals.shape[0] != len(channels):
+            raise ValueError(
+                f"signals must be (n_channels={len(channels)}, n_samples), got {signals.shape}"
+            )
+        if not np.isfinite(fs) or fs <= 0:
+            raise ValueError(f"fs must be positive, got {fs}")
+        self._signals = signals
+        self._signals.flags.writeable = False
+        self.fs = float(fs)
+        self.channels = list(channels)
+        self.plans = list(plans or [])
+        self.source = source
+        self.start_time = start_time
+        epoched = hypnogram if hypnogram.is_epoched else hypnogram.to_epochs()
+        self.epoch_length = float(epoched.epoch_length)
+        exact = self.epoch_length * self.fs
+        self.epoch_samples = int(round(exact))
+        if self.epoch_samples < 1:
+            raise HypnogramError(
+                f"epoch of {self.epoch_length:g} s is under one sample at {fs:g} Hz"
+            )
+        if abs(exact - self.epoch_samples) > 1e-6:
+            warnings.warn(
+                f"{self._name}: {self.epoch_length:g}-s epochs at {self.fs:g} Hz are "
+                f"{exact:g} samples; rounded to {self.epoch_samples}",
+                stacklevel=3,
+            )
+        self.hypnogram, self._starts = self._trim(epoched)
+
+    @property
+    def _name(self) -> str:
+        return str(self.source) if self.source else "in-memory signals"
+
+    def _trim(self, epoched: Hypnogram) -> tuple[Hypnogram, np.ndarray]:
+        """Keep the epochs that lie inside the signal; warn with the counts dropped."""
+        n_samples = self._signals.shape[1]
+        starts = np.round(epoched.onsets * self.fs).astype(np.int64)
+        inside = (starts >= 0) & (starts + self.epoch_samples <= n_samples)
+        before = int(np.sum(starts < 0))
+        after = int(np.sum(~inside)) - before
+        if before or after:
+            warnings.warn(
+                f"{self._name}: hypnogram has {len(epoched)} epochs, {int(inside.sum())} lie "
+                f"inside the {n_samples / self.fs:g}-s signal; dropped {before} before its "
+                f"start and {after} after its end",
+                stacklevel=3,
+            )
+        kept = np.flatnonzero(inside)
+        trimmed = Hypnogram(
+            epoched.onsets[kept],
+            epoched.durations[kept],
+            epoched.stages[kept],
+            [epoched.labels[i] for i in kept],
+            epoched.source,
+            epoched.format,
+            epoched.scorer,
+            epoched.epoch_length,
+            epoched.start_time,
+        )
+        if kept.size:
+            unscored = n_samples / self.fs - kept.size * self.epoch_length
+            if unscored >= self.epoch_length:
+                logger.info("%s: %.0f s of signal lie outside scored epochs", self._name, unscored)
+        return trimmed, starts[kept]
+
+    # -- construction from memory -------------------------------------------------------
+    @classmethod
+    def from_arrays(
+        cls,
+        signals: Mapping[str, np.ndarray],
+        fs: float | Mapping[str, float],
+        hypnogram: Hypnogram,
+        montage: Montage | str = DEFAULT_MONTAGE,
+        preprocessing: Preprocessing | None = None,
+        source: str | os.PathLike[str] | None = None,
+        start_time: datetime | None = None,
+    ) -> EpochSource:
+        """Epoch signals held in memory (tests, CSV data such as the Prerau segment).
+
+        Parameters
+        ----------
+        signals : mapping
+            Channel label -> 1-D samples in µV.
+        fs : float or mapping
+            One rate for all channels, or label -> rate.
+        hypnogram : Hypnogram
+            Onsets in seconds from the first sample.
+        montage : Montage or str
+            Resolved against the labels of ``signals``.
+        preprocessing : Preprocessing, optional
+        source, start_time : optional
+            Where the signals came from, for messages and metadata.
+        """
+        if not signals:
+            raise ValueError("signals is empty")
+        labels = list(signals)
+        rates = {label: float(fs[label] if isinstance(fs, Mapping) else fs) for label in labels}
+        channels = resolve_montage(montage, labels, source=str(source) if source else None)
+        return cls._assemble(
+            channels,
+            lambda channel: np.asarray(signals[channel.label], dtype=np.float64),
+            rates,
+            hypnogram,
+            preprocessing or Preprocessing(),
+            Path(source) if source else None,
+            start_time,
+        )
+
+    @classmethod
+    def _assemble(cls, channels, read, rates, hypnogram, preprocessing, source, start_time):
+        processed: dict[str, tuple[np.ndarray, FilterPlan]] = {}
+        rows, plans = [], []
+        for channel in channels:
+            key = f"{channel.role}:{channel.label}"
+            if key not in processed:
+                raw = read(channel)
+                if raw.ndim != 1:
+                    raise ValueError(f"channel {channel.label!r} must be 1-D, got {raw.shape}")
+                fs = rates[channel.label]
+                plan = plan_filters(channel.role, fs, preprocessing)
+                for note in plan.notes:
+                    logger.info("%s: %s: %s", source or "signals", channel.label, note)
+                values = preprocess(raw, fs, channel.role, params=preprocessing)
+                processed[key] = (values.astype(np.float32), plan)
+            rows.append(processed[key][0])
+            plans.append(processed[key][1])
+        n_samples = min(row.size for row in rows)
+        longest = max(row.size for row in rows)
+        if longest - n_samples > 1:
+            logger.info(
+                "%s: channels differ by %d samples; cut to %d",
+                source,
+                longest - n_samples,
+                n_samples,
+            )
+        stacked = np.stack([row[:n_samples] for row in rows])
+        return cls(stacked, preprocessing.target_fs, channels, hypnogram, plans, source, start_time)
+
+    # -- access ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.hypnogram)
+
+    @property
+    def signals(self) -> np.ndarray:
+        """Read-only ``(n_channels, n_samples)`` float32 preprocessed signals."""
+        return self._signals
+
+    @property
+    def duration(self) -> float:
+        """Seconds of preprocessed signal."""
+        return self._signals.shape[1] / self.fs
+
+    def _batch(self, positions: np.ndarray, context: int) -> EpochBatch:
+        width = (2 * context + 1) * self.epoch_samples
+        n_samples = self._signals.shape[1]
+        out = np.full((positions.size, len(self.channels), width), np.nan, dtype=np.float32)
+        for row, position in enumerate(positions.tolist()):
+            first = int(self._starts[position]) - context * self.epoch_samples
+            lo, hi = max(first, 0), min(first + width, n_samples)
+            out[row, :, lo - first : hi - first] = self._signals[:, lo:hi]
+        return EpochBatch(
+            signals=out,
+            index=positions.astype(np.int64),
+            onset=self.hypnogram.onsets[positions],
+            duration=self.hypnogram.durations[positions],
+            stage=self.hypnogram.stages[positions],
+            label=[self.hypnogram.labels[i] for i in positions.tolist()],
+        )
+
+    def iter_batches(
+        self, batch_size: int = 256, context: int = 0, keep_unknown: bool = False
+    ) -> Iterator[EpochBatch]:
+        """Yield the epochs in order, ``batch_size`` at a time.
+
+        Parameters
+        ----------
+        batch_size : int
+            Epochs per batch (the last one may be shorter).
+        context : int
+            Neighbouring epochs on each side included in every row.
+        keep_unknown : bool
+            Include UNK epochs (unscored, movement, ``?``).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if context < 0:
+            raise ValueError(f"context must be 0 or more, got {context}")
+        positions = np.arange(len(self), dtype=np.int64)
+        if not keep_unknown:
+            positions = positions[self.hypnogram.stages != int(Stage.UNK)]
+        for start in range(0, positions.size, batch_size):
+            yield self._batch(positions[start : start + batch_size], context)
+
+    def epoch(self, index: int, context: int = 0) -> EpochBatch:
+        """One epoch (whatever its stage) as a batch of one."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"epoch {index} out of range (0..{len(self) - 1})")
+        if context < 0:
+            raise ValueError(f"context must be 0 or more, got {context}")
+        return self._batch(np.array([index], dtype=np.int64), context)
+
+    def __repr__(self) -> str:
+        names = ", ".join(f"{c.role}={c.label}" for c in self.channels)
+        return (
+            f"EpochSource({self._name}, {len(self)} epochs of {self.epoch_length:g} s, "
+            f"{self.fs:g} Hz, {names})"
+        )
+
+
+def open_epochs(
+    psg_path: str | os.PathLike[str],
+    hypnogram: Hypnogram | str | os.PathLike[str],
+    montage: Montage | str = DEFAULT_MONTAGE,
+    preprocessing: Preprocessing | None = None,
+) -> EpochSource:
+    """Open a recording with its hypnogram as an :class:`EpochSource`.
+
+    Parameters
+    ----------
+    psg_path : str or path-like
+        EDF/EDF+/BDF recording.
+    hypnogram : Hypnogram or path
+        Intervals or epochs; a path is read with :func:`read_hypnogram`. When it
+        carries its own start time (EDF+), onsets are moved to count from the
+        recording's start.
+    montage : Montage or str
+    preprocessing : Preprocessing, optional
+
+    Returns
+    -------
+    EpochSource
+
+    Raises
+    ------
+    EDFError, ChannelNotFoundError, HypnogramError
+    """
+    from .io.edf import open_recording
+
+    if not isinstance(hypnogram, Hypnogram):
+        hypnogram = read_hypnogram(hypnogram, signal_path=psg_path)
+    preprocessing = preprocessing or Preprocessing()
+    with open_recording(psg_path) as recording:
+        channels = resolve_montage(montage, recording.labels, source=str(recording.path))
+        if hypnogram.start_time is not None:
+            offset = (hypnogram.start_time - recording.start_time).total_seconds()
+            if offset:
+                logger.info("%s: hypnogram starts %+g s from the recording", psg_path, offset)
+                hypnogram = hypnogram.shifted(offset)
+        rates = {c.label: recording.channels[c.index].fs for c in channels}
+        return EpochSource._assemble(
+            channels,
+            lambda channel: recording.read(channel.index),
+            rates,
+            hypnogram,
+            preprocessing,
+            recording.path,
+            recording.start_time,
+        )
+
+
+def iter_epochs(
+    psg_path: str | os.PathLike[str],
+    hypnogram: Hypnogram | str | os.PathLike[str],
+    montage: Montage | str = DEFAULT_MONTAGE,
+    preprocessing: Preprocessing | None = None,
+    batch_size: int = 256,
+    context: int = 0,
+    keep_unknown: bool = False,
+) -> Iterator[EpochBatch]:
+    """Shortcut: ``open_epochs(...).iter_batches(...)``."""
+    yield from open_epochs(psg_path, hypnogram, montage, preprocessing).iter_batches(
+        batch_size, context, keep_unknown
+    )

@@ -1,0 +1,593 @@
+"""EDF / EDF+ / BDF recordings, read channel by channel and range by range.
+
+:func:`open_recording` parses the fixed-width header itself (so every problem is
+reported with the file and the field at fault), then reads samples through pyedflib.
+Public datasets contain files that pyedflib refuses (digital limits outside the 16-bit
+range, odd date characters, malformed annotation records): those are read by a tolerant
+NumPy path that maps the data records from disk, and the recording's ``warnings`` say so.
+
+EDF+ annotations are parsed from the raw annotation signal by this module rather than
+by pyedflib, because pyedflib silently rewrites text that is not valid UTF-8; here such
+text raises :class:`~engine.errors.EDFError`.
+
+Samples come back as float64 in µV whatever the file's unit (V, mV, µV, nV); a
+channel whose unit is not a voltage is returned unscaled and a warning is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EDFError
+
+__all__ = ["ChannelInfo", "Annotation", "Recording", "open_recording", "unit_scale_to_uv"]
+
+logger = logging.getLogger(__name__)
+
+_HEADER_FIELDS = (  # name, width of each signal's entry in the signal header
+    ("label", 16),
+    ("transducer", 80),
+    ("unit", 8),
+    ("physical_min", 8),
+    ("physical_max", 8),
+    ("digital_min", 8),
+    ("digital_max", 8),
+    ("prefilter", 80),
+    ("samples_per_record", 8),
+    ("reserved", 32),
+)
+_ANNOTATION_LABELS = ("edf annotations", "bdf annotations")
+_UNIT_SCALE = {"v": 1e6, "mv": 1e3, "uv": 1.0, "µv": 1.0, "μv": 1.0, "microv": 1.0, "nv": 1e-3}
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_TAL_ONSET = re.compile(rb"^[+-]\d+(\.\d*)?$")
+
+
+def unit_scale_to_uv(unit: str) -> float | None:
+    """Factor that turns values in ``unit`` into µV, or ``None`` for a non-voltage unit."""
+    return _UNIT_SCALE.get(unit.strip().lower().replace(" ", ""))
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """One signal of a recording (annotation signals are not channels).
+
+    ``index`` is the position among the recording's channels, ``fs`` the sampling rate
+    in Hz, ``unit`` the physical dimension as written in the file, ``n_samples`` the
+    number of samples in the file.
+    """
+
+    index: int
+    label: str
+    fs: float
+    unit: str
+    physical_min: float
+    physical_max: float
+    n_samples: int
+    digital_min: int
+    digital_max: int
+    transducer: str = ""
+    prefilter: str = ""
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One EDF+ annotation: onset (s from the recording start), duration (s or None), text."""
+
+    onset: float
+    duration: float | None
+    text: str
+
+
+@dataclass(frozen=True)
+class _Signal:
+    label: str
+    transducer: str
+    unit: str
+    physical_min: float
+    physical_max: float
+    digital_min: int
+    digital_max: int
+    prefilter: str
+    samples_per_record: int
+    offset: int  # sample offset of this signal inside a data record
+
+    @property
+    def is_annotation(self) -> bool:
+        return self.label.strip().lower() in _ANNOTATION_LABELS
+
+
+@dataclass(frozen=True)
+class _Header:
+    version: bytes
+    patient: str
+    recording: str
+    start_time: datetime
+    header_bytes: int
+    reserved: str
+    n_records: int
+    record_duration: float
+    signals: tuple[_Signal, ...]
+    bytes_per_sample: int
+    warnings: tuple[str, ...]
+
+    @property
+    def record_samples(self) -> int:
+        return sum(signal.samples_per_record for signal in self.signals)
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("ascii", errors="replace").strip()
+
+
+def _number(path: Path, raw: bytes, field: str, kind: type = float) -> float:
+    text = _text(raw)
+    try:
+        value = float(text)
+    except ValueError:
+        raise EDFError(f"{path}: header field {field} is {text!r}, not a number") from None
+    if not np.isfinite(value):
+        raise EDFError(f"{path}: header field {field} is {text!r}, not a finite number")
+    if kind is int:
+        if value != int(value):
+            raise EDFError(f"{path}: header field {field} is {text!r}, not an integer")
+        return int(value)
+    return value
+
+
+def _start_time(path: Path, date: bytes, time: bytes, recording: str, notes: list[str]) -> datetime:
+    """Start from ``dd.mm.yy`` / ``hh.mm.ss``, with the EDF+ 4-digit year when present."""
+    date_text, time_text = _text(date), _text(time)
+    numbers = re.split(r"[.:/\-]", date_text), re.split(r"[.:/\-]", time_text)
+    try:
+        day, month, year = (int(part) for part in numbers[0])
+        hour, minute, second = (int(part) for part in numbers[1])
+        year += 1900 if year >= 85 else 2000
+        match = re.search(r"Startdate (\d{2})-([A-Z]{3})-(\d{4})", recording)
+        if match and match.group(2) in _MONTHS:
+            year = int(match.group(3))
+        return datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        notes.append(
+            f"start date/time {date_text!r} {time_text!r} unreadable; using 1985-01-01 00:00:00"
+        )
+        return datetime(1985, 1, 1)
+
+
+def _parse_header(path: Path, size: int) -> _Header:
+    """Parse and check the fixed-width header; raise EDFError naming the bad field."""
+    if size < 256:
+        raise EDFError(f"{path}: truncated header ({size} bytes, an EDF header has at least 256)")
+    with open(path, "rb") as handle:
+        fixed = handle.read(256)
+        version = fixed[:8]
+        if version[:1] == b"\xff" and version[1:8] == b"BIOSEMI":
+            bytes_per_sample = 3
+        elif _text(version) == "0":
+            bytes_per_sample = 2
+        else:
+            raise EDFError(
+                f"{path}: not an EDF/BDF file (version field is {version!r}, expected '0' "
+                "or '\\xffBIOSEMI')"
+            )
+        n_signals = _number(path, fixed[252:256], "number of signals", int)
+        if n_signals < 1:
+            raise EDFError(f"{path}: header field number of signals is {n_signals}")
+        header_bytes = 256 * (n_signals + 1)
+        if size < header_bytes:
+            raise EDFError(
+                f"{path}: truncated header ({size} bytes, {n_signals} signals need {header_bytes})"
+            )
+        raw = handle.read(256 * n_signals)
+    notes: list[str] = []
+    declared = _number(path, fixed[184:192], "header bytes", int)
+    if declared != header_bytes:
+        notes.append(f"header bytes field says {declared}, {n_signals} signals need {header_bytes}")
+    recording = fixed[88:168].decode("latin-1").strip()
+    start = _start_time(path, fixed[168:176], fixed[176:184], recording, notes)
+    record_duration = _number(path, fixed[244:252], "duration of a data record")
+    if record_duration < 0:
+        raise EDFError(f"{path}: header field duration of a data record is {record_duration}")
+    columns: dict[str, list[bytes]] = {}
+    position = 0
+    for name, width in _HEADER_FIELDS:
+        columns[name] = [
+            raw[position + i * width : position + (i + 1) * width] for i in range(n_signals)
+        ]
+        position += width * n_signals
+    signals = []
+    offset = 0
+    for i in range(n_signals):
+        label = columns["label"][i].decode("latin-1").strip()
+        where = f"of signal {i} ({label!r})"
+        spr = int(
+            _number(path, columns["samples_per_record"][i], f"samples per record {where}", int)
+        )
+        if spr < 1:
+            raise EDFError(f"{path}: header field samples per record {where} is {spr}")
+        digital_min = int(_number(path, columns["digital_min"][i], f"digital minimum {where}", int))
+        digital_max = int(_number(path, columns["digital_max"][i], f"digital maximum {where}", int))
+        limit = 2 ** (8 * bytes_per_sample - 1)
+        if not (-limit <= digital_min < limit and -limit <= digital_max < limit):
+            notes.append(
+                f"digital range {digital_min}..{digital_max} {where} exceeds the "
+                f"{8 * bytes_per_sample}-bit range"
+            )
+        signals.append(
+            _Signal(
+                label=label,
+                transducer=columns["transducer"][i].decode("latin-1").strip(),
+                unit=columns["unit"][i].decode("latin-1").strip(),
+                physical_min=_number(path, columns["physical_min"][i], f"physical minimum {where}"),
+                physical_max=_number(path, columns["physical_max"][i], f"physical maximum {where}"),
+                digital_min=digital_min,
+                digital_max=digital_max,
+                prefilter=columns["prefilter"][i].decode("latin-1").strip(),
+                samples_per_record=spr,
+                offset=offset,
+            )
+        )
+        offset += spr
+    record_bytes = offset * bytes_per_sample
+    available = (size - header_bytes) // record_bytes
+    n_records = int(_number(path, fixed[236:244], "number of data records", int))
+    if n_records == -1:
+        notes.append(f"number of data records is -1; {available} found from the file size")
+        n_records = available
+    elif n_records < 0:
+        raise EDFError(f"{path}: header field number of data records is {n_records}")
+    expected = header_bytes + n_records * record_bytes
+    if size < expected:
+        raise EDFError(
+            f"{path}: truncated: the header announces {n_records} data records of "
+            f"{record_bytes} bytes ({expected} bytes in all) but the file has {size} bytes "
+            f"({available} complete records)"
+        )
+    if size > expected:
+        notes.append(f"{size - expected} bytes after the last data record ignored")
+    if record_duration == 0 and any(not s.is_annotation for s in signals):
+        raise EDFError(f"{path}: header field duration of a data record is 0 but it holds signals")
+    return _Header(
+        version=version,
+        patient=fixed[8:88].decode("latin-1").strip(),
+        recording=recording,
+        start_time=start,
+        header_bytes=header_bytes,
+        reserved=_text(fixed[192:236]),
+        n_records=n_records,
+        record_duration=record_duration,
+        signals=tuple(signals),
+        bytes_per_sample=bytes_per_sample,
+        warnings=tuple(notes),
+    )
+
+
+class Recording:
+    """An open EDF/EDF+/BDF recording; use :func:`open_recording` to get one.
+
+    Attributes
+    ----------
+    path : Path
+    channels : list of ChannelInfo
+        Signal channels (annotation signals excluded), in file order.
+    start_time : datetime
+    duration : float
+        Seconds (data records x record duration).
+    file_type : str
+        ``"EDF"``, ``"EDF+C"``, ``"EDF+D"``, ``"BDF"``, ``"BDF+C"`` or ``"BDF+D"``.
+    backend : str
+        ``"pyedflib"``, or ``"numpy"`` when pyedflib refused the file.
+    warnings : list of str
+        Deviations from the EDF specification that were tolerated, and units assumed.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise EDFError(f"{self.path}: no such file")
+        if not self.path.is_file():
+            raise EDFError(f"{self.path}: not a file")
+        size = self.path.stat().st_size
+        if size == 0:
+            raise EDFError(f"{self.path}: empty file")
+        self._header = _parse_header(self.path, size)
+        self.warnings: list[str] = list(self._header.warnings)
+        header = self._header
+        self.start_time: datetime = header.start_time
+        self.duration: float = header.n_records * header.record_duration
+        family = "BDF" if header.bytes_per_sample == 3 else "EDF"
+        plus = header.reserved[:5].upper()
+        self.file_type = (
+            family + plus[3:] if plus in ("EDF+C", "EDF+D", "BDF+C", "BDF+D") else family
+        )
+        self._signal_index: list[int] = []  # channel index -> signal index in the header
+        channels = []
+        for signal_index, signal in enumerate(header.signals):
+            if signal.is_annotation:
+                continue
+            self._signal_index.append(signal_index)
+            channels.append(
+                ChannelInfo(
+                    index=len(channels),
+                    label=signal.label,
+                    fs=signal.samples_per_record / header.record_duration,
+                    unit=signal.unit,
+                    physical_min=signal.physical_min,
+                    physical_max=signal.physical_max,
+                    n_samples=signal.samples_per_record * header.n_records,
+                    digital_min=signal.digital_min,
+                    digital_max=signal.digital_max,
+                    transducer=signal.transducer,
+                    prefilter=signal.prefilter,
+                )
+            )
+        self.channels: list[ChannelInfo] = channels
+        if self.file_type.endswith("+D"):
+            self.warnings.append("discontinuous recording (+D): data records read back to back")
+        self._data: np.memmap | None = None
+        self._reader = None
+        self.backend = "numpy"
+        if channels:
+            self._open_pyedflib()
+        self._unit_warned: set[int] = set()
+        for message in self.warnings:
+            logger.warning("%s: %s", self.path.name, message)
+
+    # -- opening ---------------------------------------------------------------------
+    def _open_pyedflib(self) -> None:
+        import pyedflib
+
+        try:
+            self._reader = pyedflib.EdfReader(
+                str(self.path), annotations_mode=pyedflib.DO_NOT_READ_ANNOTATIONS
+            )
+        except OSError as err:
+            reason = str(err).replace(str(self.path), "").lstrip(": ")
+            self.warnings.append(f"pyedflib refused the file ({reason}); read by the NumPy reader")
+            return
+        labels = [label.strip() for label in self._reader.getSignalLabels()]
+        if labels != [channel.label for channel in self.channels]:
+            self._reader.close()
+            self._reader = None
+            self.warnings.append("pyedflib lists other channels; read by the NumPy reader")
+            return
+        self.backend = "pyedflib"
+
+    def _records(self) -> np.memmap:
+        """The data records as a (records, bytes) memory map, opened on first use."""
+        if self._data is None:
+            header = self._header
+            record_bytes = header.record_samples * header.bytes_per_sample
+            self._data = np.memmap(
+                self.path,
+                dtype=np.uint8,
+                mode="r",
+                offset=header.header_bytes,
+                shape=(header.n_records, record_bytes),
+            )
+        return self._data
+
+    # -- context manager -------------------------------------------------------------
+    def close(self) -> None:
+        """Release the file."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._data = None
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Recording({str(self.path)!r}, {self.file_type}, {len(self.channels)} channels, "
+            f"{self.duration:g} s)"
+        )
+
+    # -- channels --------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        """Channel labels in file order."""
+        return [channel.label for channel in self.channels]
+
+    def channel(self, label_or_index: str | int) -> ChannelInfo:
+        """The :class:`ChannelInfo` of a label (exact, then case-insensitive) or index."""
+        if isinstance(label_or_index, (int, np.integer)) and not isinstance(label_or_index, bool):
+            if not 0 <= label_or_index < len(self.channels):
+                raise EDFError(
+                    f"{self.path}: channel index {label_or_index} out of range "
+                    f"(0..{len(self.channels) - 1})"
+                )
+            return self.channels[int(label_or_index)]
+        if not isinstance(label_or_index, str):
+            raise TypeError(f"channel must be a label or an index, got {label_or_index!r}")
+        for channel in self.channels:
+            if channel.label == label_or_index:
+                return channel
+        wanted = label_or_index.strip().lower()
+        for channel in self.channels:
+            if channel.label.lower() == wanted:
+                return channel
+        raise EDFError(
+            f"{self.path}: no channel {label_or_index!r}; channels are {', '.join(self.labels)}"
+        )
+
+    # -- samples ---------------------------------------------------------------------
+    def read(
+        self, label_or_index: str | int, start_s: float = 0.0, stop_s: float | None = None
+    ) -> np.ndarray:
+        """Samples of one channel between two times, in µV.
+
+        Parameters
+        ----------
+        label_or_index : str or int
+            Channel label or index in :attr:`channels`.
+        start_s, stop_s : float
+            Seconds from the recording start; ``stop_s=None`` reads to the end. Times
+            are rounded to the nearest sample and clipped to the recording.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, ``round(stop_s * fs) - round(start_s * fs)`` samples.
+        """
+        channel = self.channel(label_or_index)
+        if start_s < 0 or (stop_s is not None and stop_s < start_s):
+            raise ValueError(f"need 0 <= start_s <= stop_s, got start_s={start_s}, stop_s={stop_s}")
+        first = min(int(round(start_s * channel.fs)), channel.n_samples)
+        last = channel.n_samples if stop_s is None else int(round(stop_s * channel.fs))
+        last = min(max(last, first), channel.n_samples)
+        if last == first:
+            return np.zeros(0, dtype=np.float64)
+        if self._reader is not None:
+            values = self._reader.readSignal(channel.index, first, last - first).astype(np.float64)
+        else:
+            values = self._read_numpy(channel, first, last)
+        scale = unit_scale_to_uv(channel.unit)
+        if scale is None:
+            if channel.index not in self._unit_warned:
+                self._unit_warned.add(channel.index)
+                message = (
+                    f"channel {channel.label!r} unit {channel.unit!r} is not a voltage; assumed µV"
+                )
+                self.warnings.append(message)
+                logger.warning("%s: %s", self.path.name, message)
+        elif scale != 1.0:
+            values *= scale
+        return values
+
+    def _read_numpy(self, channel: ChannelInfo, first: int, last: int) -> np.ndarray:
+        signal = self._header.signals[self._signal_index[channel.index]]
+        spr = signal.samples_per_record
+        first_record, last_record = first // spr, (last - 1) // spr + 1
+        digital = self._digital(signal, first_record, last_record)
+        digital = digital[first - first_record * spr : last - first_record * spr]
+        if signal.digital_max == signal.digital_min:
+            raise EDFError(
+                f"{self.path}: digital maximum equals digital minimum ({signal.digital_min}) "
+                f"for channel {signal.label!r}"
+            )
+        gain = (signal.physical_max - signal.physical_min) / (
+            signal.digital_max - signal.digital_min
+        )
+        return (digital.astype(np.float64) - signal.digital_min) * gain + signal.physical_min
+
+    def _digital(self, signal: _Signal, first_record: int, last_record: int) -> np.ndarray:
+        """Digital samples of one signal over whole records, as int32."""
+        size = self._header.bytes_per_sample
+        block = self._records()[
+            first_record:last_record,
+            signal.offset * size : (signal.offset + signal.samples_per_record) * size,
+        ]
+        if size == 2:
+            return np.ascontiguousarray(block).view("<i2").reshape(-1).astype(np.int32)
+        triples = np.ascontiguousarray(block).reshape(-1, 3).astype(np.int32)
+        values = triples[:, 0] | (triples[:, 1] << 8) | (triples[:, 2] << 16)
+        return np.where(values >= 1 << 23, values - (1 << 24), values)
+
+    # -- annotations -----------------------------------------------------------------
+    def annotations(self) -> list[Annotation]:
+        """EDF+ annotations (time-keeping entries excluded), sorted by onset.
+
+        Returns an empty list for plain EDF. Malformed annotation lists are skipped and
+        counted in :attr:`warnings`.
+
+        Raises
+        ------
+        EDFError
+            When annotation text is not valid UTF-8.
+        """
+        if self.file_type in ("EDF", "BDF"):
+            return []
+        header = self._header
+        size = header.bytes_per_sample
+        found: list[Annotation] = []
+        malformed = 0
+        for signal in header.signals:
+            if not signal.is_annotation:
+                continue
+            columns = slice(
+                signal.offset * size, (signal.offset + signal.samples_per_record) * size
+            )
+            for record in range(header.n_records):
+                raw = bytes(self._records()[record, columns])
+                for onset, duration, texts, ok in _parse_tals(raw):
+                    malformed += not ok
+                    for text in texts:
+                        try:
+                            decoded = text.decode("utf-8")
+                        except UnicodeDecodeError as err:
+                            raise EDFError(
+                                f"{self.path}: annotation at {onset:g} s in data record {record} "
+                                f"is not UTF-8 text ({err.reason} at byte {err.start}: "
+                                f"{text!r})"
+                            ) from None
+                        found.append(Annotation(onset, duration, decoded))
+        if malformed:
+            message = f"{malformed} malformed annotation list(s) skipped"
+            self.warnings.append(message)
+            logger.warning("%s: %s", self.path.name, message)
+        found.sort(key=lambda annotation: annotation.onset)
+        return found
+
+    def iter_channels(self) -> Iterator[tuple[ChannelInfo, np.ndarray]]:
+        """Each channel with its whole signal, one at a time (bounded memory)."""
+        for channel in self.channels:
+            yield channel, self.read(channel.index)
+
+
+def _parse_tals(raw: bytes) -> Iterator[tuple[float, float | None, list[bytes], bool]]:
+    """Time-stamped annotation lists of one record: (onset, duration, texts, well_formed).
+
+    The record's first list (the time-keeping one, without text) yields no texts.
+    """
+    for chunk in raw.split(b"\x00"):
+        if not chunk:
+            continue
+        parts = chunk.split(b"\x14")
+        timing, texts = parts[0], [text for text in parts[1:] if text]
+        onset_raw, _, duration_raw = timing.partition(b"\x15")
+        if len(parts) < 2 or not _TAL_ONSET.match(onset_raw):
+            yield 0.0, None, [], False
+            continue
+        try:
+            duration = float(duration_raw) if duration_raw else None
+        except ValueError:
+            yield 0.0, None, [], False
+            continue
+        yield float(onset_raw), duration, texts, True
+
+
+def open_recording(path: str | os.PathLike[str]) -> Recording:
+    """Open an EDF/EDF+/BDF file for reading.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    Recording
+        Use it as a context manager (``with open_recording(p) as rec: ...``).
+
+    Raises
+    ------
+    EDFError
+        Missing, empty, truncated or corrupt file; header fields that cannot be read.
+
+    Examples
+    --------
+    >>> with open_recording("night.edf") as rec:  # doctest: +SKIP
+    ...     eeg = rec.read("EEG C4-M1", 0.0, 30.0)
+    """
+    return Recording(path)

@@ -1,0 +1,234 @@
+"""Per-role filtering and resampling with scipy.signal.
+
+Each channel is band-pass filtered for its role (zero-phase Butterworth sections through
+``sosfiltfilt``), optionally notch filtered, then resampled to a common rate with
+``resample_poly`` (polyphase, with its own anti-aliasing filter). Bands that do not fit
+below a channel's Nyquist frequency are clamped to 0.45 x fs and the change is recorded
+in the channel's :class:`FilterPlan` (SHHS EOG at 50 Hz, EMG at 128 Hz...).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+
+import numpy as np
+from scipy import signal as sps
+
+__all__ = ["DEFAULT_BANDS", "Preprocessing", "FilterPlan", "plan_filters", "preprocess"]
+
+logger = logging.getLogger(__name__)
+
+#: Default pass bands (Hz) per role. The EMG upper edge is further limited to 0.45 x fs.
+DEFAULT_BANDS: dict[str, tuple[float, float]] = {
+    "eeg": (0.3, 35.0),
+    "eog": (0.3, 10.0),
+    "emg": (10.0, 100.0),
+    "ecg": (0.5, 40.0),
+}
+
+_NYQUIST_FRACTION = 0.45
+_MAX_DENOMINATOR = 1000
+
+
+@dataclass
+class Preprocessing:
+    """How channels are filtered and resampled before epoching.
+
+    Attributes
+    ----------
+    target_fs : float
+        Common output rate in Hz.
+    bands : dict
+        Role -> (low, high) pass band in Hz; ``None`` for a role disables its filter.
+    notch : float or None
+        Mains frequency to notch out (50 or 60 Hz), or ``None``.
+    filter : bool
+        Apply the band-pass (and notch) filters.
+    resample : bool
+        Resample to ``target_fs``; when False every channel must already be at it.
+    order : int
+        Butterworth order of each band edge (doubled by the zero-phase pass).
+    """
+
+    target_fs: float = 100.0
+    bands: dict[str, tuple[float, float] | None] = field(
+        default_factory=lambda: dict(DEFAULT_BANDS)
+    )
+    notch: float | None = None
+    filter: bool = True
+    resample: bool = True
+    order: int = 4
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.target_fs) or self.target_fs <= 0:
+            raise ValueError(f"target_fs must be a positive number, got {self.target_fs}")
+        if self.notch is not None and self.notch <= 0:
+            raise ValueError(f"notch must be a positive frequency or None, got {self.notch}")
+        if self.order < 1:
+            raise ValueError(f"order must be at least 1, got {self.order}")
+        for role, band in self.bands.items():
+            if band is not None and not (0 <= band[0] < band[1]):
+                raise ValueError(f"band for {role!r} must be (low, high) with 0 <= low < high")
+
+    def to_dict(self) -> dict:
+        """Plain-JSON description, for metadata."""
+        out = asdict(self)
+        out["bands"] = {role: list(band) if band else None for role, band in self.bands.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class FilterPlan:
+    """What is applied to one channel: effective band, notch, resampling ratio, notes."""
+
+    role: str
+    fs: float
+    target_fs: float
+    band: tuple[float | None, float | None] | None
+    notch: float | None
+    up: int
+    down: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def output_fs(self) -> float:
+        """Exact rate after resampling (``fs * up / down``)."""
+        return self.fs * self.up / self.down
+
+    def to_dict(self) -> dict:
+        """Plain-JSON description, for metadata."""
+        return asdict(self) | {"band": list(self.band) if self.band else None}
+
+
+def plan_filters(role: str, fs: float, params: Preprocessing | None = None) -> FilterPlan:
+    """Decide band, notch and resampling for a channel of ``role`` sampled at ``fs``.
+
+    Parameters
+    ----------
+    role : str
+        ``eeg``, ``eog``, ``emg`` or ``ecg`` (any role without a band is not filtered).
+    fs : float
+        Channel rate in Hz.
+    params : Preprocessing, optional
+
+    Returns
+    -------
+    FilterPlan
+    """
+    params = params or Preprocessing()
+    if not np.isfinite(fs) or fs <= 0:
+        raise ValueError(f"sampling rate must be positive, got {fs}")
+    notes: list[str] = []
+    ceiling = _NYQUIST_FRACTION * fs
+    band: tuple[float | None, float | None] | None = None
+    requested = params.bands.get(role) if params.filter else None
+    if requested is not None:
+        low, high = float(requested[0]), float(requested[1])
+        if high > ceiling:
+            notes.append(f"{role} upper band edge {high:g} Hz clamped to {ceiling:g} Hz (fs {fs:g})")
+            high = ceiling
+        low_edge: float | None = low if low > 0 else None
+        high_edge: float | None = high
+        if low_edge is not None and low_edge >= high:
+            notes.append(
+                f"{role} band {requested[0]:g}-{requested[1]:g} Hz does not fit below "
+                f"{ceiling:g} Hz; low-pass skipped"
+            )
+            high_edge = None
+            if low_edge >= ceiling:
+                notes.append(f"{role} high-pass {low_edge:g} Hz skipped too")
+                low_edge = None
+        if low_edge is not None or high_edge is not None:
+            band = (low_edge, high_edge)
+    notch = None
+    if params.filter and params.notch is not None:
+        if params.notch < ceiling:
+            notch = float(params.notch)
+        else:
+            notes.append(f"notch {params.notch:g} Hz above {ceiling:g} Hz skipped (fs {fs:g})")
+    up = down = 1
+    if params.resample:
+        ratio = Fraction(params.target_fs / fs).limit_denominator(_MAX_DENOMINATOR)
+        up, down = ratio.numerator, ratio.denominator
+        achieved = fs * up / down
+        if abs(achieved - params.target_fs) > 1e-9 * params.target_fs:
+            notes.append(
+                f"{fs:g} Hz -> {params.target_fs:g} Hz approximated as x{up}/{down} "
+                f"= {achieved:.6f} Hz"
+            )
+    elif fs != params.target_fs:
+        raise ValueError(
+            f"resampling is disabled but the channel is at {fs:g} Hz, not {params.target_fs:g} Hz"
+        )
+    return FilterPlan(role, float(fs), float(params.target_fs), band, notch, up, down, tuple(notes))
+
+
+def _sos(plan: FilterPlan, order: int) -> list[np.ndarray]:
+    sections = []
+    if plan.band is not None:
+        low, high = plan.band
+        if low is not None and high is not None:
+            sections.append(sps.butter(order, (low, high), "bandpass", fs=plan.fs, output="sos"))
+        elif low is not None:
+            sections.append(sps.butter(order, low, "highpass", fs=plan.fs, output="sos"))
+        elif high is not None:
+            sections.append(sps.butter(order, high, "lowpass", fs=plan.fs, output="sos"))
+    if plan.notch is not None:
+        b, a = sps.iirnotch(plan.notch, Q=30.0, fs=plan.fs)
+        sections.append(sps.tf2sos(b, a))
+    return sections
+
+
+def preprocess(
+    signal: np.ndarray,
+    fs: float,
+    role: str,
+    target_fs: float | None = None,
+    params: Preprocessing | None = None,
+) -> np.ndarray:
+    """Filter one channel for its role and resample it.
+
+    Parameters
+    ----------
+    signal : numpy.ndarray
+        1-D samples (µV). NaN samples are bridged with zeros for filtering and are NaN
+        again in the output.
+    fs : float
+        Rate of ``signal`` in Hz.
+    role : str
+        ``eeg``, ``eog``, ``emg`` or ``ecg``.
+    target_fs : float, optional
+        Output rate; overrides ``params.target_fs``.
+    params : Preprocessing, optional
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 samples at the planned output rate (see :func:`plan_filters`).
+    """
+    params = params or Preprocessing()
+    if target_fs is not None and target_fs != params.target_fs:
+        params = Preprocessing(**(asdict(params) | {"target_fs": float(target_fs)}))
+    values = np.asarray(signal, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"signal must be 1-D, got shape {values.shape}")
+    plan = plan_filters(role, fs, params)
+    for note in plan.notes:
+        logger.debug("%s", note)
+    missing = ~np.isfinite(values)
+    if missing.any():
+        values = np.where(missing, 0.0, values)
+    for sos in _sos(plan, params.order):
+        if values.size < 2:
+            break
+        padlen = min(3 * (2 * len(sos) + 1), values.size - 1)
+        values = sps.sosfiltfilt(sos, values, padlen=padlen)
+    if (plan.up, plan.down) != (1, 1) and values.size:
+        values = sps.resample_poly(values, plan.up, plan.down)
+    if missing.any():
+        positions = np.arange(values.size) * (plan.down / plan.up)
+        source = np.minimum(np.round(positions).astype(np.int64), missing.size - 1)
+        values[missing[source]] = np.nan
+    return values

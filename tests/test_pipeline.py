@@ -1,0 +1,245 @@
+"""Tests for engine.pipeline: ``psgvlm render`` end to end, splits, resume, faults."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from engine.errors import DatasetError, ShardError
+from engine.pipeline import (
+    RenderSettings,
+    assign_splits,
+    parse_fractions,
+    read_subjects_file,
+    render_dataset,
+)
+from engine.shards import list_shards, read_manifest, sample_key, verify_shards
+from engine.stages import Stage
+from psgvlm.cli import main
+
+HOURS = 0.25  # 30 epochs per synthetic night
+SMALL = ["--synthetic-hours", str(HOURS), "--size", "96x48", "--no-progress"]
+
+
+def _truth(nights: int, hours: float = HOURS) -> dict[str, int]:
+    """Expected sample key -> class of synthetic nights 0..nights-1 (UNK dropped)."""
+    from engine.synth import synth_night
+
+    expected = {}
+    for number in range(nights):
+        stages = synth_night(number, hours=hours).stages
+        for epoch, stage in enumerate(stages.tolist()):
+            if stage != int(Stage.UNK):
+                expected[sample_key("synthetic", f"night-{number:04d}", epoch)] = stage
+    return expected
+
+
+def _read_all(out: Path, decode: bool = False) -> list[dict]:
+    urls = [str(p) for p in list_shards(out)]
+    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+    return list(dataset.decode("pil") if decode else dataset)
+
+
+# ----------------------------------------------------------------------------------------
+# Splits
+# ----------------------------------------------------------------------------------------
+def test_assign_splits_is_reproducible_proportional_and_seeded():
+    subjects = [f"sleep-edf:{i:02d}" for i in range(20)]
+    first = assign_splits(subjects, (0.8, 0.1, 0.1), seed=1)
+    assert first == assign_splits(list(reversed(subjects)) + subjects[:3], (0.8, 0.1, 0.1), 1)
+    assert Counter(first.values()) == {"train": 16, "val": 2, "test": 2}
+    assert assign_splits(subjects, (0.8, 0.1, 0.1), seed=2) != first
+    # Few subjects: every non-zero split gets one as soon as there are enough.
+    assert Counter(assign_splits(["a", "b", "c"], (0.8, 0.1, 0.1)).values()) == {
+        "train": 1,
+        "val": 1,
+        "test": 1,
+    }
+    assert set(assign_splits(["a", "b"], (0.8, 0.1, 0.1)).values()) == {"train"}
+    assert set(assign_splits(subjects, (1.0, 0.0, 0.0)).values()) == {"train"}
+
+
+def test_parse_fractions_and_subjects_file(tmp_path):
+    assert parse_fractions("0.7,0.2,0.1") == (0.7, 0.2, 0.1)
+    for bad in ("0.5,0.5", "0.5,0.6,0.1", "a,b,c", "1.2,-0.1,-0.1"):
+        with pytest.raises(DatasetError, match="--split"):
+            parse_fractions(bad)
+    (tmp_path / "s.json").write_text(json.dumps({"synthetic:night-0000": "val", "x": "test"}))
+    assert read_subjects_file(tmp_path / "s.json") == {"synthetic:night-0000": "val", "x": "test"}
+    (tmp_path / "s.csv").write_text("subject,split\nnight-0000,test\nnight-0001,train\n")
+    assert read_subjects_file(tmp_path / "s.csv") == {"night-0000": "test", "night-0001": "train"}
+    (tmp_path / "bad.csv").write_text("night-0000,holdout\n")
+    with pytest.raises(DatasetError, match="splits must be"):
+        read_subjects_file(tmp_path / "bad.csv")
+    with pytest.raises(DatasetError, match="--subjects-file"):
+        read_subjects_file(tmp_path / "missing.json")
+
+
+# ----------------------------------------------------------------------------------------
+# End to end
+# ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    """Four short synthetic nights rendered through the command line, split 2/1/1."""
+    out = tmp_path_factory.mktemp("render") / "shards"
+    argv = ["render", "--synthetic", "4", *SMALL, "--split", "0.5,0.25,0.25", "--maxcount", "25"]
+    assert main([*argv, "--out", str(out), "--features"]) == 0
+    return out
+
+
+def test_end_to_end_synthetic_shards_read_back(rendered):
+    out = rendered
+    manifest = read_manifest(out)
+    samples = _read_all(out, decode=True)
+    truth = _truth(4)
+    # Every scored epoch exactly once, with the synthetic truth as its class.
+    keys = [s["__key__"] for s in samples]
+    assert sorted(keys) == sorted(truth) and len(set(keys)) == len(keys)
+    assert all(int(s["cls"]) == truth[s["__key__"]] for s in samples)
+    # Images decode at the requested size; metadata describes the epoch.
+    first = samples[0]
+    assert isinstance(first["png"], Image.Image) and first["png"].size == (96, 48)
+    meta = first["json"]
+    assert meta["dataset"] == "synthetic" and meta["subject"] == meta["recording"]
+    assert meta["onset"] == meta["epoch"] * 30.0 and meta["duration"] == 30.0
+    assert [c["role"] for c in meta["channels"]] == ["eeg", "eog", "emg"]
+    assert all(c["scale_uv"] > 0 for c in meta["channels"]) and meta["fs"] > 0
+    assert meta["render"]["width"] == 96 and meta["render"]["format"] == "png"
+    assert meta["stage"] == ["W", "N1", "N2", "N3", "R"][int(first["cls"])]
+    assert {"preprocessing", "engine_version", "raw_label", "scorer"} <= set(meta)
+    assert isinstance(meta["features"], dict) and "delta_rel" in meta["features"]
+    # Splits by subject: no subject in two splits, 2/1/1 subjects, manifest agrees.
+    splits_of = {}
+    for sample in samples:
+        splits_of.setdefault(sample["json"]["subject"], set()).add(sample["json"]["split"])
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert Counter(next(iter(s)) for s in splits_of.values()) == {"train": 2, "val": 1, "test": 1}
+    assert {k: [x.split(":")[1] for x in v] for k, v in manifest.subjects.items()} == {
+        split: sorted(subj for subj, s in splits_of.items() if split in s)
+        for split in ("train", "val", "test")
+    }
+    # Counts equal the manifest, per split and per label.
+    per_split = Counter(s["json"]["split"] for s in samples)
+    assert {k: v["samples"] for k, v in manifest.split_counts().items()} == dict(per_split)
+    labels = Counter(["W", "N1", "N2", "N3", "R"][int(s["cls"])] for s in samples)
+    totals = Counter()
+    for counts in manifest.split_counts().values():
+        totals.update({k: v for k, v in counts.items() if k not in ("samples", "shards")})
+    assert totals == labels
+    assert verify_shards(out)["samples"] == len(truth)
+    # Shard names contiguous per split, at most --maxcount samples each.
+    for split in ("train", "val", "test"):
+        names = [p.name for p in list_shards(out, split)]
+        assert names == [f"{split}-{n:06d}.tar" for n in range(len(names))]
+    assert max(info.count for info in manifest.shards) <= 25
+    assert manifest.command[:2] == ["psgvlm", "render"] and "--features" in manifest.command
+    assert {"psgvlm", "numpy", "numba", "webdataset", "python"} <= set(manifest.versions)
+    assert not (out / "_work").exists()
+
+
+def test_rerun_of_a_finished_render_is_a_no_op_and_changed_arguments_are_refused(
+    rendered, capsys
+):
+    before = {p.name: p.stat().st_mtime_ns for p in list_shards(rendered)}
+    argv = ["render", "--synthetic", "4", *SMALL, "--split", "0.5,0.25,0.25", "--maxcount", "25"]
+    assert main([*argv, "--out", str(rendered), "--features"]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in list_shards(rendered)} == before
+    assert main([*argv, "--out", str(rendered)]) == 2
+    assert "settings.features" in capsys.readouterr().err
+
+
+def test_render_defaults_command_line(tmp_path, capsys):
+    """``psgvlm render --synthetic 2 --out DIR`` with every default but tiny nights."""
+    out = tmp_path / "x"
+    assert main(["render", "--synthetic", "2", "--synthetic-hours", "0.1", "--out", str(out)]) == 0
+    summary = capsys.readouterr().out
+    assert "rendered 2 recordings" in summary and "train" in summary
+    samples = _read_all(out)
+    image = Image.open(io.BytesIO(samples[0]["png"]))
+    assert image.size == (448, 224)
+    manifest = read_manifest(out)
+    assert manifest.total_samples == len(samples) == len(_truth(2, 0.1))
+    assert manifest.config["settings"]["montage"] == "eeg=C4-M1,eog=E1-M2,emg=chin"
+
+
+def test_failed_recordings_are_listed_and_strict_fails(tmp_path, capsys):
+    broken = tmp_path / "in"
+    broken.mkdir()
+    (broken / "bad-PSG.edf").write_bytes(b"0       this is not an EDF header")
+    (broken / "bad-Hypnogram.edf").write_bytes(b"nor this")
+    (broken / "lonely.edf").write_bytes(b"")
+    out = tmp_path / "out"
+    settings = RenderSettings(montage="eeg=C4-M1", width=64, height=32, fmt="npy")
+    report = render_dataset(
+        [str(broken)], out, settings, synthetic=1, synthetic_hours=0.1, progress=False
+    )
+    failed = {Path(f["file"]).name: f["reason"] for f in report.manifest.failed}
+    assert set(failed) == {"bad-PSG.edf", "lonely.edf"}
+    assert "hypnogram" in failed["lonely.edf"]
+    assert "failed: " in report.summary()
+    samples = _read_all(out)
+    assert np.load(io.BytesIO(samples[0]["npy"])).shape == (32, 64)
+    assert read_manifest(out).total_samples == len(samples) == len(_truth(1, 0.1))
+    assert main(["render", str(broken / "bad-PSG.edf"), "--strict", "--out", str(tmp_path / "s")])
+    assert "bad-PSG.edf" in capsys.readouterr().err
+
+
+def test_output_folder_with_foreign_shards_is_refused(tmp_path):
+    (tmp_path / "train-000000.tar").write_bytes(b"")
+    with pytest.raises(ShardError, match="already holds shards"):
+        render_dataset([], tmp_path, RenderSettings(montage="eeg=C4-M1"), synthetic=1)
+
+
+def test_killed_run_resumes_without_missing_or_duplicated_epochs(tmp_path):
+    """SIGKILL a real ``psgvlm render`` mid-run, rerun it, check every epoch once."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "psgvlm.cli", "render", "--synthetic", "5", *SMALL]
+    command += ["--maxcount", "7", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = out / "_work" / "done"
+    deadline = time.monotonic() + 120
+    while not (done.is_dir() and any(done.iterdir())):
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "the render never finished a recording"
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    assert not (out / "manifest.json").exists(), "killed too late: the run had finished"
+    finished = len(list(done.iterdir()))
+    assert finished < 5
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{finished} resumed" in rerun.stdout
+    keys = Counter(sample["__key__"] for sample in _read_all(out))
+    truth = _truth(5)
+    assert set(keys) == set(truth)
+    assert max(keys.values()) == 1
+    assert verify_shards(out)["samples"] == len(truth)
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_ray_runs_the_same_task_function(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    settings = RenderSettings(montage="eeg=C4-M1,emg=chin", width=64, height=32)
+    report = render_dataset(
+        [], out, settings, synthetic=2, synthetic_hours=0.1, workers=2, ray_address="local"
+    )
+    assert report.rendered == 2
+    keys = [sample["__key__"] for sample in _read_all(out)]
+    assert sorted(keys) == sorted(_truth(2, 0.1))
+    verify_shards(out)

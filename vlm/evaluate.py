@@ -1,0 +1,283 @@
+"""Candidate scoring and staging metrics.
+
+A model's stage for an epoch is the candidate answer (W, N1, N2, N3, R) with the highest
+sum of answer-token log-likelihoods; probabilities are the softmax over those sums. Whole
+answers are scored because ``N1``/``N2``/``N3`` share their first token ``N`` in most
+tokenizers. Zero-shot (no adapter) and fine-tuned models are scored the same way.
+
+Command line::
+
+    psgvlm eval --model Qwen/Qwen2-VL-2B-Instruct --adapter runs/qwen/adapter \\
+        --shards 'shards/test-*.tar' --out reports/qwen
+
+writes ``metrics.json``, ``metrics.md``, ``predictions.csv`` and ``confusion.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import ModelError, PSGError
+from engine.stages import STAGE_NAMES
+
+__all__ = [
+    "score_candidates",
+    "predict",
+    "evaluate_samples",
+    "classification_metrics",
+    "group_metrics",
+    "plot_confusion",
+    "metrics_markdown",
+    "write_report",
+    "add_arguments",
+    "run",
+]
+
+logger = logging.getLogger(__name__)
+
+_NON_MODEL_KEYS = ("labels", "answer_mask", "cls", "sample_weight")
+
+
+def score_candidates(
+    model,
+    processor,
+    images: Sequence,
+    prompts: Sequence[str] | None = None,
+    candidates: Sequence[str] = STAGE_NAMES,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Probability of each candidate answer for each image.
+
+    Parameters
+    ----------
+    model, processor
+        From :func:`vlm.model.load_model_and_processor` (with or without adapter).
+    images : sequence of PIL images
+        One rendered epoch each.
+    prompts : sequence of str, optional
+        The user's question per image (default: :data:`vlm.data.QUESTION`; use
+        :func:`vlm.data.build_question` to name the channels as in training).
+    candidates : sequence of str
+        Candidate answers, scored as whole token sequences.
+    batch_size : int
+        Images per forward pass (each expands to ``len(candidates)`` sequences).
+
+    Returns
+    -------
+    np.ndarray
+        ``(len(images), len(candidates))`` probabilities; rows sum to 1.
+    """
+    import torch
+
+    from .data import QUESTION, build_messages, encode_chats, render_chat
+
+    if batch_size <= 0:
+        raise ModelError(f"batch_size {batch_size}: must be positive")
+    if not candidates:
+        raise ModelError("no candidate answers")
+    if prompts is None:
+        prompts = [QUESTION] * len(images)
+    if len(prompts) != len(images):
+        raise ModelError(f"{len(prompts)} prompts for {len(images)} images")
+    device = next(model.parameters()).device
+    n_cand = len(candidates)
+    scores = np.zeros((len(images), n_cand), dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        for lo in range(0, len(images), batch_size):
+            chunk = list(range(lo, min(lo + batch_size, len(images))))
+            texts, answers, batch_images = [], [], []
+            for i in chunk:
+                messages = build_messages({}, question=prompts[i])
+                for cand in candidates:
+                    prompt, tail = render_chat(processor, messages, cand)
+                    texts.append(prompt)
+                    answers.append(tail[: tail.index(cand) + len(cand)])
+                    batch_images.append(images[i])
+            batch = encode_chats(processor, batch_images, texts, answers)
+            mask = batch["answer_mask"][:, 1:].to(device)
+            targets = batch["input_ids"][:, 1:].to(device)
+            inputs = {k: v.to(device) for k, v in batch.items() if k not in _NON_MODEL_KEYS}
+            with torch.no_grad():
+                logits = model(**inputs, use_cache=False).logits[:, :-1]
+                logp = torch.log_softmax(logits[mask].float(), dim=-1)
+                token_logp = logp.gather(1, targets[mask].unsqueeze(1)).squeeze(1)
+                rows = torch.nonzero(mask)[:, 0]
+                seq = torch.zeros(mask.shape[0], device=device).index_add_(0, rows, token_logp)
+            scores[lo : lo + len(chunk)] = seq.view(len(chunk), n_cand).cpu().double().numpy()
+    finally:
+        model.train(was_training)
+    scores -= scores.max(axis=1, keepdims=True)
+    probs = np.exp(scores)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def predict(model, processor, images: Sequence, prompts: Sequence[str] | None = None,
+            batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class ids (0-4) and the ``(N, 5)`` probabilities."""
+    probs = score_candidates(model, processor, images, prompts, STAGE_NAMES, batch_size)
+    return probs.argmax(axis=1), probs
+
+
+def evaluate_samples(model, processor, samples: Sequence[dict[str, Any]],
+                     batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities for samples from :func:`vlm.data.make_dataset`; returns (y_true, probs)."""
+    from .data import build_question
+
+    images = [s["image"] for s in samples]
+    prompts = [build_question(s["meta"]) for s in samples]
+    probs = score_candidates(model, processor, images, prompts, STAGE_NAMES, batch_size)
+    return np.array([s["cls"] for s in samples]), probs
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]:
+    """Accuracy, macro-F1, Cohen's kappa, per-class F1 and support, confusion matrix."""
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score
+
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.size == 0:
+        raise PSGError(f"metrics need equal, non-empty label arrays ({y_true.shape} vs {y_pred.shape})")
+    labels = list(range(len(STAGE_NAMES)))
+    present = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
+    per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    kappa = cohen_kappa_score(y_true, y_pred, labels=labels) if len(present) > 1 else float("nan")
+    return {
+        "n": int(y_true.size),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "kappa": float(kappa),
+        "per_class_f1": {name: float(f) for name, f in zip(STAGE_NAMES, per_class)},
+        "support": {name: int((y_true == i).sum()) for i, name in enumerate(STAGE_NAMES)},
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def group_metrics(y_true: Sequence[int], y_pred: Sequence[int],
+                  groups: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """:func:`classification_metrics` per group (e.g. subject), without confusion matrices."""
+    y_true, y_pred, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
+    out = {}
+    for group in sorted(set(groups.tolist())):
+        sel = groups == group
+        metrics = classification_metrics(y_true[sel], y_pred[sel])
+        metrics.pop("confusion")
+        out[str(group)] = metrics
+    return out
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], path: str | Path,
+                   title: str = "Confusion matrix") -> Path:
+    """Row-normalised confusion matrix with counts, written as PNG (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion, dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    names = STAGE_NAMES[: cm.shape[0]]
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for (i, j), count in np.ndenumerate(cm):
+        ax.text(j, i, f"{int(count)}", ha="center", va="center",
+                color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def metrics_markdown(metrics: dict[str, Any], title: str = "Evaluation") -> str:
+    """Markdown report: headline metrics, per-class F1, per-group table when present."""
+    lines = [f"# {title}", "", "| n | accuracy | macro-F1 | Cohen's κ |", "|---|---|---|---|",
+             f"| {metrics['n']} | {metrics['accuracy']:.3f} | {metrics['macro_f1']:.3f} "
+             f"| {metrics['kappa']:.3f} |", "", "| stage | F1 | support |", "|---|---|---|"]
+    lines += [f"| {name} | {metrics['per_class_f1'][name]:.3f} | {metrics['support'][name]} |"
+              for name in STAGE_NAMES]
+    groups = metrics.get("per_subject") or {}
+    if groups:
+        lines += ["", "| subject | n | accuracy | macro-F1 | κ |", "|---|---|---|---|---|"]
+        lines += [f"| {g} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['kappa']:.3f} |"
+                  for g, m in groups.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: str | Path, metrics: dict[str, Any], rows: Sequence[dict[str, Any]],
+                 title: str = "Evaluation") -> Path:
+    """Write ``metrics.json``, ``metrics.md``, ``predictions.csv``, ``confusion.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+    (out / "metrics.md").write_text(metrics_markdown(metrics, title))
+    if rows:
+        with open(out / "predictions.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    plot_confusion(metrics["confusion"], out / "confusion.png", title)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``psgvlm eval``."""
+    parser.add_argument("--model", required=True, help="base model id or directory")
+    parser.add_argument("--adapter", help="LoRA adapter directory (omit for zero-shot)")
+    parser.add_argument("--shards", required=True,
+                        help="shard glob / brace pattern, or a directory (test split)")
+    parser.add_argument("--split", default="test", help="split when --shards is a directory")
+    parser.add_argument("--out", type=Path, help="report directory (default: print only)")
+    parser.add_argument("--batch-size", type=int, default=8, help="epochs per forward pass")
+    parser.add_argument("--limit", type=int, help="evaluate at most this many epochs")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    parser.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes weights")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate a model (+ adapter) on shards and write the report."""
+    import torch
+
+    from .data import expand_shards, read_samples
+    from .model import load_model_and_processor
+
+    urls = expand_shards(args.shards, args.split)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, processor, _ = load_model_and_processor(
+        args.model, adapter=args.adapter, quantization=args.quantization, device=device
+    )
+    samples = read_samples(urls, limit=args.limit)
+    if not samples:
+        raise PSGError(f"no scored epochs in {args.shards}")
+    y_true, probs = evaluate_samples(model, processor, samples, args.batch_size)
+    y_pred = probs.argmax(axis=1)
+    metrics = classification_metrics(y_true, y_pred)
+    subjects = [str(s["meta"].get("subject", "")) for s in samples]
+    metrics["per_subject"] = group_metrics(y_true, y_pred, subjects)
+    metrics.update(model=str(args.model), adapter=str(args.adapter) if args.adapter else None,
+                   shards=[str(u) for u in urls])
+    print(f"n={metrics['n']} accuracy={metrics['accuracy']:.3f} "
+          f"macro_f1={metrics['macro_f1']:.3f} kappa={metrics['kappa']:.3f}")
+    if args.out is not None:
+        rows = [{"key": s["key"], "subject": subj, "recording": s["meta"].get("recording", ""),
+                 "epoch": s["meta"].get("epoch", ""), "true": STAGE_NAMES[t],
+                 "pred": STAGE_NAMES[p], **{f"p_{n}": f"{q:.5f}" for n, q in zip(STAGE_NAMES, pr)}}
+                for s, subj, t, p, pr in zip(samples, subjects, y_true, y_pred, probs)]
+        write_report(args.out, metrics, rows, title=f"{args.model} on {args.shards}")
+        print(args.out)
+    return 0
