@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -137,15 +137,19 @@ class EpochSource:
         n_samples = self._signals.shape[1]
         starts = np.round(epoched.onsets * self.fs).astype(np.int64)
         inside = (starts >= 0) & (starts + self.epoch_samples <= n_samples)
+        scored = epoched.stages != int(Stage.UNK)
         before = int(np.sum(starts < 0))
         after = int(np.sum(~inside)) - before
         if before or after:
-            warnings.warn(
+            message = (
                 f"{self._name}: hypnogram has {len(epoched)} epochs, {int(inside.sum())} lie "
                 f"inside the {n_samples / self.fs:g}-s signal; dropped {before} before its "
-                f"start and {after} after its end",
-                stacklevel=3,
+                f"start and {after} after its end ({int(np.sum(~inside & scored))} scored)"
             )
+            if np.any(~inside & scored):
+                warnings.warn(message, stacklevel=3)
+            else:  # e.g. Sleep-EDF's trailing 'Sleep stage ?' past the end of the signal
+                logger.info("%s", message)
         kept = np.flatnonzero(inside)
         trimmed = Hypnogram(
             epoched.onsets[kept],
@@ -208,7 +212,17 @@ class EpochSource:
         )
 
     @classmethod
-    def _assemble(cls, channels, read, rates, hypnogram, preprocessing, source, start_time):
+    def _assemble(
+        cls,
+        channels: list[ResolvedChannel],
+        read: Callable[[ResolvedChannel], np.ndarray],
+        rates: Mapping[str, float],
+        hypnogram: Hypnogram,
+        preprocessing: Preprocessing,
+        source: Path | None,
+        start_time: datetime | None,
+    ) -> EpochSource:
+        """Read each channel once, preprocess it, stack the rows (shortest length wins)."""
         processed: dict[str, tuple[np.ndarray, FilterPlan]] = {}
         rows, plans = [], []
         for channel in channels:
@@ -234,8 +248,18 @@ class EpochSource:
                 longest - n_samples,
                 n_samples,
             )
+        rates = {plan.output_fs for plan in plans}
+        if preprocessing.resample:
+            fs = preprocessing.target_fs
+        elif len(rates) == 1:
+            fs = rates.pop()
+        else:
+            raise ValueError(
+                f"{source or 'signals'}: resampling is disabled but the channels have different "
+                f"rates ({', '.join(f'{r:g}' for r in sorted(rates))} Hz)"
+            )
         stacked = np.stack([row[:n_samples] for row in rows])
-        return cls(stacked, preprocessing.target_fs, channels, hypnogram, plans, source, start_time)
+        return cls(stacked, fs, channels, hypnogram, plans, source, start_time)
 
     # -- access ------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -65,14 +65,19 @@ def detect_dataset(path: str | Path, labels: list[str]) -> tuple[str, str]:
     return "unknown", "no known channel names or file naming"
 
 
+def _step_uv(channel: ChannelInfo) -> float:
+    """One digital step of ``channel`` in µV (in file units if not a voltage)."""
+    span = abs(channel.physical_max - channel.physical_min)
+    scale = unit_scale_to_uv(channel.unit) or 1.0
+    return span / max(channel.digital_max - channel.digital_min, 1) * scale
+
+
 def _clipped_share(values_uv: np.ndarray, channel: ChannelInfo) -> float:
     """Share of samples within half a digital step of the channel's physical limits."""
     scale = unit_scale_to_uv(channel.unit) or 1.0
-    step = abs(channel.physical_max - channel.physical_min) / max(
-        channel.digital_max - channel.digital_min, 1
-    )
-    low = (min(channel.physical_min, channel.physical_max) + step / 2) * scale
-    high = (max(channel.physical_min, channel.physical_max) - step / 2) * scale
+    step = _step_uv(channel)
+    low = min(channel.physical_min, channel.physical_max) * scale + step / 2
+    high = max(channel.physical_min, channel.physical_max) * scale - step / 2
     return float(np.mean((values_uv <= low) | (values_uv >= high)))
 
 
@@ -85,8 +90,7 @@ def channel_problems(recording: Recording) -> dict[str, list[str]]:
         Channel label -> problem descriptions (channels without problems left out).
     """
     problems: dict[str, list[str]] = {}
-    for channel in recording.channels:
-        values = recording.read(channel.index)
+    for channel, values in recording.iter_channels():
         found = []
         if values.size == 0:
             found.append("no samples")
@@ -96,10 +100,10 @@ def channel_problems(recording: Recording) -> dict[str, list[str]]:
                 found.append(f"{int((~finite).sum())} NaN/inf samples")
             values = values[finite]
         if values.size:
-            if not values.any():
-                found.append("all zero")
-            elif np.ptp(values) == 0:
-                found.append(f"flat at {values[0]:g}")
+            if np.ptp(values) == 0:
+                # Digital 0 maps to about 0 µV only when the physical range is symmetric.
+                zero = abs(values[0]) <= _step_uv(channel)
+                found.append("all zero" if zero else f"flat at {values[0]:g}")
             else:
                 share = _clipped_share(values, channel)
                 if share > CLIP_FRACTION:

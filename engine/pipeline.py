@@ -508,6 +508,12 @@ def _init_worker(threads: int) -> None:
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
+def _run_one_on_one_core(task: RecordingTask, strict: bool) -> dict[str, Any]:
+    """:func:`_run_one` with one numba thread (a Ray task holds one CPU)."""
+    _init_worker(1)
+    return _run_one(task, strict)
+
+
 def _execute(
     tasks: Sequence[RecordingTask],
     workers: int,
@@ -555,7 +561,7 @@ def _execute_ray(
         else:
             ray.init(address=address, log_to_driver=False)
     try:
-        remote = ray.remote(num_cpus=1, max_retries=2)(_run_one)
+        remote = ray.remote(num_cpus=1, max_retries=2)(_run_one_on_one_core)
         pending = [remote.remote(task, strict) for task in tasks]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)

@@ -47,7 +47,8 @@ class Preprocessing:
     filter : bool
         Apply the band-pass (and notch) filters.
     resample : bool
-        Resample to ``target_fs``; when False every channel must already be at it.
+        Resample to ``target_fs``; when False channels keep their rate (an epoch source
+        then needs them all at one rate).
     order : int
         Butterworth order of each band edge (doubled by the zero-phase pass).
     """
@@ -127,7 +128,9 @@ def plan_filters(role: str, fs: float, params: Preprocessing | None = None) -> F
     if requested is not None:
         low, high = float(requested[0]), float(requested[1])
         if high > ceiling:
-            notes.append(f"{role} upper band edge {high:g} Hz clamped to {ceiling:g} Hz (fs {fs:g})")
+            notes.append(
+                f"{role} upper band edge {high:g} Hz clamped to {ceiling:g} Hz (fs {fs:g})"
+            )
             high = ceiling
         low_edge: float | None = low if low > 0 else None
         high_edge: float | None = high
@@ -158,10 +161,6 @@ def plan_filters(role: str, fs: float, params: Preprocessing | None = None) -> F
                 f"{fs:g} Hz -> {params.target_fs:g} Hz approximated as x{up}/{down} "
                 f"= {achieved:.6f} Hz"
             )
-    elif fs != params.target_fs:
-        raise ValueError(
-            f"resampling is disabled but the channel is at {fs:g} Hz, not {params.target_fs:g} Hz"
-        )
     return FilterPlan(role, float(fs), float(params.target_fs), band, notch, up, down, tuple(notes))
 
 

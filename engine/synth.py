@@ -330,14 +330,14 @@ class _Subject:
     gain: float = 1.0
     slow_gain: float = 1.0
     channel_gain: dict[str, float] = field(default_factory=dict)
-    aperiodic_exponent: float = 1.9
+    aperiodic_exponent: float = 1.6
     alpha_freq: float = 10.0
     rem_alpha_freq: float = 9.0
     theta_freq: float = 6.0
     spindle_freq: float = 13.5
     spindle_density: float = 4.5
     kc_density: float = 1.2
-    slow_wave_pp: float = 120.0
+    slow_wave_pp: float = 110.0
     emg_tone: float = 1.0
     heart_rate: float = 62.0
     ecg_amplitude: float = 1000.0
@@ -368,14 +368,14 @@ def _draw_subject(rng: np.random.Generator, channels: tuple[str, ...]) -> _Subje
         # never reaches, and N3 always keeps, the 75 uV slow-wave criterion.
         slow_gain=float(np.clip(gain, 0.8, 1.25)),
         channel_gain=channel_gain,
-        aperiodic_exponent=rng.uniform(1.5, 2.3),
+        aperiodic_exponent=rng.uniform(1.3, 1.9),
         alpha_freq=alpha,
         rem_alpha_freq=alpha - rng.uniform(0.5, 1.5),
         theta_freq=rng.uniform(5.0, 7.0),
         spindle_freq=float(np.clip(rng.normal(13.4, 0.6), 12.0, 14.8)),
         spindle_density=rng.uniform(2.5, 6.5),
         kc_density=rng.uniform(0.5, 2.0),
-        slow_wave_pp=rng.uniform(100.0, 150.0),
+        slow_wave_pp=rng.uniform(95.0, 140.0),
         emg_tone=_loguniform(rng, 0.5, 2.0),
         heart_rate=rng.uniform(52.0, 72.0),
         ecg_amplitude=rng.uniform(500.0, 1800.0),
@@ -461,9 +461,9 @@ def _pick_rates(fs: Any, channels: tuple[str, ...], rng: np.random.Generator) ->
 
 
 def _decimation(fs: float) -> int:
-    """Largest integer factor that keeps the rhythm rate >= 64 Hz with whole epochs."""
+    """Largest integer factor that keeps the rhythm rate >= 80 Hz with whole epochs."""
     samples = int(round(fs * EPOCH_LENGTH))
-    for step in range(max(1, int(fs // 64.0)), 1, -1):
+    for step in range(max(1, int(fs // 80.0)), 1, -1):
         if samples % step == 0:
             return step
     return 1
@@ -649,11 +649,11 @@ _BACKGROUND_MIX: dict[str, tuple[float, float, float]] = {
 #: C4-M1 rms (uV) of each continuous component per stage (W, N1, N2, N3, R) for a
 #: unit-gain subject; tuned against the Prerau segment with ``psgvlm synth-report``.
 _LEVELS: dict[str, tuple[float, float, float, float, float]] = {
-    "background": (8.0, 8.0, 8.5, 9.5, 6.5),
-    "delta": (3.0, 7.0, 10.0, 13.0, 3.5),
-    "theta": (3.0, 5.5, 3.5, 3.0, 4.5),
-    "alpha": (5.0, 3.5, 3.0, 2.5, 4.5),
-    "beta": (4.0, 2.2, 1.3, 0.8, 2.2),
+    "background": (9.0, 9.0, 9.5, 8.0, 7.0),
+    "delta": (3.0, 6.0, 9.0, 12.0, 3.0),
+    "theta": (3.0, 4.0, 2.0, 3.0, 3.0),
+    "alpha": (5.0, 4.0, 4.5, 5.0, 4.5),
+    "beta": (4.0, 2.0, 0.7, 0.5, 3.0),
     "muscle": (2.5, 1.0, 0.5, 0.4, 0.3),
 }
 #: Extra C4-M1 alpha rms while eyes are closed in W (bursts; ~20 uV rms on O2-M1).
@@ -818,7 +818,7 @@ class _Night:
         rate = (
             self.subject.spindle_density
             * (1.3 - 0.5 * self.decay[epoch])
-            * (1.0 if stage == N2 else 0.3)
+            * (1.0 if stage == N2 else 0.5)
         )
         count = self.rng.poisson(rate * EPOCH_LENGTH / 60.0)
         durations = [
@@ -934,8 +934,8 @@ class _Night:
     def render_brain(self, labels: tuple[str, ...], fs: float) -> dict[str, np.ndarray]:
         """EEG channels (and the frontal signal the EOG picks up) at rate ``fs``.
 
-        Broadband parts (1/f background, scalp muscle) are drawn at ``fs``; the rhythms
-        below 35 Hz at an integer fraction of it (>= 64 Hz) and interpolated once per
+        Scalp muscle activity is drawn at ``fs``; the 1/f background and the rhythms at an
+        integer fraction of it (>= 80 Hz, see :func:`_decimation`), interpolated once per
         channel (polyphase), which keeps a full night within a few seconds.
         """
         s = self.subject
@@ -955,24 +955,23 @@ class _Night:
                 if weights.get(c, 0.0):
                     into[c] += np.float32(weights[c] * gains[c]) * modulated
 
-        background = _amplitude(full.n, fs, _aperiodic(s.aperiodic_exponent), s)
-        env = full.steps(self._level("background")) * full.wobble(self.noise_rng(), 0.15, 20.0)
-        for i in range(3):
-            mix = {c: _BACKGROUND_MIX[c][i] / np.linalg.norm(_BACKGROUND_MIX[c]) for c in labels}
-            add(out, full, background, env, mix)
         muscle = _amplitude(full.n, fs, _band(20.0, 0.45 * fs, 0.0, 5.0), s)
         env = full.steps(self._level("muscle") * s.emg_tone) * full.wobble(
             self.noise_rng(), 0.5, 5.0
         )
         add(out, full, muscle, env, _RHYTHM_TOPOGRAPHY["muscle"])
-
+        background = _amplitude(low.n, low.fs, _aperiodic(s.aperiodic_exponent), s)
+        env = low.steps(self._level("background")) * low.wobble(self.noise_rng(), 0.15, 20.0)
+        for i in range(3):
+            mix = {c: _BACKGROUND_MIX[c][i] / np.linalg.norm(_BACKGROUND_MIX[c]) for c in labels}
+            add(slow, low, background, env, mix)
         # SWA declines across the night (process S), so does NREM delta.
         nrem = np.isin(self.stages, (N2, N3))
         delta = self._level("delta") * np.where(nrem, 0.75 + 0.45 * self.decay, 1.0)
         rhythms = {
-            "delta": (_band(0.5, 4.0, 1.0, 0.4), delta, 0.25, 10.0),
+            "delta": (_band(0.5, 6.0, 1.5, 2.0), delta, 0.25, 10.0),
             "theta": (_peak(s.theta_freq, 1.2), self._level("theta"), 0.3, 5.0),
-            "beta": (_band(15.0, 30.0, 0.0, 3.0), self._level("beta"), 0.2, 10.0),
+            "beta": (_band(12.0, 28.0, 0.5, 4.0), self._level("beta"), 0.2, 10.0),
         }
         for name, (shape, level, sigma, period) in rhythms.items():
             env = low.steps(level) * low.wobble(self.noise_rng(), sigma, period)

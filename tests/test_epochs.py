@@ -95,8 +95,15 @@ def test_preprocessing_validation_and_metadata():
         Preprocessing(target_fs=0)
     with pytest.raises(ValueError, match="band for 'eeg'"):
         Preprocessing(bands={"eeg": (30.0, 1.0)})
-    with pytest.raises(ValueError, match="resampling is disabled"):
-        plan_filters("eeg", 256.0, RAW)
+    assert plan_filters("eeg", 256.0, RAW).output_fs == 256.0
+    with pytest.raises(ValueError, match=r"resampling is disabled .* \(100, 200 Hz\)"):
+        EpochSource.from_arrays(
+            {"C4": np.zeros(6000), "chin": np.zeros(12000)},
+            {"C4": 100.0, "chin": 200.0},
+            Hypnogram.from_stages(["W"]),
+            "eeg=C4-M1,emg=chin",
+            RAW,
+        )
     meta = json.loads(json.dumps(Preprocessing(notch=60.0).to_dict()))
     assert meta["target_fs"] == 100.0 and meta["bands"]["eeg"] == [0.3, 35.0]
     assert meta["notch"] == 60.0
@@ -158,7 +165,7 @@ def test_onsets_off_the_sample_grid_round_to_the_nearest_sample():
 
 def test_hypnogram_longer_than_signal_is_trimmed_with_counts():
     hypnogram = Hypnogram.from_stages(["W"] * 14, start=-30.0)
-    with pytest.warns(UserWarning, match=r"14 epochs, 10 lie .*dropped 1 before .* 3 after"):
+    with pytest.warns(UserWarning, match=r"14 epochs, 10 lie .*dropped 1 before .* 3 after .*4 sc"):
         source = _ramp_source(hypnogram)
     assert len(source) == 10 and source.hypnogram.onsets[0] == 0.0
 
@@ -205,7 +212,7 @@ def test_open_epochs_mixed_rates_to_target(night):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         source = open_epochs(psg, hyp)
-    assert not [w for w in caught if "dropped" in str(w.message)]  # '?' beyond the end: UNK
+    assert not [w for w in caught if "dropped" in str(w.message)]  # only '?' beyond the end
     assert source.fs == 100.0 and len(source) == 8
     assert [c.role for c in source.channels] == ["eeg", "eog", "emg"]
     assert [p.up for p in source.plans] == [25, 2, 25]

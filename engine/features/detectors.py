@@ -54,10 +54,10 @@ SLOW_WAVE_MIN_PTP: float = 75.0
 _BROADBAND = (1.0, 30.0)
 _SPINDLE_DURATION = (0.5, 2.0)
 _SPINDLE_MERGE_GAP_S = 0.3
-_SPINDLE_MIN_REL_POWER = 0.3
+_SPINDLE_MIN_REL_POWER = 0.1
 _KCOMPLEX_DURATION = (0.5, 2.5)
-_KCOMPLEX_NEIGHBOUR_RATIO = 0.5
-_KCOMPLEX_BACKGROUND_RATIO = 5.0
+_KCOMPLEX_NEIGHBOUR_RATIO = 0.6
+_KCOMPLEX_BACKGROUND_RATIO = 7.0
 _RAPID_BAND = (0.3, 5.0)
 _SLOW_EYE_BAND = (0.15, 1.0)
 _RAPID_MAX_RISE_S = 0.5
@@ -191,7 +191,7 @@ def _spindle_rows(
     rows: np.ndarray,
     fs: float,
     *,
-    threshold: float = 3.0,
+    threshold: float = 4.0,
     envelope_reference: float | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Spindles in every row: (row, start_s, end_s, peak_freq, amplitude) arrays."""
@@ -282,14 +282,14 @@ def detect_spindles(
     x: np.ndarray,
     fs: float,
     *,
-    threshold: float = 3.0,
+    threshold: float = 4.0,
     envelope_reference: float | None = None,
 ) -> list[Event]:
     """Find sleep spindles in one EEG signal.
 
     A spindle is a run of the 11-16 Hz band-passed signal whose Hilbert envelope rises
     above ``threshold`` x the reference envelope (bounded where it falls below half of
-    that), lasting 0.5-2 s, in which sigma carries at least 30% of the 1-30 Hz power and
+    that), lasting 0.5-2 s, in which sigma carries at least 10% of the 1-30 Hz power and
     whose oscillation frequency lies in 11-16 Hz.
 
     Parameters
@@ -441,9 +441,9 @@ def detect_kcomplexes(
     """Find K-complex candidates in one EEG signal.
 
     A candidate is a negative-then-positive wave of the 0.5-4 Hz band-passed signal
-    lasting 0.5-2.5 s, at least ``min_ptp`` µV peak to peak, at least five robust
+    lasting 0.5-2.5 s, at least ``min_ptp`` µV peak to peak, at least seven robust
     standard deviations of the band's background, and isolated: both neighbouring
-    waves are less than half its size (trains of slow waves are not K-complexes).
+    waves are less than 0.6 of its size (trains of slow waves are not K-complexes).
 
     Parameters
     ----------
@@ -600,7 +600,9 @@ def _rapid_rows(
             cov = sab - sa * sb / count
             var = (saa - sa**2 / count) * (sbb - sb**2 / count)
             corr = np.where(var > 0, cov / np.sqrt(np.maximum(var, 1e-300)), 0.0)
-        keep = (amplitude >= min_amplitude) & (corr <= _EYE_MAX_CORRELATION)
+        # a movement leaves the baseline; the return towards it is not a new movement
+        away = np.abs(trace[r, last]) > np.abs(trace[r, st])
+        keep = away & (amplitude >= min_amplitude) & (corr <= _EYE_MAX_CORRELATION)
         found.append((r[keep], st[keep], last[keep], amplitude[keep]))
     r, st, en, amp = (np.concatenate(parts) for parts in zip(*found))
     order = np.lexsort((st, r))
@@ -660,9 +662,11 @@ def detect_eye_movements(
     With both EOG channels the opposite-phase component ``(LOC - ROC) / 2`` is analysed
     and a movement must show negative LOC/ROC correlation (eyes move the two electrodes'
     potentials in opposite directions; EEG leaking into both cancels). The trace is cut
-    into monotone deflections of at least ``min_amplitude`` µV between turning points.
-    Rapid: 0.3-5 Hz trace, 10-90% rise within 0.3 s. Slow: 0.15-1 Hz trace, rise of at
-    least 0.5 s, deflection within 6 s, not overlapping a rapid one.
+    Rapid: on the 0.3-5 Hz trace, a run of steep slope (peak above 300 µV/s) moving away
+    from the baseline by at least ``min_amplitude`` µV within 0.5 s. Slow: on the
+    0.15-1 Hz trace, a monotone deflection of at least ``min_amplitude`` µV between
+    turning points whose 10-90% rise takes at least 0.5 s (and the whole deflection at
+    most 6 s), not overlapping a rapid one.
 
     Parameters
     ----------

@@ -519,8 +519,9 @@ class Recording:
             columns = slice(
                 signal.offset * size, (signal.offset + signal.samples_per_record) * size
             )
+            block = np.ascontiguousarray(self._records()[:, columns])
             for record in range(header.n_records):
-                raw = bytes(self._records()[record, columns])
+                raw = block[record].tobytes()
                 for onset, duration, texts, ok in _parse_tals(raw):
                     malformed += not ok
                     for text in texts:
