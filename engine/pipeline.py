@@ -495,6 +495,9 @@ def _run_one(task: RecordingTask, strict: bool) -> dict[str, Any]:
         return {"done": render_recording(task)}
     except Exception as err:
         shutil.rmtree(task.work_dir / "parts" / task.slug, ignore_errors=True)
+        psg = str(task.pair.psg_path)
+        if strict and isinstance(err, PSGError) and psg not in str(err):
+            raise type(err)(f"{psg}: {err}") from err
         if strict:
             raise
         logger.debug("%s failed", task.pair.psg_path, exc_info=True)

@@ -337,7 +337,7 @@ class _Subject:
     spindle_freq: float = 13.5
     spindle_density: float = 4.5
     kc_density: float = 1.2
-    slow_wave_pp: float = 110.0
+    slow_wave_pp: float = 100.0
     emg_tone: float = 1.0
     heart_rate: float = 62.0
     ecg_amplitude: float = 1000.0
@@ -366,7 +366,7 @@ def _draw_subject(rng: np.random.Generator, channels: tuple[str, ...]) -> _Subje
         gain=gain,
         # AASM amplitude criteria are absolute: compress the gain below 2 Hz so that N2
         # never reaches, and N3 always keeps, the 75 uV slow-wave criterion.
-        slow_gain=float(np.clip(gain, 0.8, 1.25)),
+        slow_gain=float(np.clip(gain, 0.8, 1.1)),
         channel_gain=channel_gain,
         aperiodic_exponent=rng.uniform(1.3, 1.9),
         alpha_freq=alpha,
@@ -469,13 +469,11 @@ def _decimation(fs: float) -> int:
     return 1
 
 
-def _band_window(f: np.ndarray, low: float, high: float, edge: float) -> np.ndarray:
-    """1 inside [low, high], raised-cosine edges of width ``edge`` outside."""
-    out = np.ones_like(f)
-    below = np.clip((low - f) / edge, 0.0, 1.0)
-    above = np.clip((f - high) / edge, 0.0, 1.0)
-    out *= 0.5 * (1 + np.cos(np.pi * below)) * 0.5 * (1 + np.cos(np.pi * above))
-    return out
+def _band_window(f: np.ndarray, low: float, high: float, edges: tuple[float, float]) -> np.ndarray:
+    """1 inside [low, high], raised-cosine skirts of widths ``edges`` below and above."""
+    below = np.clip((low - f) / edges[0], 0.0, 1.0)
+    above = np.clip((f - high) / edges[1], 0.0, 1.0)
+    return 0.25 * (1 + np.cos(np.pi * below)) * (1 + np.cos(np.pi * above))
 
 
 def _slow_gain_curve(f: np.ndarray, subject: _Subject) -> np.ndarray:
@@ -522,8 +520,8 @@ def _peak(centre: float, width: float) -> Any:
     return lambda f: np.exp(-0.5 * ((f - centre) / width) ** 2)
 
 
-def _band(low: float, high: float, exponent: float = 0.0, edge: float = 0.5) -> Any:
-    return lambda f: _band_window(f, low, high, edge) / np.maximum(f, 0.1) ** exponent
+def _band(low: float, high: float, exponent: float = 0.0, edges: tuple = (0.5, 0.5)) -> Any:
+    return lambda f: _band_window(f, low, high, edges) / np.maximum(f, 0.1) ** exponent
 
 
 # --------------------------------------------------------------------------- envelopes
@@ -631,7 +629,7 @@ _TOPOGRAPHY: dict[str, dict[str, float]] = {
 }
 #: Relative amplitude of the continuous EEG rhythms per channel.
 _RHYTHM_TOPOGRAPHY: dict[str, dict[str, float]] = {
-    "delta": {"EEG C4-M1": 1.0, "EEG C3-M2": 1.0, "EEG F4-M1": 1.15, "EEG O2-M1": 0.6},
+    "delta": {"EEG C4-M1": 1.0, "EEG C3-M2": 1.0, "EEG F4-M1": 1.05, "EEG O2-M1": 0.6},
     "theta": {"EEG C4-M1": 1.0, "EEG C3-M2": 1.0, "EEG F4-M1": 1.0, "EEG O2-M1": 0.75},
     "alpha": {"EEG C4-M1": 0.55, "EEG C3-M2": 0.55, "EEG F4-M1": 0.3, "EEG O2-M1": 1.0},
     "beta": {"EEG C4-M1": 1.0, "EEG C3-M2": 1.0, "EEG F4-M1": 1.1, "EEG O2-M1": 0.9},
@@ -649,15 +647,15 @@ _BACKGROUND_MIX: dict[str, tuple[float, float, float]] = {
 #: C4-M1 rms (uV) of each continuous component per stage (W, N1, N2, N3, R) for a
 #: unit-gain subject; tuned against the Prerau segment with ``psgvlm synth-report``.
 _LEVELS: dict[str, tuple[float, float, float, float, float]] = {
-    "background": (9.0, 9.0, 9.5, 8.0, 7.0),
-    "delta": (3.0, 6.0, 9.0, 12.0, 3.0),
-    "theta": (3.0, 4.0, 2.0, 3.0, 3.0),
-    "alpha": (5.0, 4.0, 4.5, 5.0, 4.5),
-    "beta": (4.0, 2.0, 0.7, 0.5, 3.0),
+    "background": (9.0, 9.0, 11.0, 9.0, 7.5),
+    "delta": (3.0, 10.0, 13.0, 7.0, 3.0),
+    "theta": (3.0, 4.0, 1.5, 4.5, 3.0),
+    "alpha": (5.0, 6.0, 8.0, 8.0, 4.5),
+    "beta": (4.0, 2.0, 0.8, 0.5, 2.6),
     "muscle": (2.5, 1.0, 0.5, 0.4, 0.3),
 }
 #: Extra C4-M1 alpha rms while eyes are closed in W (bursts; ~20 uV rms on O2-M1).
-_ALPHA_BURST_RMS = 11.0
+_ALPHA_BURST_RMS = 14.0
 #: Chin EMG rms (uV) per stage for unit tone.
 _EMG_RMS = (14.0, 7.0, 5.0, 4.5, 1.3)
 #: Heart-rate offset (bpm) per stage relative to the subject's N2 rate.
@@ -818,7 +816,7 @@ class _Night:
         rate = (
             self.subject.spindle_density
             * (1.3 - 0.5 * self.decay[epoch])
-            * (1.0 if stage == N2 else 0.5)
+            * (1.0 if stage == N2 else 0.8)
         )
         count = self.rng.poisson(rate * EPOCH_LENGTH / 60.0)
         durations = [
@@ -830,7 +828,7 @@ class _Night:
     def _spindle(self, start: float, duration: float, epoch: int) -> None:
         s = self.subject
         freq = float(np.clip(s.spindle_freq + self.rng.normal(0.0, 0.35), 11.3, 15.7))
-        pp = float(np.clip(self.rng.lognormal(np.log(30.0), 0.3), 14.0, 80.0)) * s.gain
+        pp = float(np.clip(self.rng.lognormal(np.log(38.0), 0.3), 16.0, 90.0)) * s.gain
         phase = self.rng.uniform(0, 2 * np.pi)
         self._event("spindle", start, duration, epoch, "brain", pp=pp, freq=freq, phase=phase)
 
@@ -849,13 +847,13 @@ class _Night:
     def _slow_waves(self, epoch: int) -> None:
         """N3: 0.6-1.7 Hz waves > 75 uV p-p covering ~25-60 % of the epoch (AASM, Massimini)."""
         depth = self.decay[epoch]
-        cover = float(np.clip((0.27 + 0.3 * depth) * self.rng.uniform(0.85, 1.25), 0.25, 0.62))
+        cover = float(np.clip((0.27 + 0.3 * depth) * self.rng.uniform(0.85, 1.25), 0.3, 0.62))
         durations: list[float] = []
         while sum(durations) < cover * EPOCH_LENGTH:
             durations.append(self.rng.uniform(0.6, 1.6))
         base = self.subject.slow_wave_pp * (0.8 + 0.3 * depth)
         for start, d in zip(self._place(epoch, durations, margin=0.1), durations):
-            pp = float(np.clip(base * self.rng.lognormal(0.0, 0.18), 90.0, 230.0))
+            pp = float(np.clip(base * self.rng.lognormal(0.0, 0.18), 95.0, 230.0))
             self._event(
                 "slow_wave", start, d, epoch, "brain",
                 pp=pp, neg_fraction=0.55, neg_share=0.58, sharpness=0,
@@ -955,7 +953,7 @@ class _Night:
                 if weights.get(c, 0.0):
                     into[c] += np.float32(weights[c] * gains[c]) * modulated
 
-        muscle = _amplitude(full.n, fs, _band(20.0, 0.45 * fs, 0.0, 5.0), s)
+        muscle = _amplitude(full.n, fs, _band(20.0, 0.45 * fs, 0.0, (5.0, 1.0)), s)
         env = full.steps(self._level("muscle") * s.emg_tone) * full.wobble(
             self.noise_rng(), 0.5, 5.0
         )
@@ -967,11 +965,11 @@ class _Night:
             add(slow, low, background, env, mix)
         # SWA declines across the night (process S), so does NREM delta.
         nrem = np.isin(self.stages, (N2, N3))
-        delta = self._level("delta") * np.where(nrem, 0.75 + 0.45 * self.decay, 1.0)
+        delta = self._level("delta") * np.where(nrem, 0.85 + 0.25 * self.decay, 1.0)
         rhythms = {
-            "delta": (_band(0.5, 6.0, 1.5, 2.0), delta, 0.25, 10.0),
+            "delta": (_band(0.5, 5.0, 1.5, (0.3, 2.0)), delta, 0.25, 10.0),
             "theta": (_peak(s.theta_freq, 1.2), self._level("theta"), 0.3, 5.0),
-            "beta": (_band(12.0, 28.0, 0.5, 4.0), self._level("beta"), 0.2, 10.0),
+            "beta": (_band(12.0, 28.0, 0.5, (3.0, 4.0)), self._level("beta"), 0.2, 10.0),
         }
         for name, (shape, level, sigma, period) in rhythms.items():
             env = low.steps(level) * low.wobble(self.noise_rng(), sigma, period)
@@ -1031,7 +1029,7 @@ class _Night:
                 full[i0:i1] += np.float32(height * base) * np.hanning(i1 - i0).astype(np.float32)
         high = min(100.0, 0.45 * fs)
         noise = _coloured_noise(
-            self.noise_rng(), _amplitude(tl.n, fs, _band(10.0, high, 0.0, 3.0), None), tl.n
+            self.noise_rng(), _amplitude(tl.n, fs, _band(10.0, high, 0.0, (3.0, 1.0)), None), tl.n
         )
         return noise * full
 

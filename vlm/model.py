@@ -36,7 +36,7 @@ _LM_TARGETS = (
     r"(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
 )
 _VISION_TARGETS = {
-    "qwen2vl": r".*visual\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))|merger\.mlp\.\d+)",
+    "qwen2vl": r".*visual\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))|merger\.mlp\.(0|2))",
     "llava": (
         r".*vision_tower\..*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.fc[12])"
         r"|.*multi_modal_projector\.linear_[12]"

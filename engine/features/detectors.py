@@ -57,7 +57,7 @@ _SPINDLE_MERGE_GAP_S = 0.3
 _SPINDLE_MIN_REL_POWER = 0.1
 _KCOMPLEX_DURATION = (0.5, 2.5)
 _KCOMPLEX_NEIGHBOUR_RATIO = 0.6
-_KCOMPLEX_BACKGROUND_RATIO = 7.0
+_KCOMPLEX_BACKGROUND_RATIO = 6.0
 _RAPID_BAND = (0.3, 5.0)
 _SLOW_EYE_BAND = (0.15, 1.0)
 _RAPID_MAX_RISE_S = 0.5
@@ -441,7 +441,7 @@ def detect_kcomplexes(
     """Find K-complex candidates in one EEG signal.
 
     A candidate is a negative-then-positive wave of the 0.5-4 Hz band-passed signal
-    lasting 0.5-2.5 s, at least ``min_ptp`` µV peak to peak, at least seven robust
+    lasting 0.5-2.5 s, at least ``min_ptp`` µV peak to peak, at least six robust
     standard deviations of the band's background, and isolated: both neighbouring
     waves are less than 0.6 of its size (trains of slow waves are not K-complexes).
 
@@ -576,8 +576,8 @@ def _rapid_rows(
     """Rapid eye movements as (row, start, end, amplitude): runs of steep slope.
 
     A run is where the 0.3-5 Hz trace moves one way at least a quarter of the velocity
-    threshold, holding a peak above it; the run's deflection must reach
-    ``min_amplitude`` within 0.5 s, with LOC and ROC anti-correlated over it.
+    threshold, holding a peak above it; its deflection must move away from the baseline,
+    reach ``min_amplitude`` within 0.5 s, with LOC and ROC anti-correlated over it.
     """
     filtered = bandpass(source, fs, *_RAPID_BAND, order=2)
     trace = 0.5 * (filtered[0] - filtered[1]) if pair else filtered[0]

@@ -18,6 +18,7 @@ __all__ = ["N3_THRESHOLD", "evidence_sentence", "as_features"]
 
 #: AASM N3 criterion: slow waves fill at least 20% of the epoch.
 N3_THRESHOLD: float = 0.20
+_MAX_ARTEFACT_CHANNELS = 2
 
 
 def as_features(features: dict | EpochFeatures) -> EpochFeatures:
@@ -89,7 +90,12 @@ def _emg(f: EpochFeatures) -> str | None:
 
 
 def _artefacts(f: EpochFeatures) -> str | None:
-    return describe("artefacts", f.artefacts) if f.artefacts else None
+    if not f.artefacts:
+        return None
+    if len(f.artefacts) <= _MAX_ARTEFACT_CHANNELS:
+        return describe("artefacts", f.artefacts)
+    kinds = sorted({flag for flags in f.artefacts.values() for flag in flags})
+    return f"artefacts on {len(f.artefacts)} channels ({', '.join(kinds)})"
 
 
 _PLANS: dict[Stage, tuple[Callable[[EpochFeatures], str | None], ...]] = {

@@ -105,7 +105,9 @@ def render_cuda(signals, spec: RenderSpec):
         _check_signals(signals.shape, signals.dtype, spec)
         n_epochs = signals.shape[0]
         out = np.empty((n_epochs, spec.height, spec.width, planes), np.uint8)
-        arrays = (layout.template.reshape(-1), *_layout_arrays(spec, signals.shape[2]))
+        # The simulator copies every argument back after the launch: hand it writable copies.
+        host = (layout.template.reshape(-1), *_layout_arrays(spec, signals.shape[2]))
+        arrays = tuple(np.array(a) for a in host)
     else:
         if not hasattr(signals, "__cuda_array_interface__"):
             raise RenderError(

@@ -1,6 +1,9 @@
 """Line-raster kernels: one source, compiled for the CPU (``numba.njit``) and for CUDA.
 
-The drawing is assembled from small functions, as in datashader's line glyphs:
+The drawing is assembled from small plain-Python functions, as in datashader's line
+glyphs; :func:`build_pieces` compiles the same source once per target (``numba.njit`` for
+the CPU, ``numba.cuda.jit(device=True)`` for CUDA, which under numba's CUDA simulator
+runs the Python source itself):
 
 * :func:`sample_y` maps one µV sample to a fixed-point row position (1/256 px);
 * :func:`column_extent` finds the vertical extent of a channel's polyline inside one pixel
@@ -15,8 +18,8 @@ The drawing is assembled from small functions, as in datashader's line glyphs:
   over epochs, channel by channel so a strip stays in cache) and a CUDA kernel (one thread
   per epoch × pixel column, owning that column, so no two threads write one pixel).
 
-Only one floating-point operation is done per sample (``value * gain``, then ``floor``);
-the rest is integer arithmetic with precomputed column tables (:func:`column_edges`), so
+Only one floating-point operation is done per sample (``value * gain``, then truncation
+to an integer); the rest is integer arithmetic with precomputed column tables (:func:`column_edges`), so
 the CPU and CUDA builds (and the CUDA simulator) give identical bytes whatever the
 compiler's FMA-contraction rules.
 """
@@ -24,18 +27,16 @@ compiler's FMA-contraction rules.
 from __future__ import annotations
 
 import functools
-import math
-
+from typing import NamedTuple
 import numba
 import numpy as np
 from numba import cuda
 
 __all__ = [
     "ngjit",
-    "sample_y",
     "column_edges",
-    "column_extent",
-    "build_draw_span",
+    "Pieces",
+    "build_pieces",
     "build_render_kernels",
     "Y_LIMIT_FX",
     "FRAC_ONE",
@@ -83,76 +84,97 @@ def column_edges(n_samples: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return first, frac
 
 
-@ngjit
-def sample_y(value, gain, mid_fx):
-    """Fixed-point row position (1/256 px) of a finite sample; larger values go up."""
-    scaled = value * gain
-    if scaled > Y_LIMIT_FX:
-        scaled = Y_LIMIT_FX
-    elif scaled < -Y_LIMIT_FX:
-        scaled = -Y_LIMIT_FX
-    return mid_fx - np.int64(math.floor(scaled))
+class Pieces(NamedTuple):
+    """The drawing functions compiled for one target."""
+
+    sample_y: object
+    column_extent: object
+    draw_span: object
 
 
-@ngjit
-def _finite(value):
-    return not (math.isnan(value) or math.isinf(value))
-
-
-@ngjit
-def _edge_crossing(row, after, frac, gain, mid_fx):
-    """y where the segment from sample ``after - 1`` to ``after`` crosses a column edge.
-
-    Returns ``_EMPTY`` when no segment crosses it or an end is not finite.
-    """
-    if frac < 0:
-        return _EMPTY
-    a = row[after - 1]
-    b = row[after]
-    if not (_finite(a) and _finite(b)):
-        return _EMPTY
-    ya = sample_y(a, gain, mid_fx)
-    yb = sample_y(b, gain, mid_fx)
-    return ya + (((yb - ya) * frac) >> _FRAC_SHIFT)
-
-
-@ngjit
-def column_extent(row, column, first, frac, gain, mid_fx):
-    """Vertical extent ``(top, bottom)`` in fixed point of one channel inside one column.
-
-    ``top > bottom`` when the polyline does not pass through the column.
-    """
-    top = _EMPTY
-    bottom = -_EMPTY
-    for i in range(first[column], first[column + 1]):
-        value = row[i]
-        if _finite(value):
-            y = sample_y(value, gain, mid_fx)
-            top = min(top, y)
-            bottom = max(bottom, y)
-    for edge in range(column, column + 2):
-        y = _edge_crossing(row, first[edge], frac[edge], gain, mid_fx)
-        if y != _EMPTY:
-            top = min(top, y)
-            bottom = max(bottom, y)
-    return top, bottom
+def _cuda_device(function):
+    return cuda.jit(device=True)(function)
 
 
 @functools.lru_cache(maxsize=None)
-def build_draw_span(antialias: bool, color: bool):
-    """Return ``draw_span(page, width, column, top, bottom, first_row, last_row,
-    half_width, levels, shades)``.
+def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
+    """Compile the drawing functions for ``target`` (``"cpu"`` or ``"cuda"``).
 
-    ``page`` is one image flattened to ``H * W * P`` values (``P`` = 3 with ``color``,
-    else 1). The function inks rows ``first_row..last_row`` of ``column`` where the extent
-    ``[top - half_width, bottom + half_width)`` covers them: with ``antialias`` by the
-    covered fraction of each row quantised to ``levels`` steps, else (``levels`` = 1) the
-    rows whose centre lies inside, at least one. ``shades[level, plane]`` is the ink
-    value of each level; pixels only get darker (``min``).
+    Parameters
+    ----------
+    target : {"cpu", "cuda"}
+        ``numba.njit`` or ``numba.cuda.jit(device=True)``.
+    antialias : bool
+        Coverage-quantised rows, or rows whose centre lies in the line (at least one).
+    color : bool
+        Pages with 3 planes (RGB) instead of 1 (grey).
+
+    Returns
+    -------
+    Pieces
+        ``sample_y(value, gain, mid_fx)``: fixed-point row (1/256 px) of a sample;
+        ``column_extent(row, column, first, frac, gain, mid_fx) -> (top, bottom)``;
+        ``draw_span(page, width, column, top, bottom, first_row, last_row, half_width,
+        levels, shades)``.
     """
+    jit = {"cpu": ngjit, "cuda": _cuda_device}[target]
+
+    @jit
+    def sample_y(value, gain, mid_fx):
+        # Larger values go up. NaN -> _EMPTY (a gap); infinities clamp far off the image.
+        scaled = value * gain
+        if scaled >= Y_LIMIT_FX:
+            return mid_fx - Y_LIMIT_FX
+        if scaled <= -Y_LIMIT_FX:
+            return mid_fx + Y_LIMIT_FX
+        if scaled == scaled:
+            return mid_fx - np.int64(scaled)  # truncation: the same on every target
+        return _EMPTY
+
+    @jit
+    def crossing(ya, yb, edge_frac):
+        # y where the segment ya -> yb crosses an edge edge_frac / FRAC_ONE along it.
+        if ya == _EMPTY or yb == _EMPTY:
+            return _EMPTY
+        return ya + (((yb - ya) * edge_frac) >> _FRAC_SHIFT)
+
+    @jit
+    def column_extent(row, column, first, frac, gain, mid_fx):
+        # Extent of the samples inside the column and of the points where the segments
+        # from the neighbouring columns cross its edges; top > bottom when empty.
+        start = first[column]
+        stop = first[column + 1]
+        top = _EMPTY
+        bottom = -_EMPTY
+        y_first = _EMPTY
+        y_last = _EMPTY
+        for i in range(start, stop):
+            y = sample_y(row[i], gain, mid_fx)
+            if y != _EMPTY:
+                top = min(top, y)
+                bottom = max(bottom, y)
+            if i == start:
+                y_first = y
+            y_last = y
+        if frac[column] >= 0:  # left edge: segment (start - 1, start)
+            ya = sample_y(row[start - 1], gain, mid_fx)
+            yb = y_first if start < stop else sample_y(row[start], gain, mid_fx)
+            y = crossing(ya, yb, frac[column])
+            if y != _EMPTY:
+                top = min(top, y)
+                bottom = max(bottom, y)
+        if frac[column + 1] >= 0:  # right edge: segment (stop - 1, stop)
+            ya = y_last if start < stop else sample_y(row[stop - 1], gain, mid_fx)
+            yb = sample_y(row[stop], gain, mid_fx)
+            y = crossing(ya, yb, frac[column + 1])
+            if y != _EMPTY:
+                top = min(top, y)
+                bottom = max(bottom, y)
+        return top, bottom
+
     if antialias:
 
-        @ngjit
+        @jit
         def row_level(row, upper, lower, levels):
             covered = min(lower, (row + 1) << _FX_SHIFT) - max(upper, row << _FX_SHIFT)
             return (covered * levels + _FX_HALF) >> _FX_SHIFT
@@ -160,7 +182,7 @@ def build_draw_span(antialias: bool, color: bool):
         min_extent = 0
     else:
 
-        @ngjit
+        @jit
         def row_level(row, upper, lower, levels):
             centre = (row << _FX_SHIFT) + _FX_HALF
             return levels if upper <= centre < lower else 0
@@ -169,7 +191,7 @@ def build_draw_span(antialias: bool, color: bool):
 
     if color:
 
-        @ngjit
+        @jit
         def ink_pixel(page, index, shades, level):
             for p in range(3):
                 value = shades[level, p]
@@ -178,15 +200,18 @@ def build_draw_span(antialias: bool, color: bool):
 
     else:
 
-        @ngjit
+        @jit
         def ink_pixel(page, index, shades, level):
             value = shades[level, 0]
             if value < page[index]:
                 page[index] = value
 
-    @ngjit
+    planes = 3 if color else 1
+
+    @jit
     def draw_span(page, width, column, top, bottom, first_row, last_row, half_width, levels,
                   shades):  # fmt: skip
+        # Ink rows first_row..last_row of the column over [top - hw, bottom + hw).
         upper = top - half_width
         lower = bottom + half_width
         shortfall = min_extent - (lower - upper)
@@ -197,9 +222,8 @@ def build_draw_span(antialias: bool, color: bool):
         row_stop = min(last_row, (lower - 1) >> _FX_SHIFT)
         if row_start > row_stop:
             return
-        planes = shades.shape[1]
         stride = width * planes
-        # End rows may be partly covered; rows between them are fully covered.
+        # End rows may be partly covered; the rows between them are fully covered.
         index = (row_start * width + column) * planes
         level = row_level(row_start, upper, lower, levels)
         if level > 0:
@@ -212,7 +236,7 @@ def build_draw_span(antialias: bool, color: bool):
             if level > 0:
                 ink_pixel(page, index + stride, shades, level)
 
-    return draw_span
+    return Pieces(sample_y, column_extent, draw_span)
 
 
 @functools.lru_cache(maxsize=None)
@@ -223,28 +247,23 @@ def build_render_kernels(antialias: bool, color: bool):
     last_row, shades, half_width, levels)``: ``signals`` float32 ``(N, C, S)``, ``blank``
     the background flattened to uint8 ``(H * W * P,)``, ``pages`` the output as uint8
     ``(N, H * W * P)``, ``first``/``frac`` from :func:`column_edges`, the rest from
-    :class:`~engine.raster.layout.Layout`.
+    :class:`~engine.raster.layout.Layout`. Pixels combine by ``min``, so the two loop
+    orders give the same bytes.
 
     Returns
     -------
     render_cpu : numba dispatcher
-        Parallel (``prange``) over epochs; draws channel by channel.
+        Parallel (``prange``) over epochs; draws channel by channel so a strip stays in
+        cache.
     render_cuda : numba CUDA kernel
-        Launched on a 2-D grid of (epoch, column) threads.
+        Launched on a 2-D grid of (epoch, column) threads; each thread owns one pixel
+        column of one image, so no two threads write the same pixel.
     """
-    draw_span = build_draw_span(antialias, color)
-
-    @ngjit
-    def draw_channel_column(
-        signals, n, c, page, width, column, first, frac, gain, mid_fx, first_row, last_row,
-        shades, half_width, levels,
-    ):  # fmt: skip
-        top, bottom = column_extent(signals[n, c], column, first, frac, gain[c], mid_fx[c])
-        if top <= bottom:
-            draw_span(
-                page, width, column, top, bottom, first_row[c], last_row[c], half_width,
-                levels, shades[c],
-            )  # fmt: skip
+    cpu = build_pieces("cpu", antialias, color)
+    gpu = build_pieces("cuda", antialias, color)
+    cpu_extent, cpu_draw = cpu.column_extent, cpu.draw_span
+    gpu_extent, gpu_draw = gpu.column_extent, gpu.draw_span
+    planes = 3 if color else 1
 
     @numba.njit(parallel=True, nogil=True, cache=True)
     def render_cpu(
@@ -255,11 +274,19 @@ def build_render_kernels(antialias: bool, color: bool):
             page = pages[n]
             page[:] = blank
             for c in range(signals.shape[1]):
+                row = signals[n, c]
+                channel_gain = gain[c]
+                channel_mid = mid_fx[c]
+                channel_first = first_row[c]
+                channel_last = last_row[c]
+                channel_shades = shades[c]
                 for column in range(width):
-                    draw_channel_column(
-                        signals, n, c, page, width, column, first, frac, gain, mid_fx,
-                        first_row, last_row, shades, half_width, levels,
-                    )  # fmt: skip
+                    top, bottom = cpu_extent(row, column, first, frac, channel_gain, channel_mid)
+                    if top <= bottom:
+                        cpu_draw(
+                            page, width, column, top, bottom, channel_first, channel_last,
+                            half_width, levels, channel_shades,
+                        )  # fmt: skip
 
     @cuda.jit
     def render_cuda(
@@ -269,14 +296,15 @@ def build_render_kernels(antialias: bool, color: bool):
         n, column = cuda.grid(2)
         if n < pages.shape[0] and column < width:
             page = pages[n]
-            planes = shades.shape[2]
             for index in range(column * planes, blank.shape[0], width * planes):
                 for p in range(planes):
                     page[index + p] = blank[index + p]
             for c in range(signals.shape[1]):
-                draw_channel_column(
-                    signals, n, c, page, width, column, first, frac, gain, mid_fx,
-                    first_row, last_row, shades, half_width, levels,
-                )  # fmt: skip
+                top, bottom = gpu_extent(signals[n, c], column, first, frac, gain[c], mid_fx[c])
+                if top <= bottom:
+                    gpu_draw(
+                        page, width, column, top, bottom, first_row[c], last_row[c], half_width,
+                        levels, shades[c],
+                    )  # fmt: skip
 
     return render_cpu, render_cuda

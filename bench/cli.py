@@ -1,0 +1,40 @@
+"""``psgvlm bench {render,train,infer}``: throughput benchmarks written as reports.
+
+- ``render``: matplotlib (naive and tuned) against psgvlm's rasterizer, encoder and
+  end-to-end pipeline on the same synthetic epochs (:mod:`bench.render`).
+- ``train``: samples/s of LoRA training steps (:mod:`bench.model`).
+- ``infer``: epochs/s of staging by candidate scoring (:mod:`bench.model`).
+
+Each writes ``OUT/{which}.json`` and ``OUT/{which}.md`` (``render`` also ``render.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import model, render
+
+__all__ = ["BENCHMARKS", "add_arguments", "run"]
+
+#: benchmark -> one-line help
+BENCHMARKS: dict[str, str] = {
+    "render": "images/s: matplotlib vs psgvlm raster, encode and end-to-end",
+    "train": "samples/s of LoRA training steps",
+    "infer": "epochs/s of staging with score_candidates",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``psgvlm bench``: the benchmark name (``which``), then its own options."""
+    benchmarks = parser.add_subparsers(dest="which", metavar="which", required=True)
+    for which, help_ in BENCHMARKS.items():
+        sub = benchmarks.add_parser(which, help=help_, description=help_)
+        if which == "render":
+            render.add_arguments(sub)
+        else:
+            model.add_arguments(sub, which)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen benchmark."""
+    return render.run(args) if args.which == "render" else model.run(args)

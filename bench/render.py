@@ -1,0 +1,795 @@
+"""``psgvlm bench render``: matplotlib vs psgvlm's rasterizer, encoder and pipeline.
+
+One run measures, on the same synthetic epochs, every way of turning 30-s epochs into
+images:
+
+1. matplotlib naive: a new figure per epoch, one subplot per channel, ``savefig`` PNG;
+2. matplotlib tuned: one reused figure, ``set_ydata``, the Agg buffer, psgvlm's PNG encoder;
+3. psgvlm rasterization only (images in memory);
+4. psgvlm raster + encode, PNG and JPEG;
+5. the encoder alone on psgvlm's images (the CPU ceiling of any pipeline), PNG and JPEG;
+6. end-to-end EDF -> shards with :func:`engine.pipeline.render_dataset`, per worker count;
+7. with ``--device cuda`` and a GPU: GPU raster, GPU raster + device JPEG, end-to-end.
+
+The epochs are cut by :func:`engine.epochs.open_epochs` from synthetic nights (seeds 0,
+1, ...) that :func:`engine.synth.write_night` wrote as EDF, i.e. resampled to 100 Hz and
+filtered exactly as the pipeline does, ``C`` channels in a fixed montage order. Stage 6
+renders the same files.
+
+Timing: after one warm-up call per stage, all stages run once per *round*, round after
+round, so a slow phase of a shared or throttled CPU hits every stage alike; figures are
+the median over rounds (with min-max) and ratios are medians of per-round ratios. "Per
+core" figures run in one thread (``numba.set_num_threads(1)``, a one-thread encoder);
+"all cores" figures use every usable core. Peak RSS is the process tree's (workers
+included), sampled by :class:`bench.report.PeakRSS`.
+
+Writes ``OUT/render.json``, ``OUT/render.md`` and ``OUT/render.png``::
+
+    psgvlm bench render --out bench/out
+    python -m bench.render --quick --sizes 448x224 --workers 1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .report import (
+    BenchError,
+    PeakRSS,
+    format_rate,
+    goal,
+    gpu_name,
+    machine_info,
+    markdown_table,
+    plot_render,
+    summarize,
+    usable_cores,
+    write_report,
+)
+
+__all__ = [
+    "MONTAGE_ORDER",
+    "RenderBenchSettings",
+    "montage_for",
+    "parse_sizes",
+    "parse_workers",
+    "load_bench_epochs",
+    "bench_render",
+    "render_markdown",
+    "add_arguments",
+    "run",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+#: (role, channel) of the synthetic montage, in the order ``--channels C`` takes them.
+MONTAGE_ORDER: tuple[tuple[str, str], ...] = (
+    ("eeg", "C4-M1"),
+    ("eog", "E1-M2"),
+    ("emg", "chin"),
+    ("eeg", "F4-M1"),
+    ("eog", "E2-M1"),
+    ("eeg", "O2-M1"),
+    ("eeg", "C3-M2"),
+    ("ecg", "ECG"),
+)
+
+#: Per-mode defaults: (epochs in memory, rounds, naive epochs, tuned epochs, nights, hours).
+_QUICK = (96, 3, 3, 12, None, 0.25)
+_FULL = (384, 5, 8, 32, None, 1.0)
+
+# Goals made visible in the report (never asserted).
+_GOAL_RASTER_VS_TUNED = 100.0
+_GOAL_PNG_VS_NAIVE = 100.0
+_GOAL_PNG_VS_TUNED = 20.0
+_GOAL_E2E_VS_CEILING = 0.8
+_GOAL_RASTER_RATE = 20_000.0
+_GOAL_RASTER_RATE_AT = (6, (448, 224))
+
+
+def montage_for(channels: int) -> str:
+    """Montage spec of the first ``channels`` entries of :data:`MONTAGE_ORDER`."""
+    if not 1 <= channels <= len(MONTAGE_ORDER):
+        raise BenchError(f"--channels must be 1-{len(MONTAGE_ORDER)}, got {channels}")
+    return ",".join(f"{role}={name}" for role, name in MONTAGE_ORDER[:channels])
+
+
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """``"448x224,448x448"`` -> ``((448, 224), (448, 448))``."""
+    sizes = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", part)
+        if not match:
+            raise BenchError(f"--sizes: expected WIDTHxHEIGHT[,WIDTHxHEIGHT...], got {text!r}")
+        sizes.append((int(match[1]), int(match[2])))
+    return tuple(dict.fromkeys(sizes))
+
+
+def parse_workers(text: str) -> tuple[int, ...]:
+    """``"1,2"`` -> ``(1, 2)`` (sorted, unique, each at least 1)."""
+    try:
+        workers = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        raise BenchError(f"--workers: expected counts like 1,2, got {text!r}") from None
+    if not workers or workers[0] < 1:
+        raise BenchError(f"--workers: counts must be at least 1, got {text!r}")
+    return tuple(workers)
+
+
+@dataclass(frozen=True)
+class RenderBenchSettings:
+    """What ``psgvlm bench render`` measures; ``None`` fields take the quick/full default.
+
+    Attributes
+    ----------
+    sizes : tuple of (int, int)
+        Image sizes ``(width, height)``.
+    channels : int
+        Channels per image (first ``C`` of :data:`MONTAGE_ORDER`).
+    workers : tuple of int
+        Worker counts of the end-to-end runs.
+    device : {"cpu", "cuda"}
+        ``cuda`` adds the GPU stages (skipped with a note without a GPU).
+    quick : bool
+        Smaller workloads and fewer rounds (< 2 minutes on 2 cores).
+    epochs : int, optional
+        Epochs held in memory and drawn per round by the psgvlm stages (96 / 384).
+    rounds : int, optional
+        Timed rounds after the warm-up (3 / 5).
+    naive_epochs, tuned_epochs : int, optional
+        Epochs drawn per round by matplotlib naive (3 / 8) and tuned (12 / 32).
+    nights, hours : optional
+        Synthetic nights written for the end-to-end runs (default: the largest worker
+        count, at least 2) and their length in hours (0.25 / 1.0).
+    batch_size : int
+        Epochs per render/encode call, as in ``psgvlm render --batch-size``.
+    quality : int
+        JPEG quality.
+    """
+
+    sizes: tuple[tuple[int, int], ...] = ((448, 224), (448, 448))
+    channels: int = 6
+    workers: tuple[int, ...] = (1, 2)
+    device: str = "cpu"
+    quick: bool = False
+    epochs: int | None = None
+    rounds: int | None = None
+    naive_epochs: int | None = None
+    tuned_epochs: int | None = None
+    nights: int | None = None
+    hours: float | None = None
+    batch_size: int = 64
+    quality: int = 90
+
+    def resolved(self) -> RenderBenchSettings:
+        """A copy with every ``None`` replaced by its default, validated."""
+        epochs, rounds, naive, tuned, _, hours = _QUICK if self.quick else _FULL
+        done = replace(
+            self,
+            epochs=self.epochs or epochs,
+            rounds=self.rounds or rounds,
+            naive_epochs=self.naive_epochs or naive,
+            tuned_epochs=self.tuned_epochs or tuned,
+            nights=self.nights or max(2, max(self.workers, default=1)),
+            hours=self.hours or hours,
+        )
+        done._validate()
+        return done
+
+    def _validate(self) -> None:
+        from engine.raster import RenderSpec
+
+        if not self.sizes:
+            raise BenchError("--sizes: give at least one WIDTHxHEIGHT")
+        montage_for(self.channels)
+        for width, height in self.sizes:
+            RenderSpec.for_roles([r for r, _ in MONTAGE_ORDER[: self.channels]],
+                                 width=width, height=height)  # fmt: skip
+        if self.device not in ("cpu", "cuda"):
+            raise BenchError(f"--device must be cpu or cuda, got {self.device!r}")
+        if not self.workers or min(self.workers) < 1:
+            raise BenchError(f"--workers: counts must be at least 1, got {self.workers}")
+        for name in ("epochs", "rounds", "naive_epochs", "tuned_epochs", "nights", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise BenchError(
+                    f"--{name.replace('_', '-')} must be a positive integer, got {value!r}"
+                )
+        if not (math.isfinite(self.hours) and self.hours > 0):
+            raise BenchError(f"--hours must be positive, got {self.hours}")
+        if not 1 <= self.quality <= 100:
+            raise BenchError(f"--quality must be 1-100, got {self.quality}")
+
+
+# ----------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------
+def load_bench_epochs(
+    directory: Path, channels: int, count: int
+) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
+    """Cut ``count`` epochs (cycling over the nights if needed) from synthetic EDF nights.
+
+    Parameters
+    ----------
+    directory : Path
+        Folder written by :func:`engine.pipeline.write_synthetic_nights`.
+    channels : int
+        Channels per epoch (:func:`montage_for`).
+    count : int
+        Epochs wanted.
+
+    Returns
+    -------
+    (signals, roles, names)
+        float32 ``(count, channels, samples)`` µV at 100 Hz, and the channel roles and
+        names in row order (as the pipeline labels them).
+    """
+    from engine.epochs import open_epochs
+    from engine.io.datasets import resolve_inputs
+
+    pairs = resolve_inputs([f"synthetic:{directory}"])
+    if not pairs:
+        raise BenchError(f"no synthetic nights in {directory}")
+    batches, roles, names = [], (), ()
+    for pair in pairs:
+        source = open_epochs(pair.psg_path, pair.hypnogram_path, montage_for(channels))
+        roles = tuple(c.role for c in source.channels)
+        names = tuple(c.name for c in source.channels)
+        for batch in source.iter_batches(count):
+            batches.append(batch.signals)
+        if sum(len(b) for b in batches) >= count:
+            break
+    signals = np.concatenate(batches)
+    if len(signals) < count:
+        signals = np.resize(signals, (count, *signals.shape[1:]))
+    return np.ascontiguousarray(signals[:count]), roles, names
+
+
+# ----------------------------------------------------------------------------------------
+# Stages
+# ----------------------------------------------------------------------------------------
+@dataclass
+class _Stage:
+    """One measured configuration; ``work()`` returns (images, encoded bytes)."""
+
+    key: str
+    label: str
+    size: str
+    threads: int
+    cores: int
+    work: Callable[[], tuple[int, int]]
+    warmup: Callable[[], object] | None = None
+    unit: str = "img/s"
+    numba_threads: int | None = None
+    rates: list[float] = field(default_factory=list)
+    images: int = 0
+    nbytes: int = 0
+    peak: int = 0
+    note: str = ""
+
+    def measure(self) -> None:
+        """Run ``work`` once, timed, under :class:`PeakRSS`."""
+        _set_numba_threads(self.numba_threads)
+        with PeakRSS(interval=0.02) as peak:
+            started = time.perf_counter()
+            images, nbytes = self.work()
+            seconds = time.perf_counter() - started
+        self.rates.append(images / seconds)
+        self.images, self.nbytes = images, nbytes
+        self.peak = max(self.peak, peak.bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        rate = summarize(self.rates)
+        return {
+            "key": self.key,
+            "label": self.label,
+            "size": self.size,
+            "threads": self.threads,
+            "cores": self.cores,
+            "unit": self.unit,
+            "rate": rate,
+            "per_core": rate["median"] / self.cores,
+            "rates": [round(r, 3) for r in self.rates],
+            "images_per_round": self.images,
+            "bytes_per_image": round(self.nbytes / self.images, 1) if self.images else None,
+            "peak_rss_mb": round(self.peak / 2**20, 1),
+            "note": self.note,
+        }
+
+
+def _set_numba_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    import numba
+
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+class _Encoder:
+    """psgvlm's encoder on ``threads`` threads (batches split into one chunk per thread)."""
+
+    def __init__(self, threads: int, quality: int) -> None:
+        self.threads = threads
+        self.quality = quality
+        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
+
+    def __call__(self, images: np.ndarray, fmt: str) -> list[bytes]:
+        from engine.encode import encode_batch
+
+        if self.pool is None or len(images) < 2:
+            return encode_batch(images, fmt, quality=self.quality)
+        chunks = np.array_split(images, min(self.threads, len(images)))
+        parts = self.pool.map(lambda c: encode_batch(c, fmt, quality=self.quality), chunks)
+        return [blob for part in parts for blob in part]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def _batches(n: int, batch: int) -> list[slice]:
+    return [slice(lo, min(lo + batch, n)) for lo in range(0, n, batch)]
+
+
+def _cpu_stages(
+    signals: np.ndarray,
+    spec: Any,
+    settings: RenderBenchSettings,
+    encoders: dict[int, _Encoder],
+) -> list[_Stage]:
+    """Stages 1-5 for one image size."""
+    from engine.raster import render
+
+    from .reference import TunedMatplotlib, naive_matplotlib_png
+
+    size = f"{spec.width}x{spec.height}"
+    parts = _batches(len(signals), settings.batch_size)
+    raw = spec.width * spec.height * (3 if spec.color else 1)
+    naive = signals[: settings.naive_epochs]
+    tuned_signals = signals[: settings.tuned_epochs]
+    tuned = TunedMatplotlib(spec)
+    images = [render(signals[s], spec) for s in parts]
+
+    def mpl_naive() -> tuple[int, int]:
+        blobs = naive_matplotlib_png(naive, spec)
+        return len(blobs), sum(map(len, blobs))
+
+    def mpl_tuned() -> tuple[int, int]:
+        blobs = tuned.render(tuned_signals)
+        return len(blobs), sum(map(len, blobs))
+
+    def raster() -> tuple[int, int]:
+        for s in parts:
+            render(signals[s], spec)
+        return len(signals), raw * len(signals)
+
+    def raster_encode(fmt: str, encoder: _Encoder) -> Callable[[], tuple[int, int]]:
+        def work() -> tuple[int, int]:
+            total = 0
+            for s in parts:
+                total += sum(map(len, encoder(render(signals[s], spec), fmt)))
+            return len(signals), total
+
+        return work
+
+    def encode_only(fmt: str, encoder: _Encoder) -> Callable[[], tuple[int, int]]:
+        def work() -> tuple[int, int]:
+            total = 0
+            for batch in images:
+                total += sum(map(len, encoder(batch, fmt)))
+            return len(signals), total
+
+        return work
+
+    stages = [
+        _Stage("mpl_naive", "matplotlib naive (figure per epoch, savefig PNG)", size, 1, 1,
+               mpl_naive, warmup=lambda: naive_matplotlib_png(naive[:1], spec)),
+        _Stage("mpl_tuned", "matplotlib tuned (reused figure, psgvlm PNG)", size, 1, 1,
+               mpl_tuned, warmup=lambda: tuned.render(tuned_signals[:2])),
+    ]  # fmt: skip
+    for threads, encoder in encoders.items():
+        cores = min(threads, usable_cores())
+        suffix = "1 thread" if threads == 1 else f"{threads} threads"
+        stages += [
+            _Stage("raster", f"psgvlm raster only, {suffix}", size, threads, cores, raster,
+                   warmup=raster, numba_threads=threads),
+            _Stage("raster_png", f"psgvlm raster + PNG, {suffix}", size, threads, cores,
+                   raster_encode("png", encoder), numba_threads=threads),
+            _Stage("raster_jpg", f"psgvlm raster + JPEG, {suffix}", size, threads, cores,
+                   raster_encode("jpg", encoder), numba_threads=threads),
+            _Stage("encode_png", f"PNG encoder alone, {suffix}", size, threads, cores,
+                   encode_only("png", encoder), numba_threads=threads),
+            _Stage("encode_jpg", f"JPEG encoder alone, {suffix}", size, threads, cores,
+                   encode_only("jpg", encoder), numba_threads=threads),
+        ]  # fmt: skip
+    for stage in stages:
+        if stage.warmup is None:
+            stage.warmup = stage.work
+    return stages
+
+
+def _e2e_stage(
+    nights_dir: Path,
+    scratch: Path,
+    settings: RenderBenchSettings,
+    size: tuple[int, int],
+    workers: int,
+    device: str,
+) -> _Stage:
+    """Stage 6 (or 7 on ``cuda``): EDF -> shards with ``workers`` processes."""
+    from engine.pipeline import RenderSettings, render_dataset
+
+    render_settings = RenderSettings(
+        montage=montage_for(settings.channels), width=size[0], height=size[1], fmt="png"
+    )
+    runs = iter(range(1_000_000))
+
+    def work() -> tuple[int, int]:
+        out = scratch / f"e2e-{device}-{size[0]}x{size[1]}-w{workers}-{next(runs)}"
+        report = render_dataset(
+            [f"synthetic:{nights_dir}"], out, render_settings, split=(1.0, 0.0, 0.0),
+            workers=workers, device=device, batch_size=settings.batch_size, progress=False,
+        )  # fmt: skip
+        if report.failed:
+            raise BenchError(f"end-to-end render failed: {report.failed[0]}")
+        nbytes = sum(p.stat().st_size for p in out.glob("*.tar"))
+        shutil.rmtree(out)
+        return report.epochs, nbytes
+
+    cores = min(workers, usable_cores())
+    where = "GPU, " if device == "cuda" else ""
+    label = f"end-to-end EDF -> PNG shards, {where}{workers} worker{'s' * (workers > 1)}"
+    stage = _Stage(f"e2e_{device}" if device == "cuda" else "e2e", label,
+                   f"{size[0]}x{size[1]}", workers, cores, work, unit="epochs/s",
+                   numba_threads=1 if workers == 1 else None)  # fmt: skip
+    stage.note = "wall time of render_dataset, process start-up included; bytes incl. tar + json"
+    return stage
+
+
+def _gpu_stages(signals: np.ndarray, spec: Any, settings: RenderBenchSettings) -> list[_Stage]:
+    """Stage 7 (in memory): GPU raster, GPU raster + device JPEG."""
+    from engine.encode import encode_jpeg_cuda
+    from numba import cuda
+
+    from engine.raster import render_cuda
+    from engine.raster.gpu import cp
+
+    size = f"{spec.width}x{spec.height}"
+    parts = _batches(len(signals), settings.batch_size)
+    on_device = cp.asarray(signals) if cp is not None else cuda.to_device(signals)
+    raw = spec.width * spec.height * (3 if spec.color else 1)
+
+    def raster() -> tuple[int, int]:
+        for s in parts:
+            render_cuda(on_device[s], spec)
+        cuda.synchronize()
+        return len(signals), raw * len(signals)
+
+    def raster_jpeg() -> tuple[int, int]:
+        total = 0
+        for s in parts:
+            total += sum(
+                map(
+                    len, encode_jpeg_cuda(render_cuda(on_device[s], spec), quality=settings.quality)
+                )
+            )
+        return len(signals), total
+
+    return [
+        _Stage("gpu_raster", "GPU raster only (device-resident)", size, 1, 1, raster,
+               warmup=raster),
+        _Stage("gpu_raster_jpg", "GPU raster + device JPEG", size, 1, 1, raster_jpeg,
+               warmup=raster_jpeg),
+    ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------
+# Ratios and goals
+# ----------------------------------------------------------------------------------------
+def _find(
+    stages: Sequence[_Stage], key: str, size: str, threads: int | None = None
+) -> _Stage | None:
+    for stage in stages:
+        if stage.key == key and stage.size == size and threads in (None, stage.threads):
+            return stage
+    return None
+
+
+def _ratio(name: str, top: _Stage | None, bottom: _Stage | None) -> dict[str, Any] | None:
+    if top is None or bottom is None:
+        return None
+    per_round = [a / b for a, b in zip(top.rates, bottom.rates)]
+    return {
+        "name": name,
+        "size": top.size,
+        "numerator": top.label,
+        "denominator": bottom.label,
+        **summarize(per_round),
+    }
+
+
+def _ratios_and_goals(
+    stages: Sequence[_Stage], settings: RenderBenchSettings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ratios: list[dict[str, Any]] = []
+    goals: list[dict[str, Any]] = []
+    cores = usable_cores()
+
+    def add(name: str, top: _Stage | None, bottom: _Stage | None, target: float | None) -> None:
+        entry = _ratio(name, top, bottom)
+        if entry is None:
+            return
+        ratios.append(entry)
+        if target is not None:
+            goals.append(
+                goal(f"{name} >= {target:g}x ({entry['size']})", entry["median"], target, "x")
+            )
+
+    for width, height in settings.sizes:
+        size = f"{width}x{height}"
+        naive, tuned = _find(stages, "mpl_naive", size), _find(stages, "mpl_tuned", size)
+        raster1 = _find(stages, "raster", size, 1)
+        png1 = _find(stages, "raster_png", size, 1)
+        add("raster only per core / matplotlib tuned", raster1, tuned, _GOAL_RASTER_VS_TUNED)
+        add("raster only per core / matplotlib naive", raster1, naive, None)
+        add("raster+PNG per core / matplotlib naive", png1, naive, _GOAL_PNG_VS_NAIVE)
+        add("raster+PNG per core / matplotlib tuned", png1, tuned, _GOAL_PNG_VS_TUNED)
+        add("raster+JPEG per core / matplotlib naive", _find(stages, "raster_jpg", size, 1),
+            naive, None)  # fmt: skip
+        add("raster+JPEG per core / matplotlib tuned", _find(stages, "raster_jpg", size, 1),
+            tuned, None)  # fmt: skip
+        add("raster+PNG / PNG encoder alone, per core", png1, _find(stages, "encode_png", size, 1),
+            None)  # fmt: skip
+        for workers in settings.workers:
+            ceiling = _find(stages, "encode_png", size, min(workers, cores))
+            add(f"end-to-end {workers} worker(s) / PNG encoder ceiling on "
+                f"{min(workers, cores)} core(s)", _find(stages, "e2e", size, workers), ceiling,
+                _GOAL_E2E_VS_CEILING)  # fmt: skip
+        add("GPU raster / CPU raster all cores", _find(stages, "gpu_raster", size),
+            _find(stages, "raster", size, cores), None)  # fmt: skip
+        add("GPU raster+JPEG / CPU raster+JPEG all cores", _find(stages, "gpu_raster_jpg", size),
+            _find(stages, "raster_jpg", size, cores), None)  # fmt: skip
+    channels, (width, height) = _GOAL_RASTER_RATE_AT
+    at = f"{width}x{height}"
+    raster1 = _find(stages, "raster", at, 1) if settings.channels == channels else None
+    line = goal(
+        f"raster only >= {_GOAL_RASTER_RATE:,.0f} img/s per core at {channels} ch {at}",
+        None if raster1 is None else summarize(raster1.rates)["median"],
+        _GOAL_RASTER_RATE,
+        "img/s",
+    )
+    goals.append(line)
+    return ratios, goals
+
+
+# ----------------------------------------------------------------------------------------
+# Running and reporting
+# ----------------------------------------------------------------------------------------
+def bench_render(
+    settings: RenderBenchSettings, work_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Run the render benchmark and return the report dict (see the module docstring).
+
+    Parameters
+    ----------
+    settings : RenderBenchSettings
+    work_dir : path, optional
+        Where the scratch folder (EDF nights, shards) is made; default the system's.
+    """
+    from engine.pipeline import write_synthetic_nights
+    from engine.raster import RenderSpec
+
+    settings = settings.resolved()
+    started = time.perf_counter()
+    notes: list[str] = []
+    gpu = gpu_name()
+    use_gpu = settings.device == "cuda" and gpu is not None
+    if settings.device == "cuda" and gpu is None:
+        notes.append("--device cuda: no CUDA device here; GPU stages skipped")
+    cores = usable_cores()
+    thread_counts = sorted({1, cores})
+    encoders = {threads: _Encoder(threads, settings.quality) for threads in thread_counts}
+    try:
+        with tempfile.TemporaryDirectory(prefix="psgvlm-bench-render-", dir=work_dir) as tmp:
+            scratch = Path(tmp)
+            logger.info("writing %d synthetic nights of %g h", settings.nights, settings.hours)
+            nights = write_synthetic_nights(scratch / "nights", settings.nights, settings.hours)
+            signals, roles, names = load_bench_epochs(nights, settings.channels, settings.epochs)
+            stages: list[_Stage] = []
+            for width, height in settings.sizes:
+                spec = RenderSpec.for_roles(roles, width=width, height=height, labels=names)
+                stages += _cpu_stages(signals, spec, settings, encoders)
+                for workers in settings.workers:
+                    stages.append(_e2e_stage(nights, scratch, settings, (width, height),
+                                             workers, "cpu"))  # fmt: skip
+                if use_gpu:
+                    stages += _gpu_stages(signals, spec, settings)
+                    stages.append(_e2e_stage(nights, scratch, settings, (width, height), 1,
+                                             "cuda"))  # fmt: skip
+            for stage in stages:
+                if stage.warmup is not None:
+                    _set_numba_threads(stage.numba_threads)
+                    stage.warmup()
+            for number in range(settings.rounds):
+                logger.info("round %d of %d", number + 1, settings.rounds)
+                for stage in stages:
+                    stage.measure()
+    finally:
+        for encoder in encoders.values():
+            encoder.close()
+        _set_numba_threads(cores)
+    ratios, goals = _ratios_and_goals(stages, settings)
+    if cores > 1:
+        notes.append(
+            f"{cores} usable cores: 'per core' rows run in 1 thread; the {cores}-thread rows "
+            "show what all cores give (on small VMs vCPUs share physical cores, so expect "
+            "well under a linear speed-up)"
+        )
+    return {
+        "benchmark": "render",
+        "settings": asdict(settings) | {"montage": montage_for(settings.channels)},
+        "epoch": {
+            "channels": list(names),
+            "roles": list(roles),
+            "fs": 100.0,
+            "samples": int(signals.shape[2]),
+            "seconds": 30.0,
+        },  # fmt: skip
+        "machine": machine_info(gpu=gpu),
+        "stages": [stage.to_dict() for stage in stages],
+        "ratios": ratios,
+        "goals": goals,
+        "notes": notes,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as markdown: machine, throughput table, ratios, goal lines, notes."""
+    machine, settings = report["machine"], report["settings"]
+    gpu = machine["gpu"] or "no GPU"
+    lines = [
+        "# psgvlm render throughput",
+        "",
+        f"- machine: {machine['cpu']}, {machine['usable_cores']} usable cores, {gpu}; "
+        f"load average at start {machine['load_average']}",
+        f"- command: `{machine['command']}` ({report['wall_s']} s, git {machine['git_commit']}, "
+        f"{machine['date']})",
+        f"- epochs: {settings['channels']} channels ({settings['montage']}), 30 s at 100 Hz "
+        f"from synthetic EDF nights; {settings['epochs']} epochs per round for psgvlm, "
+        f"{settings['naive_epochs']} for matplotlib naive, {settings['tuned_epochs']} for "
+        f"tuned; median of {settings['rounds']} interleaved rounds after a warm-up",
+        "",
+        "## Throughput",
+        "",
+    ]
+    rows = []
+    for stage in report["stages"]:
+        rate = stage["rate"]
+        rows.append([
+            stage["size"],
+            stage["label"],
+            stage["cores"],
+            f"{format_rate(rate['median'])} {stage['unit']}",
+            f"{format_rate(rate['min'])}–{format_rate(rate['max'])}",
+            format_rate(stage["per_core"]),
+            "-" if stage["bytes_per_image"] is None else f"{stage['bytes_per_image']:,.0f}",
+            f"{stage['peak_rss_mb']:,.0f}",
+        ])  # fmt: skip
+    lines.append(markdown_table(
+        ["size", "stage", "cores", "median", "min–max", "per core", "bytes/image", "peak RSS MiB"],
+        rows,
+    ))  # fmt: skip
+    lines += ["", "## Ratios (same run, median of per-round ratios)", ""]
+    lines.append(markdown_table(
+        ["size", "ratio", "median", "min–max"],
+        [[r["size"], r["name"], f"{r['median']:.3g}x", f"{r['min']:.3g}–{r['max']:.3g}"]
+         for r in report["ratios"]],
+    ))  # fmt: skip
+    lines += ["", "## Goals", ""]
+    for line in report["goals"]:
+        value = "not measured" if line["value"] is None else f"{line['value']:,.3g}{line['unit']}"
+        lines.append(f"- **{line['status']}** {line['goal']}: {value}")
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines)
+
+
+def _plot(report: dict[str, Any], path: Path) -> Path:
+    bars = [
+        (s["size"], f"{s['label']}", s["rate"]["median"], s["rate"]["min"], s["rate"]["max"])
+        for s in report["stages"]
+    ]
+    scaling: dict[str, list[tuple[int, float]]] = {}
+    ceilings: dict[str, float] = {}
+    cores = report["machine"]["usable_cores"]
+    for stage in report["stages"]:
+        if stage["key"] == "e2e":
+            scaling.setdefault(stage["size"], []).append(
+                (stage["threads"], stage["rate"]["median"])
+            )
+        if stage["key"] == "encode_png" and stage["threads"] == cores:
+            ceilings[stage["size"]] = stage["rate"]["median"]
+    title = f"{report['machine']['cpu']}, {cores} cores — {report['machine']['command']}"
+    return plot_render(path, bars, scaling, ceilings, title)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``psgvlm bench render``."""
+    parser.add_argument("--quick", action="store_true", help="small workloads (< 2 min)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda adds the GPU stages")  # fmt: skip
+    parser.add_argument("--sizes", default="448x224,448x448", help="WIDTHxHEIGHT list")
+    parser.add_argument("--channels", type=int, default=6, help="channels per image (1-8)")
+    parser.add_argument("--workers", default="1,2", help="end-to-end worker counts")
+    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="report directory")
+    parser.add_argument("--epochs", type=int, help="epochs per round for psgvlm stages")
+    parser.add_argument("--rounds", type=int, help="timed rounds after the warm-up")
+    parser.add_argument("--naive-epochs", type=int, help="epochs per round, matplotlib naive")
+    parser.add_argument("--tuned-epochs", type=int, help="epochs per round, matplotlib tuned")
+    parser.add_argument("--nights", type=int, help="synthetic nights for end-to-end runs")
+    parser.add_argument("--hours", type=float, help="hours per synthetic night")
+    parser.add_argument("--batch-size", type=int, default=64, help="epochs per render call")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``psgvlm bench render`` and write ``render.json``, ``render.md``, ``render.png``."""
+    settings = RenderBenchSettings(
+        sizes=parse_sizes(args.sizes),
+        channels=args.channels,
+        workers=parse_workers(args.workers),
+        device=args.device,
+        quick=args.quick,
+        epochs=args.epochs,
+        rounds=args.rounds,
+        naive_epochs=args.naive_epochs,
+        tuned_epochs=args.tuned_epochs,
+        nights=args.nights,
+        hours=args.hours,
+        batch_size=args.batch_size,
+        quality=args.quality,
+    )
+    report = bench_render(settings)
+    markdown = render_markdown(report)
+    json_path, md_path = write_report(args.out, "render", report, markdown)
+    png_path = _plot(report, Path(args.out) / "render.png")
+    print(markdown)
+    print(f"\nwrote {json_path}, {md_path}, {png_path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.render``: the same as ``psgvlm bench render``."""
+    from engine.errors import PSGError
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.render", description=__doc__.split("\n")[0]
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except PSGError as err:
+        print(f"bench render: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Tests of engine.synth (synthetic PSG) and engine.synth_report (calibration report)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pyedflib
+import pytest
+from scipy import signal as sps
+
+from engine.errors import ChannelNotFoundError, PSGError
+from engine.stages import Stage
+from engine.synth import (
+    ALL_CHANNELS,
+    EVENT_KINDS,
+    SynthError,
+    synth_hypnogram,
+    synth_night,
+    write_night,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+W, N1, N2, N3, R = (int(s) for s in (Stage.W, Stage.N1, Stage.N2, Stage.N3, Stage.R))
+#: a short hypnogram visiting every stage, with N3 and R bouts long enough to measure
+MIXED = [W] * 3 + [N1] * 2 + [N2] * 5 + [N3] * 6 + [N2] * 2 + [R] * 4 + [W]
+
+
+def slow_wave_fraction(x: np.ndarray, fs: float) -> np.ndarray:
+    """Per 30-s epoch, the fraction of time in 0.5-2 Hz waves >= 75 uV peak-to-peak.
+
+    Independent of the generator: band-pass 0.5-2 Hz, split at zero crossings, and mark
+    every full wave (two consecutive half-waves) lasting 0.5-2 s whose peak-to-peak
+    amplitude reaches 75 uV (AASM N3 criterion).
+    """
+    sos = sps.butter(2, [0.5, 2.0], btype="band", fs=fs, output="sos")
+    y = sps.sosfiltfilt(sos, x.astype(np.float64))
+    crossings = np.flatnonzero(np.diff(np.signbit(y).astype(np.int8)) != 0) + 1
+    marked = np.zeros(y.size, dtype=bool)
+    for a, b in zip(crossings[:-2], crossings[2:]):
+        if 0.5 <= (b - a) / fs <= 2.0 and np.ptp(y[a:b]) >= 75.0:
+            marked[a:b] = True
+    per_epoch = int(30 * fs)
+    return marked[: marked.size // per_epoch * per_epoch].reshape(-1, per_epoch).mean(axis=1)
+
+
+@pytest.fixture(scope="module")
+def mixed_night():
+    return synth_night(11, stages=MIXED, fs=100.0, randomize=False)
+
+
+def test_deterministic_by_seed():
+    a = synth_night(5, n_epochs=12, fs=100.0, channels="random", randomize=True)
+    b = synth_night(5, n_epochs=12, fs=100.0, channels="random", randomize=True)
+    c = synth_night(6, n_epochs=12, fs=100.0, channels="random", randomize=True)
+    assert a.channels == b.channels and a.params == b.params
+    for label in a.channels:
+        np.testing.assert_array_equal(a.signals[label], b.signals[label])
+    assert a.events == b.events
+    np.testing.assert_array_equal(a.stages, synth_hypnogram(5, 12))
+    assert any(
+        label not in c.signals or not np.array_equal(a.signals[label], c.signals[label])
+        for label in a.channels
+    )
+
+
+def test_shapes_rates_and_channels(mixed_night):
+    night = mixed_night
+    assert night.channels == ALL_CHANNELS
+    assert night.stages.dtype == np.int8 and night.n_epochs == len(MIXED)
+    for x in night.signals.values():
+        assert x.shape == (len(MIXED) * 30 * 100,) and np.isfinite(x).all()
+    assert {e.kind for e in night.events} <= set(EVENT_KINDS)
+    assert all(e.channel in night.channels for e in night.events)
+    mixed = synth_night(2, n_epochs=4, fs={c: 128.0 for c in ALL_CHANNELS} | {"ECG": 256.0})
+    assert (
+        mixed.signals["ECG"].size == 4 * 30 * 256 and mixed.signals["EMG chin"].size == 4 * 30 * 128
+    )
+
+
+def test_random_rates_and_channel_subsets():
+    for seed in range(12):
+        night = synth_night(seed, n_epochs=2, fs="random", channels="random")
+        assert any(c.startswith("EEG") for c in night.channels)
+        assert set(night.channels) <= set(ALL_CHANNELS)
+        assert all(50.0 <= night.fs[c] <= 512.0 for c in night.channels)
+        for c in night.channels:
+            assert night.signals[c].size == round(60 * night.fs[c])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"seed": -1}, SynthError),
+        ({"seed": 1, "hours": 0.0}, SynthError),
+        ({"seed": 1, "fs": 10.0}, SynthError),
+        ({"seed": 1, "fs": "fast"}, SynthError),
+        ({"seed": 1, "fs": {"EEG C4-M1": 100.0}}, SynthError),
+        ({"seed": 1, "channels": ("EEG Fpz-Cz",)}, ChannelNotFoundError),
+        ({"seed": 1, "stages": [0, 7]}, SynthError),
+    ],
+    ids=["seed", "hours", "fs-low", "fs-word", "fs-dict", "channel", "stages"],
+)
+def test_bad_arguments(kwargs, error):
+    with pytest.raises(error) as info:
+        synth_night(**kwargs)
+    assert isinstance(info.value, PSGError)
+
+
+def test_full_night_stage_structure():
+    """Proportions and cycle structure over 30 eight-hour hypnograms (Ohayon 2004)."""
+    shares, rem_early, rem_late, n3_first, n3_last, latencies = [], [], [], 0, 0, []
+    for seed in range(30):
+        stages = synth_hypnogram(seed, 960)
+        onset = int(np.flatnonzero(stages != W)[0])
+        assert 2 <= onset / 2 <= 45  # sleep-onset latency in minutes
+        sleep = stages[onset:]
+        shares.append(np.bincount(sleep, minlength=5) / sleep.size)
+        third = sleep.size // 3
+        n3_first += int((sleep[:third] == N3).sum())
+        n3_last += int((sleep[-third:] == N3).sum())
+        latencies.append(np.flatnonzero(sleep == R)[0] / 2)
+        # REM episodes: runs of REM merged across gaps shorter than 15 min
+        rem = np.flatnonzero(sleep == R)
+        episodes = np.split(rem, np.flatnonzero(np.diff(rem) > 30) + 1)
+        assert 3 <= len(episodes) <= 7
+        lengths = [e.size for e in episodes]
+        rem_early.append(lengths[0])
+        rem_late.append(np.mean(lengths[-2:]))
+    w, n1, n2, n3, r = np.mean(shares, axis=0)
+    assert 0.03 <= w <= 0.12 and 0.02 <= n1 <= 0.09 and 0.42 <= n2 <= 0.60
+    assert 0.12 <= n3 <= 0.24 and 0.17 <= r <= 0.28
+    assert n3_first > 5 * max(n3_last, 1)  # slow-wave sleep front-loaded
+    assert np.mean(rem_late) > 1.5 * np.mean(rem_early)  # REM periods lengthen
+    assert 60 <= np.median(latencies) <= 120  # REM latency in minutes
+
+
+def test_n3_meets_slow_wave_criterion_and_n2_does_not(mixed_night):
+    stages = np.asarray(MIXED)
+    for label in ("EEG F4-M1", "EEG C4-M1"):
+        fraction = slow_wave_fraction(mixed_night.signals[label], 100.0)
+        assert (fraction[stages == N3] >= 0.2).all(), fraction[stages == N3]
+        assert (fraction[stages == N2] < 0.2).all(), fraction[stages == N2]
+        assert (fraction[np.isin(stages, (W, N1, R))] < 0.1).all()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_slow_wave_criterion_survives_randomisation(seed):
+    night = synth_night(seed, stages=[N2] * 4 + [N3] * 4, fs=128.0, channels=("EEG F4-M1",))
+    fraction = slow_wave_fraction(night.signals["EEG F4-M1"], 128.0)
+    assert (fraction[4:] >= 0.2).all() and (fraction[:4] < 0.2).all(), (night.params, fraction)
+
+
+def test_spindles_and_k_complexes(mixed_night):
+    night, stages = mixed_night, np.asarray(MIXED)
+    spindles = night.events_of("spindle")
+    assert len(spindles) >= 5
+    x = night.signals["EEG C4-M1"]
+    for event in spindles:
+        epoch = int(event.start // 30)
+        assert event.end <= (epoch + 1) * 30 and stages[epoch] in (N2, N3)
+        assert event.stage == stages[epoch]
+        assert 11.0 <= event.extra["frequency_hz"] <= 16.0 and 0.5 <= event.duration <= 2.0
+    n2_minutes = (stages == N2).sum() / 2
+    density = sum(e.stage == N2 for e in spindles) / n2_minutes
+    assert 1.0 <= density <= 9.0
+    # the largest spindle shows as a spectral peak at its frequency in C4-M1
+    big = max(spindles, key=lambda e: e.extra["amplitude_uv"])
+    segment = x[int(big.start * 100) : int(big.end * 100)]
+    f, p = sps.periodogram(segment * np.hanning(segment.size), 100.0, nfft=1024)
+    band = (f >= 9) & (f <= 18)
+    assert abs(f[band][np.argmax(p[band])] - big.extra["frequency_hz"]) <= 1.0
+    for event in night.events_of("k_complex"):
+        assert event.stage == N2 and event.duration >= 0.5 and event.extra["amplitude_uv"] > 75
+    assert night.events_of("k_complex")
+
+
+def test_stage_physiology(mixed_night):
+    night, stages = mixed_night, np.asarray(MIXED)
+    fs = 100.0
+
+    def epochs(label):
+        x = night.signals[label]
+        return x.reshape(len(MIXED), int(30 * fs))
+
+    emg = epochs("EMG chin").std(axis=1)
+    assert emg[stages == W].mean() > emg[stages == N2].mean() > emg[stages == R].mean()
+    f, p = sps.welch(epochs("EEG O2-M1"), fs, nperseg=400)
+    alpha = p[:, (f >= 8) & (f <= 12)].sum(axis=1) / p[:, (f >= 0.5) & (f <= 30)].sum(axis=1)
+    assert alpha[stages == W].mean() > 2 * alpha[stages == N2].mean()
+    # eye movements are out of phase on E1/E2; EEG slow waves in phase
+    e1, e2 = epochs("EOG E1-M2"), epochs("EOG E2-M1")
+    rem_corr = np.corrcoef(e1[stages == R].ravel(), e2[stages == R].ravel())[0, 1]
+    n3_corr = np.corrcoef(e1[stages == N3].ravel(), e2[stages == N3].ravel())[0, 1]
+    assert rem_corr < -0.3 and n3_corr > 0.3
+    assert night.events_of("rapid_eye_movement") and night.events_of("sawtooth_wave")
+    assert all(e.stage == R for e in night.events_of("rapid_eye_movement"))
+    heart = epochs("ECG")
+    assert heart.max() > 300  # R peaks
+
+
+def test_continuous_across_epoch_borders(mixed_night):
+    x = mixed_night.signals["EEG C4-M1"].astype(np.float64)
+    steps = np.abs(np.diff(x))
+    borders = np.arange(1, len(MIXED)) * 3000 - 1
+    assert steps[borders].max() < np.percentile(steps, 99.9)
+
+
+def test_write_night_round_trip(tmp_path):
+    rates = {c: 100.0 for c in ALL_CHANNELS} | {"EMG chin": 200.0, "ECG": 250.0}
+    night = synth_night(4, stages=MIXED, fs=rates, randomize=True)
+    psg, hyp = write_night(night, tmp_path)
+    assert psg.name == "synth-0004-PSG.edf" and hyp.name == "synth-0004-Hypnogram.edf"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [psg.name, hyp.name, "synth-0004-events.json"]
+    )
+    with pyedflib.EdfReader(str(psg)) as reader:
+        assert reader.getSignalLabels() == list(ALL_CHANNELS)
+        for i, label in enumerate(ALL_CHANNELS):
+            assert reader.getSampleFrequency(i) == rates[label]
+            assert reader.getPhysicalDimension(i) == "uV"
+            back = reader.readSignal(i)
+            resolution = (reader.getPhysicalMaximum(i) - reader.getPhysicalMinimum(i)) / 65535
+            np.testing.assert_allclose(back, night.signals[label], atol=resolution + 1e-3)
+    with pyedflib.EdfReader(str(hyp)) as reader:
+        onsets, durations, labels = reader.readAnnotations()
+    expected = {W: "Sleep stage W", N1: "Sleep stage 1", N2: "Sleep stage 2"}
+    expected |= {N3: "Sleep stage 3", R: "Sleep stage R"}
+    runs: list[list[int]] = []
+    for stage in MIXED:
+        if runs and runs[-1][0] == stage:
+            runs[-1][1] += 1
+        else:
+            runs.append([stage, 1])
+    assert list(labels) == [expected[s] for s, _ in runs]
+    np.testing.assert_allclose(durations, [30.0 * n for _, n in runs])
+    np.testing.assert_allclose(onsets, np.cumsum([0] + [30.0 * n for _, n in runs[:-1]]))
+    payload = json.loads((tmp_path / "synth-0004-events.json").read_text())
+    assert payload["stages"] == MIXED and len(payload["events"]) == len(night.events)
+
+
+def test_hypnogram_reader_reads_written_stages(tmp_path):
+    if importlib.util.find_spec("engine.io.hypnogram") is None:
+        pytest.skip("engine/io/hypnogram.py (read_hypnogram) is not written yet")
+    from engine.io.hypnogram import read_hypnogram
+
+    night = synth_night(8, stages=MIXED, fs=100.0, channels=("EEG C4-M1",))
+    _, hyp = write_night(night, tmp_path, name="night")
+    epochs = np.asarray(read_hypnogram(hyp).to_epochs().stages)
+    np.testing.assert_array_equal(epochs, night.stages)
+
+
+def test_cli_writes_nights(tmp_path):
+    from psgvlm.cli import main
+
+    code = main(["synth", "--nights", "2", "--out", str(tmp_path), "--hours", "0.05"])
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.glob("*.edf")) == [
+        "synth-0000-Hypnogram.edf",
+        "synth-0000-PSG.edf",
+        "synth-0001-Hypnogram.edf",
+        "synth-0001-PSG.edf",
+    ]
+    assert main(["synth", "--nights", "1", "--out", str(tmp_path), "--fs", "7"]) == 2
+
+
+def test_synth_report_synthetic_only(tmp_path):
+    from engine.synth_report import BANDS, synth_report
+
+    result = synth_report(tmp_path, hours=1.0, seed=3)
+    assert (tmp_path / "synth_report.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "synth_report.json").read_text())
+    assert "real" not in saved and saved["synthetic"]
+    for row in saved["synthetic"].values():
+        assert set(row["relative"]) == set(BANDS) and 0 < row["relative"]["delta"] < 1
+    assert "synth" in result["table"]
+
+
+@pytest.mark.shared
+def test_synth_report_against_real(tmp_path):
+    real = SHARED / "prerau"
+    if not (real / "segment_data.csv").exists():
+        pytest.skip(f"shared data not found at {real}")
+    from engine.synth_report import load_prerau, synth_report
+
+    _, fs, stages, start = load_prerau(real)
+    assert fs == 100.0 and start == 10.01
+    assert np.bincount(stages, minlength=5).tolist() == [2, 7, 95, 37, 26]
+    result = synth_report(tmp_path, real=real, hours=3.0, seed=0)
+    saved = json.loads((tmp_path / "synth_report.json").read_text())
+    assert saved["real"]["N2"]["n_epochs"] == 95
+    # calibrated: N2, N3 and R relative delta within 0.1 of the real segment
+    for stage in ("N2", "N3", "R"):
+        synthetic = saved["synthetic"][stage]["relative"]["delta"]
+        assert abs(synthetic - saved["real"][stage]["relative"]["delta"]) < 0.1, stage
+    assert "real" in result["table"]

@@ -1,0 +1,656 @@
+"""Whole-night staging: every epoch of a recording → stage probabilities → hypnogram files.
+
+Each epoch is drawn exactly as the adapter's training shards were (montage, preprocessing,
+:class:`~engine.raster.RenderSpec`, image format: a :class:`RenderConfig`), asked the
+training question, and scored by answer likelihood over W, N1, N2, N3, R
+(:func:`vlm.evaluate.score_candidates`; no free text). Command line::
+
+    psgvlm stage night.edf --model Qwen/Qwen2-VL-2B-Instruct --adapter runs/qwen/adapter \\
+        --out staged/night [--hypnogram night-Hypnogram.edf | --reference H] [--batch-size 16]
+
+writes into ``--out``:
+
+- ``hypnogram.csv``: ``onset, duration, stage, p_W, p_N1, p_N2, p_N3, p_R``;
+- ``hypnogram.edf``: EDF+ annotations ``Sleep stage W/N1/N2/N3/R``, one per epoch, with the
+  recording's start time (readable by pyedflib and :func:`engine.io.hypnogram.read_hypnogram`);
+- ``hypnogram.png``: hypnogram over hypnodensity (stacked probabilities);
+- ``summary.json``: sleep statistics (:func:`vlm.hypno.sleep_statistics`), and with
+  ``--reference`` agreement (accuracy, Cohen's κ, per-stage F1, confusion matrix, also
+  drawn as ``confusion.png``) and the reference's own statistics.
+
+Epoch grid: the ``--hypnogram`` epochs (scored or not), else the ``--reference`` epochs,
+else consecutive 30-s epochs from the recording start (the one case where no scorer grid
+exists).
+
+Render parameters come from, in order: ``--render-config`` (a ``render.json`` or a shard
+directory/file), ``ADAPTER/render.json`` or ``ADAPTER/../render.json``, and finally the
+training run's ``ADAPTER/../config.yaml`` → ``train_shards`` → the first sample's
+metadata (``channels``, ``render``, ``preprocessing``) and ``answer_mode``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import HypnogramError, ModelError, MontageError, PSGError
+from engine.stages import STAGE_NAMES, Stage
+
+__all__ = [
+    "RENDER_CONFIG_NAME",
+    "RenderConfig",
+    "load_render_config",
+    "open_source",
+    "model_images",
+    "StagingResult",
+    "stage_source",
+    "align_reference",
+    "write_outputs",
+    "add_model_arguments",
+    "load_model",
+    "read_grid",
+    "add_arguments",
+    "run",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File name of the render parameters saved next to an adapter.
+RENDER_CONFIG_NAME = "render.json"
+_ALIGN_TOLERANCE_S = 0.05
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How the adapter's training images were made, to draw new epochs the same way.
+
+    Attributes
+    ----------
+    channels : list of dict
+        ``{"role", "name"}`` (plus ``label``, ``scale_uv``) per image strip, top to bottom,
+        as in the shard metadata; the montage and the prompt's channel phrase come from it.
+    render : dict
+        :class:`engine.raster.RenderSpec` fields.
+    image_format : {"png", "jpg", "npy"}
+        Shard image encoding (JPEG artefacts are reproduced).
+    quality : int
+        JPEG quality.
+    preprocessing : dict
+        :class:`engine.preprocess.Preprocessing` fields.
+    answer_mode : {"label", "evidence"}
+        What the assistant learned to answer.
+    source : str
+        Where the configuration was read from (not saved).
+    """
+
+    channels: list[dict[str, Any]]
+    render: dict[str, Any]
+    image_format: str = "png"
+    quality: int = 90
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    answer_mode: str = "label"
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"{self.source}: " if self.source else ""
+        if not self.channels or not all(
+            isinstance(c, dict) and c.get("role") and c.get("name") for c in self.channels
+        ):
+            raise ModelError(f"{where}render config needs channels with 'role' and 'name'")
+        if self.image_format not in ("png", "jpg", "npy"):
+            raise ModelError(f"{where}image format {self.image_format!r}: expected png/jpg/npy")
+        if self.answer_mode not in ("label", "evidence"):
+            raise ModelError(f"{where}answer mode {self.answer_mode!r}: expected label/evidence")
+        spec = self.spec()  # validates the render fields
+        if spec.channels != len(self.channels):
+            raise ModelError(
+                f"{where}render spec has {spec.channels} channel scales for "
+                f"{len(self.channels)} channels"
+            )
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def montage(self) -> str:
+        """Montage spec of the training images, e.g. ``"eeg=C4-M1,eog=E1-M2,emg=chin"``."""
+        return ",".join(f"{c['role']}={c['name']}" for c in self.channels)
+
+    @property
+    def roles(self) -> list[str]:
+        """Channel roles, top to bottom."""
+        return [str(c["role"]).lower() for c in self.channels]
+
+    def spec(self):
+        """The :class:`engine.raster.RenderSpec`."""
+        from engine.raster import RenderSpec
+
+        names = {f.name for f in dataclasses.fields(RenderSpec)}
+        kwargs = {k: v for k, v in self.render.items() if k in names}
+        for key in ("scales_uv", "labels"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = tuple(kwargs[key])
+        try:
+            return RenderSpec(**kwargs)
+        except TypeError as err:
+            raise ModelError(f"{self.source or 'render config'}: {err}") from None
+
+    def preprocessing_params(self):
+        """The :class:`engine.preprocess.Preprocessing` (defaults where unspecified)."""
+        from engine.preprocess import Preprocessing
+
+        params = dict(self.preprocessing)
+        if "bands" in params:
+            params["bands"] = {
+                role: tuple(band) if band is not None else None
+                for role, band in params["bands"].items()
+            }
+        try:
+            return Preprocessing(**params)
+        except (TypeError, ValueError) as err:
+            raise ModelError(f"{self.source or 'render config'}: preprocessing: {err}") from None
+
+    def question(self) -> str:
+        """The training question, naming the channels."""
+        from .data import build_question
+
+        return build_question({"channels": self.channels})
+
+    # -- persistence ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (without :attr:`source`)."""
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``DIRECTORY/render.json`` (e.g. next to a saved adapter)."""
+        path = Path(directory) / RENDER_CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> RenderConfig:
+        """Inverse of :meth:`to_dict`."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"source"}
+        unknown = sorted(set(data) - names)
+        if unknown or "channels" not in data or "render" not in data:
+            raise ModelError(
+                f"{source or 'render config'}: expected keys {sorted(names)} "
+                f"(channels and render required), got {sorted(data)}"
+            )
+        return cls(**data, source=source)
+
+    @classmethod
+    def from_sample_meta(
+        cls, meta: dict[str, Any], answer_mode: str = "label", source: str = ""
+    ) -> RenderConfig:
+        """From one shard sample's ``json`` metadata (``channels``, ``render``, ...)."""
+        render = dict(meta.get("render") or {})
+        if "channels" not in meta or "scales_uv" not in render:
+            raise ModelError(
+                f"{source or 'sample metadata'}: no 'channels' and 'render' fields "
+                "(shards not written by psgvlm render?)"
+            )
+        return cls(
+            channels=[dict(c) for c in meta["channels"]],
+            render={k: v for k, v in render.items() if k not in ("format", "quality")},
+            image_format=str(render.get("format", "png")),
+            quality=int(render.get("quality", 90)),
+            preprocessing=dict(meta.get("preprocessing") or {}),
+            answer_mode=answer_mode,
+            source=source,
+        )
+
+    @classmethod
+    def from_shards(
+        cls, shards: str | Sequence[str], answer_mode: str = "label", split: str = "train"
+    ) -> RenderConfig:
+        """From the first scored sample of shards (a glob, a directory + split, a list)."""
+        from .data import expand_shards, read_samples
+
+        urls = expand_shards(shards, split)
+        samples = read_samples(urls[:1], limit=1)
+        if not samples:
+            raise ModelError(f"{urls[0]}: no scored sample to read render parameters from")
+        return cls.from_sample_meta(samples[0]["meta"], answer_mode, source=urls[0])
+
+
+def _read_json_config(path: Path) -> RenderConfig:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelError(f"{path}: cannot read render config: {err}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: render config must be a JSON object")
+    return RenderConfig.from_dict(data, source=str(path))
+
+
+def _from_training_config(path: Path) -> RenderConfig:
+    import yaml
+
+    try:
+        settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ModelError(f"{path}: cannot read training config: {err}") from None
+    shards = settings.get("train_shards") if isinstance(settings, dict) else None
+    if not shards:
+        raise ModelError(f"{path}: no train_shards to read the render parameters from")
+    try:
+        config = RenderConfig.from_shards(shards, str(settings.get("answer_mode", "label")))
+    except PSGError as err:
+        raise ModelError(
+            f"{path}: the training shards {shards!r} cannot give the render parameters ({err}); "
+            f"pass --render-config with a {RENDER_CONFIG_NAME} or the shard directory"
+        ) from None
+    return dataclasses.replace(config, source=f"{path} -> {config.source}")
+
+
+def load_render_config(
+    adapter: str | os.PathLike | None, explicit: str | os.PathLike | None = None
+) -> RenderConfig:
+    """Find the render parameters an adapter was trained with (order in the module docstring).
+
+    Parameters
+    ----------
+    adapter : path, optional
+        LoRA adapter directory (``OUTPUT_DIR/adapter`` of :mod:`vlm.train`).
+    explicit : path, optional
+        A ``render.json``, a shard directory (its train split) or a shard file.
+
+    Raises
+    ------
+    ModelError
+        When no source is found or a source is malformed.
+    """
+    if explicit is not None:
+        path = Path(explicit)
+        if path.is_file() and path.suffix == ".json":
+            return _read_json_config(path)
+        if path.is_dir() or path.suffix == ".tar":
+            return RenderConfig.from_shards(str(path))
+        raise ModelError(f"--render-config {path}: expected a {RENDER_CONFIG_NAME}, a shard "
+                         "directory or a .tar shard")  # fmt: skip
+    if adapter is None:
+        raise ModelError("without --adapter, give --render-config (render.json or shard directory)")
+    adapter = Path(adapter)
+    for candidate in (adapter / RENDER_CONFIG_NAME, adapter.parent / RENDER_CONFIG_NAME):
+        if candidate.is_file():
+            return _read_json_config(candidate)
+    training = adapter.parent / "config.yaml"
+    if training.is_file():
+        return _from_training_config(training)
+    raise ModelError(
+        f"{adapter}: cannot tell how its training images were rendered: no "
+        f"{RENDER_CONFIG_NAME} in it or its parent and no training config.yaml beside it; "
+        "pass --render-config"
+    )
+
+
+# -- epochs and images ------------------------------------------------------------------
+def open_source(
+    psg_path: str | os.PathLike,
+    config: RenderConfig,
+    hypnogram=None,
+    montage: str | None = None,
+):
+    """Open a recording as an :class:`engine.epochs.EpochSource` drawn like the training data.
+
+    Parameters
+    ----------
+    psg_path : path
+        EDF/EDF+ recording.
+    config : RenderConfig
+    hypnogram : Hypnogram, optional
+        Epoch grid; without it, consecutive epochs of the render spec's length (30 s) from
+        the recording start, all UNK.
+    montage : str, optional
+        Override of the training montage (e.g. other derivation names); it must give the
+        same roles in the same order.
+
+    Raises
+    ------
+    MontageError
+        When the montage's roles differ from the training images' rows.
+    HypnogramError
+        When the recording is shorter than one epoch.
+    """
+    from engine.epochs import open_epochs
+    from engine.io.edf import open_recording
+    from engine.io.hypnogram import Hypnogram
+    from engine.montage import Montage
+
+    parsed = Montage.parse(montage or config.montage)
+    roles = [role.lower() for role in parsed.roles]
+    if roles != config.roles:
+        raise MontageError(
+            f"montage {str(parsed)!r} gives roles {roles}, but the adapter was trained on "
+            f"images with rows {config.roles} ({config.montage})"
+        )
+    epoch_length = config.spec().epoch_seconds
+    if hypnogram is not None and abs(hypnogram.epoch_length - epoch_length) > 1e-6:
+        logger.warning(
+            "%s: %g-s epochs, but the adapter was trained on %g-s images",
+            hypnogram.source or "hypnogram",
+            hypnogram.epoch_length,
+            epoch_length,
+        )
+    if hypnogram is None:
+        with open_recording(psg_path) as recording:
+            duration = recording.duration
+        count = int(math.floor(duration / epoch_length + 1e-9))
+        if count < 1:
+            raise HypnogramError(
+                f"{psg_path}: {duration:g} s of signal is shorter than one {epoch_length:g}-s epoch"
+            )
+        hypnogram = Hypnogram.from_stages([int(Stage.UNK)] * count, epoch_length)
+    return open_epochs(psg_path, hypnogram, parsed, config.preprocessing_params())
+
+
+def model_images(pixels: np.ndarray, config: RenderConfig) -> list:
+    """Rendered uint8 images → RGB PIL images exactly as training decoded them from shards."""
+    from PIL import Image
+
+    if config.image_format == "jpg":
+        from engine.encode import encode_batch
+
+        blobs = encode_batch(pixels, "jpg", quality=config.quality)
+        return [Image.open(io.BytesIO(blob)).convert("RGB") for blob in blobs]
+    return [Image.fromarray(np.ascontiguousarray(p)).convert("RGB") for p in pixels]
+
+
+# -- staging ----------------------------------------------------------------------------
+@dataclass
+class StagingResult:
+    """Predicted stage and probabilities of every epoch of the grid.
+
+    Attributes
+    ----------
+    onsets, durations : ndarray
+        Seconds from the recording start.
+    stages : ndarray
+        int8 predicted stage ids (argmax of ``probabilities``).
+    probabilities : ndarray
+        ``(n, 5)`` probabilities of W, N1, N2, N3, R.
+    grid_stages : ndarray
+        The grid hypnogram's own stage ids (all UNK for the 30-s grid).
+    epoch_length : float
+    start_time : datetime or None
+        Clock time of the recording start.
+    """
+
+    onsets: np.ndarray
+    durations: np.ndarray
+    stages: np.ndarray
+    probabilities: np.ndarray
+    grid_stages: np.ndarray
+    epoch_length: float
+    start_time: datetime | None = None
+
+
+def stage_source(
+    source,
+    model,
+    processor,
+    config: RenderConfig,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> StagingResult:
+    """Score every epoch of ``source`` (UNK grid epochs included) by candidate likelihood."""
+    from tqdm import tqdm
+
+    from engine.raster import render
+
+    from .evaluate import score_candidates
+
+    if batch_size < 1:
+        raise ModelError(f"--batch-size must be at least 1, got {batch_size}")
+    spec = config.spec()
+    question = config.question()
+    n = len(source)
+    probabilities = np.zeros((n, len(STAGE_NAMES)))
+    onsets, durations = np.zeros(n), np.zeros(n)
+    bar = tqdm(total=n, desc="stage", unit="epoch", disable=not progress)
+    try:
+        for batch in source.iter_batches(batch_size, context=spec.context, keep_unknown=True):
+            images = model_images(render(batch.signals, spec), config)
+            probs = score_candidates(
+                model, processor, images, [question] * len(images), STAGE_NAMES, batch_size
+            )
+            probabilities[batch.index] = probs
+            onsets[batch.index] = batch.onset
+            durations[batch.index] = batch.duration
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return StagingResult(
+        onsets=onsets,
+        durations=durations,
+        stages=probabilities.argmax(axis=1).astype(np.int8),
+        probabilities=probabilities,
+        grid_stages=np.asarray(source.hypnogram.stages, dtype=np.int8),
+        epoch_length=float(source.epoch_length),
+        start_time=source.start_time,
+    )
+
+
+def align_reference(reference, onsets: np.ndarray, epoch_length: float) -> np.ndarray:
+    """Reference stage per grid epoch (UNK where the reference has no epoch at that onset).
+
+    Raises
+    ------
+    HypnogramError
+        When no reference epoch lines up with the grid (pass it as ``--hypnogram`` too).
+    """
+    epochs = reference if reference.is_epoched else reference.to_epochs()
+    if abs(epochs.epoch_length - epoch_length) > 1e-6:
+        raise HypnogramError(
+            f"{reference.source or 'reference'}: {epochs.epoch_length:g}-s epochs, but staging "
+            f"used {epoch_length:g}-s epochs"
+        )
+    aligned = np.full(onsets.size, int(Stage.UNK), dtype=np.int8)
+    if onsets.size == 0 or len(epochs) == 0:
+        return aligned
+    position = np.clip(np.searchsorted(onsets, epochs.onsets), 0, onsets.size - 1)
+    before = np.clip(position - 1, 0, onsets.size - 1)
+    nearest = np.where(
+        np.abs(onsets[before] - epochs.onsets) < np.abs(onsets[position] - epochs.onsets),
+        before,
+        position,
+    )
+    matched = np.abs(onsets[nearest] - epochs.onsets) <= _ALIGN_TOLERANCE_S
+    aligned[nearest[matched]] = epochs.stages[matched]
+    if not np.any(matched & (epochs.stages != int(Stage.UNK))):
+        raise HypnogramError(
+            f"{reference.source or 'reference'}: none of its scored epochs starts on the "
+            "staging grid; pass the same file as --hypnogram to stage on its epochs"
+        )
+    return aligned
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def write_outputs(
+    result: StagingResult,
+    out_dir: str | os.PathLike,
+    reference: np.ndarray | None = None,
+    info: dict[str, Any] | None = None,
+    title: str = "",
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Write ``hypnogram.csv/.edf/.png`` and ``summary.json`` (+ ``confusion.png``).
+
+    Parameters
+    ----------
+    result : StagingResult
+    out_dir : path
+        Created when missing.
+    reference : ndarray, optional
+        Reference stage per grid epoch (:func:`align_reference`); adds agreement metrics.
+    info : dict, optional
+        Extra fields for ``summary.json`` (recording, model, adapter...).
+    title : str
+        Plot title.
+
+    Returns
+    -------
+    (dict, dict)
+        Output name -> path, and the summary as written (NaN as None).
+    """
+    from .evaluate import classification_metrics, plot_confusion
+    from .hypno import plot_hypnogram, sleep_statistics, write_edf_annotations, write_stage_csv
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "csv": write_stage_csv(
+            out / "hypnogram.csv", result.onsets, result.durations, result.stages,
+            result.probabilities,
+        ),
+        "edf": write_edf_annotations(
+            out / "hypnogram.edf", result.onsets, result.durations, result.stages,
+            result.start_time,
+        ),
+        "png": plot_hypnogram(
+            out / "hypnogram.png", result.onsets, result.stages, result.probabilities,
+            result.durations, reference, title,
+        ),
+    }  # fmt: skip
+    confidence = result.probabilities.max(axis=1) if len(result.stages) else np.zeros(0)
+    summary: dict[str, Any] = dict(info or {})
+    summary.update(
+        epochs=int(result.stages.size),
+        epoch_length=result.epoch_length,
+        start_time=result.start_time.isoformat() if result.start_time else None,
+        statistics=sleep_statistics(result.stages, result.epoch_length),
+        mean_probability=float(confidence.mean()) if confidence.size else None,
+        epochs_per_stage={
+            name: int(np.sum(result.stages == k)) for k, name in enumerate(STAGE_NAMES)
+        },
+    )
+    if reference is not None:
+        scored = reference != int(Stage.UNK)
+        if not scored.any():
+            raise HypnogramError("the reference has no scored epoch on the staging grid")
+        metrics = classification_metrics(reference[scored], result.stages[scored])
+        metrics["epochs_compared"] = int(scored.sum())
+        summary["agreement"] = metrics
+        summary["reference_statistics"] = sleep_statistics(reference, result.epoch_length)
+        paths["confusion"] = plot_confusion(
+            metrics["confusion"], out / "confusion.png", title or "Agreement with the reference"
+        )
+    summary = _json_ready(summary)
+    summary_path = out / "summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    paths["summary"] = summary_path
+    return paths, summary
+
+
+# -- command line -------------------------------------------------------------------------
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``stage``, ``ask`` and ``chat``: model, adapter, rendering, device."""
+    parser.add_argument("--model", required=True, help="base model id or directory")
+    parser.add_argument("--adapter", type=Path, help="LoRA adapter directory (vlm.train output)")
+    parser.add_argument(
+        "--render-config", type=Path,
+        help=f"{RENDER_CONFIG_NAME} or shard directory giving the training render parameters "
+        "(default: found from the adapter)",
+    )  # fmt: skip
+    parser.add_argument("--montage", help="override the training montage (same roles and order)")
+    parser.add_argument("--hypnogram", type=Path, help="hypnogram whose epochs form the grid")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes weights")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``psgvlm stage``."""
+    parser.add_argument("recording", type=Path, help="EDF/EDF+ recording")
+    add_model_arguments(parser)
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--reference", type=Path, help="scored hypnogram to measure agreement")
+    parser.add_argument("--batch-size", type=int, default=16, help="epochs per forward pass")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def load_model(args: argparse.Namespace):
+    """Model + processor for parsed ``add_model_arguments`` options."""
+    import torch
+
+    from .model import load_model_and_processor
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, processor, _ = load_model_and_processor(
+        args.model, adapter=args.adapter, quantization=args.quantization, device=device
+    )
+    return model, processor
+
+
+def read_grid(path: Path | None, recording: Path):
+    """The grid hypnogram read against ``recording``, or None."""
+    from engine.io.hypnogram import read_hypnogram
+
+    return None if path is None else read_hypnogram(path, signal_path=recording)
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """``psgvlm stage``: stage every epoch and write the outputs."""
+    config = load_render_config(args.adapter, args.render_config)
+    logger.info("render parameters from %s", config.source)
+    reference = read_grid(args.reference, args.recording)
+    grid = read_grid(args.hypnogram, args.recording) if args.hypnogram else reference
+    source = open_source(args.recording, config, grid, args.montage)
+    model, processor = load_model(args)
+    result = stage_source(
+        source, model, processor, config, args.batch_size, progress=not args.no_progress
+    )
+    aligned = None
+    if reference is not None:
+        aligned = align_reference(reference, result.onsets, result.epoch_length)
+    info = {
+        "recording": str(args.recording),
+        "model": str(args.model),
+        "adapter": str(args.adapter) if args.adapter else None,
+        "render_config": config.source,
+        "grid": str(args.hypnogram or args.reference or f"{result.epoch_length:g}-s epochs "
+                    "from the recording start"),
+        "reference": str(args.reference) if args.reference else None,
+    }  # fmt: skip
+    paths, summary = write_outputs(result, args.out, aligned, info, title=args.recording.name)
+    stats = summary["statistics"]
+    print(
+        f"{summary['epochs']} epochs: TST {_fmt(stats['TST'])} min, SE {_fmt(stats['SE'])}%, "
+        f"mean probability {_fmt(summary['mean_probability'], 2)}"
+    )
+    if "agreement" in summary:
+        agreement = summary["agreement"]
+        print(
+            f"agreement on {agreement['epochs_compared']} epochs: accuracy "
+            f"{_fmt(agreement['accuracy'], 3)}, kappa {_fmt(agreement['kappa'], 3)}, "
+            f"macro-F1 {_fmt(agreement['macro_f1'], 3)}"
+        )
+    for path in paths.values():
+        print(path)
+    return 0
