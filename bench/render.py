@@ -40,7 +40,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -320,26 +319,14 @@ def _set_numba_threads(threads: int | None) -> None:
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
-class _Encoder:
-    """psgvlm's encoder on ``threads`` threads (batches split into one chunk per thread)."""
+def _encoder(threads: int, quality: int) -> Callable[[np.ndarray, str], list[bytes]]:
+    """psgvlm's batch encoder on ``threads`` threads (the codecs release the GIL)."""
+    from engine.encode import encode_batch
 
-    def __init__(self, threads: int, quality: int) -> None:
-        self.threads = threads
-        self.quality = quality
-        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    def encode(images: np.ndarray, fmt: str) -> list[bytes]:
+        return encode_batch(images, fmt, quality=quality, threads=threads)
 
-    def __call__(self, images: np.ndarray, fmt: str) -> list[bytes]:
-        from engine.encode import encode_batch
-
-        if self.pool is None or len(images) < 2:
-            return encode_batch(images, fmt, quality=self.quality)
-        chunks = np.array_split(images, min(self.threads, len(images)))
-        parts = self.pool.map(lambda c: encode_batch(c, fmt, quality=self.quality), chunks)
-        return [blob for part in parts for blob in part]
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
+    return encode
 
 
 def _batches(n: int, batch: int) -> list[slice]:
@@ -350,9 +337,12 @@ def _cpu_stages(
     signals: np.ndarray,
     spec: Any,
     settings: RenderBenchSettings,
-    encoders: dict[int, _Encoder],
+    thread_counts: Sequence[int],
 ) -> list[_Stage]:
     """Stages 1-5 for one image size."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # before bench.reference imports pyplot: no display needed
     from engine.raster import render
 
     from .reference import TunedMatplotlib, naive_matplotlib_png
@@ -363,6 +353,7 @@ def _cpu_stages(
     naive = signals[: settings.naive_epochs]
     tuned_signals = signals[: settings.tuned_epochs]
     tuned = TunedMatplotlib(spec)
+    encode_one_thread = _encoder(1, settings.quality)
     images = [render(signals[s], spec) for s in parts]
 
     def mpl_naive() -> tuple[int, int]:
@@ -370,7 +361,7 @@ def _cpu_stages(
         return len(blobs), sum(map(len, blobs))
 
     def mpl_tuned() -> tuple[int, int]:
-        blobs = tuned.render(tuned_signals)
+        blobs = encode_one_thread(tuned.render(tuned_signals), "png")
         return len(blobs), sum(map(len, blobs))
 
     def raster() -> tuple[int, int]:
@@ -378,7 +369,7 @@ def _cpu_stages(
             render(signals[s], spec)
         return len(signals), raw * len(signals)
 
-    def raster_encode(fmt: str, encoder: _Encoder) -> Callable[[], tuple[int, int]]:
+    def raster_encode(fmt: str, encoder: Callable) -> Callable[[], tuple[int, int]]:
         def work() -> tuple[int, int]:
             total = 0
             for s in parts:
@@ -387,7 +378,7 @@ def _cpu_stages(
 
         return work
 
-    def encode_only(fmt: str, encoder: _Encoder) -> Callable[[], tuple[int, int]]:
+    def encode_only(fmt: str, encoder: Callable) -> Callable[[], tuple[int, int]]:
         def work() -> tuple[int, int]:
             total = 0
             for batch in images:
@@ -400,9 +391,10 @@ def _cpu_stages(
         _Stage("mpl_naive", "matplotlib naive (figure per epoch, savefig PNG)", size, 1, 1,
                mpl_naive, warmup=lambda: naive_matplotlib_png(naive[:1], spec)),
         _Stage("mpl_tuned", "matplotlib tuned (reused figure, psgvlm PNG)", size, 1, 1,
-               mpl_tuned, warmup=lambda: tuned.render(tuned_signals[:2])),
+               mpl_tuned, warmup=lambda: encode_one_thread(tuned.render(tuned_signals[:2]), "png")),
     ]  # fmt: skip
-    for threads, encoder in encoders.items():
+    for threads in thread_counts:
+        encoder = _encoder(threads, settings.quality)
         cores = min(threads, usable_cores())
         suffix = "1 thread" if threads == 1 else f"{threads} threads"
         stages += [
@@ -455,7 +447,7 @@ def _e2e_stage(
     where = "GPU, " if device == "cuda" else ""
     label = f"end-to-end EDF -> PNG shards, {where}{workers} worker{'s' * (workers > 1)}"
     stage = _Stage(f"e2e_{device}" if device == "cuda" else "e2e", label,
-                   f"{size[0]}x{size[1]}", workers, cores, work, unit="epochs/s",
+                   f"{size[0]}x{size[1]}", workers, cores, work, warmup=work, unit="epochs/s",
                    numba_threads=1 if workers == 1 else None)  # fmt: skip
     stage.note = "wall time of render_dataset, process start-up included; bytes incl. tar + json"
     return stage
@@ -463,9 +455,9 @@ def _e2e_stage(
 
 def _gpu_stages(signals: np.ndarray, spec: Any, settings: RenderBenchSettings) -> list[_Stage]:
     """Stage 7 (in memory): GPU raster, GPU raster + device JPEG."""
-    from engine.encode import encode_jpeg_cuda
     from numba import cuda
 
+    from engine.encode import encode_jpeg_cuda
     from engine.raster import render_cuda
     from engine.raster.gpu import cp
 
@@ -603,7 +595,6 @@ def bench_render(
         notes.append("--device cuda: no CUDA device here; GPU stages skipped")
     cores = usable_cores()
     thread_counts = sorted({1, cores})
-    encoders = {threads: _Encoder(threads, settings.quality) for threads in thread_counts}
     try:
         with tempfile.TemporaryDirectory(prefix="psgvlm-bench-render-", dir=work_dir) as tmp:
             scratch = Path(tmp)
@@ -613,7 +604,7 @@ def bench_render(
             stages: list[_Stage] = []
             for width, height in settings.sizes:
                 spec = RenderSpec.for_roles(roles, width=width, height=height, labels=names)
-                stages += _cpu_stages(signals, spec, settings, encoders)
+                stages += _cpu_stages(signals, spec, settings, thread_counts)
                 for workers in settings.workers:
                     stages.append(_e2e_stage(nights, scratch, settings, (width, height),
                                              workers, "cpu"))  # fmt: skip
@@ -630,8 +621,6 @@ def bench_render(
                 for stage in stages:
                     stage.measure()
     finally:
-        for encoder in encoders.values():
-            encoder.close()
         _set_numba_threads(cores)
     ratios, goals = _ratios_and_goals(stages, settings)
     if cores > 1:

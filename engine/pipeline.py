@@ -325,9 +325,7 @@ def render_recording(task: RecordingTask) -> dict[str, Any]:
     settings, pair = task.settings, task.pair
     parts = task.work_dir / "parts" / task.slug
     shutil.rmtree(parts, ignore_errors=True)
-    hypnogram = read_hypnogram(
-        pair.hypnogram_path, scorer=pair.scorer, signal_path=pair.psg_path
-    )
+    hypnogram = read_hypnogram(pair.hypnogram_path, scorer=pair.scorer, signal_path=pair.psg_path)
     preprocessing = Preprocessing()
     source = open_epochs(pair.psg_path, hypnogram, Montage.parse(settings.montage), preprocessing)
     channels = list(source.channels)

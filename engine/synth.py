@@ -46,6 +46,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -632,6 +633,7 @@ _RHYTHM_TOPOGRAPHY: dict[str, dict[str, float]] = {
     "delta": {"EEG C4-M1": 1.0, "EEG C3-M2": 1.0, "EEG F4-M1": 1.05, "EEG O2-M1": 0.6},
     "theta": {"EEG C4-M1": 1.0, "EEG C3-M2": 1.0, "EEG F4-M1": 1.0, "EEG O2-M1": 0.75},
     "alpha": {"EEG C4-M1": 0.55, "EEG C3-M2": 0.55, "EEG F4-M1": 0.3, "EEG O2-M1": 1.0},
+    "sleep_alpha": {"EEG C4-M1": 1.0, "EEG C3-M2": 1.0, "EEG F4-M1": 0.9, "EEG O2-M1": 0.5},
     "beta": {"EEG C4-M1": 1.0, "EEG C3-M2": 1.0, "EEG F4-M1": 1.1, "EEG O2-M1": 0.9},
     "muscle": {"EEG C4-M1": 1.0, "EEG C3-M2": 1.0, "EEG F4-M1": 1.4, "EEG O2-M1": 1.2},
 }
@@ -644,13 +646,14 @@ _BACKGROUND_MIX: dict[str, tuple[float, float, float]] = {
     "EEG O2-M1": (0.6, -0.55, 0.58),
 }
 
-#: C4-M1 rms (uV) of each continuous component per stage (W, N1, N2, N3, R) for a
-#: unit-gain subject; tuned against the Prerau segment with ``psgvlm synth-report``.
+#: Level (uV rms before topography weights) of each continuous component per stage (W, N1,
+#: N2, N3, R) for a unit-gain subject; tuned so that C4-M1 matches the Prerau segment's
+#: relative band powers with ``psgvlm synth-report``.
 _LEVELS: dict[str, tuple[float, float, float, float, float]] = {
     "background": (9.0, 9.0, 11.0, 9.0, 7.5),
     "delta": (3.0, 10.0, 13.0, 7.0, 3.0),
-    "theta": (3.0, 4.0, 1.5, 4.5, 3.0),
-    "alpha": (5.0, 6.0, 8.0, 8.0, 4.5),
+    "theta": (3.0, 4.0, 1.0, 4.5, 3.0),
+    "alpha": (5.0, 6.0, 3.8, 4.4, 4.5),
     "beta": (4.0, 2.0, 0.8, 0.5, 2.6),
     "muscle": (2.5, 1.0, 0.5, 0.4, 0.3),
 }
@@ -974,25 +977,41 @@ class _Night:
         for name, (shape, level, sigma, period) in rhythms.items():
             env = low.steps(level) * low.wobble(self.noise_rng(), sigma, period)
             add(slow, low, _amplitude(low.n, low.fs, shape, s), env, _RHYTHM_TOPOGRAPHY[name])
-        # Alpha: waking alpha (subject frequency) and slower REM alpha (Cantero & Atienza).
-        for stages_of, freq in (((W, N1, N2, N3), s.alpha_freq), ((R,), s.rem_alpha_freq)):
+        # Alpha: posterior waking alpha (subject frequency), slower REM alpha (Cantero &
+        # Atienza) and the fronto-central ~10 Hz activity that persists in NREM sleep.
+        groups = (
+            ((W, N1), s.alpha_freq, "alpha"),
+            ((N2, N3), s.alpha_freq, "sleep_alpha"),
+            ((R,), s.rem_alpha_freq, "alpha"),
+        )
+        for stages_of, freq, topography in groups:
             member = np.isin(self.stages, stages_of)
+            if not member.any():
+                continue
             env = low.steps(np.where(member, self._level("alpha"), 0.0))
             for start, end, height in self.alpha_bursts:
                 if member[min(int(start // EPOCH_LENGTH), self.n_epochs - 1)]:
                     low.add_bump(env, start, end, height)
             env *= low.wobble(self.noise_rng(), 0.3, 2.0)
             amplitude = _amplitude(low.n, low.fs, _peak(freq, 0.5), s)
-            add(slow, low, amplitude, env, _RHYTHM_TOPOGRAPHY["alpha"])
+            add(slow, low, amplitude, env, _RHYTHM_TOPOGRAPHY[topography])
         for c in labels:
             if step > 1:
                 out[c] += sps.resample_poly(slow[c], step, 1).astype(np.float32)[: full.n]
             else:
                 out[c] += slow[c]
         for event, params in self.brain_events:
-            weights = {c: _TOPOGRAPHY[event.kind].get(c, 0.0) * gains[c] for c in labels}
+            weights = {
+                c: _TOPOGRAPHY[event.kind].get(c, 0.0) * self._gain(event, c) for c in labels
+            }
             self._stamp(out, event, params, fs, weights)
         return out
+
+    def _gain(self, event: PlantedEvent, channel: str) -> float:
+        """Per-channel gain of a brain event; none for the AASM amplitude-anchored kinds."""
+        if event.kind in ("slow_wave", "k_complex"):
+            return 1.0
+        return self.subject.channel_gain.get(channel, 1.0)
 
     def _stamp(
         self, out: dict[str, np.ndarray], event: PlantedEvent, params: dict, fs: float,
@@ -1115,7 +1134,7 @@ class _Night:
                 best = max(weights, key=weights.get)
                 extra = dict(event.extra)
                 extra["amplitude_uv"] = round(
-                    abs(params["pp"]) * weights[best] * self.subject.channel_gain.get(best, 1.0), 2
+                    abs(params["pp"]) * weights[best] * self._gain(event, best), 2
                 )
                 extra["channels"] = sorted(weights)
                 done.append(
@@ -1151,12 +1170,13 @@ class _Night:
                     dict(event.extra, type=params["type"]),
                 )
             )
-        done = [e for e in done if e.kind != "alpha_burst" or rendered & set(EEG_CHANNELS)]
-        eeg = [c for c in ALL_CHANNELS if c in rendered and c in EEG_CHANNELS]
+        eeg = [c for c in EEG_CHANNELS if c in rendered]
+        alpha_channel = "EEG O2-M1" if "EEG O2-M1" in rendered else (eeg[0] if eeg else None)
         done = [
-            PlantedEvent(e.kind, ("EEG O2-M1" if "EEG O2-M1" in rendered else eeg[0]), e.start, e.end, e.stage, e.extra)
-            if e.kind == "alpha_burst" else e
+            e if e.kind != "alpha_burst" else
+            PlantedEvent(e.kind, alpha_channel, e.start, e.end, e.stage, e.extra)
             for e in done
+            if e.kind != "alpha_burst" or alpha_channel
         ]  # fmt: skip
         done = [e for e in done if e.kind != "emg_twitch" or EMG_CHANNEL in rendered]
         return sorted(done, key=lambda e: (e.start, e.kind))
@@ -1381,7 +1401,7 @@ def write_night(
         raise EDFError(f"cannot create output directory {out}: {err}") from err
     psg, hyp, events = (out / f"{name}-{s}" for s in ("PSG.edf", "Hypnogram.edf", "events.json"))
     record = _record_duration(night.fs)
-    start = __import__("datetime").datetime(2020, 1, 1, 23, 0, 0)
+    start = datetime(2020, 1, 1, 23, 0, 0)
 
     def write_psg(path: Path) -> None:
         headers, data = [], []
@@ -1409,10 +1429,11 @@ def write_night(
             data.append(values)
         writer = pyedflib.EdfWriter(str(path), len(headers), pyedflib.FILETYPE_EDFPLUS)
         try:
-            writer.setDatarecordDuration(record)
+            if record != 1.0:
+                writer.setDatarecordDuration(record)
             writer.setSignalHeaders(headers)
             writer.setPatientCode(night.subject)
-            writer.setEquipment("psgvlm synthetic PSG")
+            writer.setEquipment("psgvlm_synthetic_PSG")
             writer.setStartdatetime(start)
             writer.writeSamples(data)
         finally:

@@ -258,14 +258,16 @@ def synth_report(
         for source, style in (("synthetic", "C0-"), ("real", "C3-")):
             if stage in curves.get(source, {}):
                 psd, n = curves[source][stage]
-                ax.semilogy(freqs[keep], psd[keep], style, label=f"{source} (n={n})")
+                decibels = 10 * np.log10(np.maximum(psd[keep], 1e-12))
+                ax.plot(freqs[keep], decibels, style, label=f"{source} (n={n})")
         ax.set_title(STAGE_NAMES[stage])
         ax.set_xlabel("Hz")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("PSD (µV²/Hz)")
+        if ax.get_lines():
+            ax.legend(fontsize=8)
+    axes[0].set_ylabel("PSD (dB re 1 uV^2/Hz)")
     fig.suptitle(f"{channel} synthetic vs real, 0.3-35 Hz band-pass")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.14, top=0.84, wspace=0.08)
     png, js = folder / "synth_report.png", folder / "synth_report.json"
     for final, write in (
         (png, lambda p: fig.savefig(p, dpi=100, format="png")),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -26,15 +25,12 @@ def quick_render(tmp_path_factory):
             "--channels", "2", "--workers", "1", "--epochs", "8", "--rounds", "2",
             "--naive-epochs", "1", "--tuned-epochs", "2", "--nights", "1", "--hours", "0.05",
             "--out", str(out)]  # fmt: skip
-    started = time.perf_counter()
     assert main(argv) == 0
-    seconds = time.perf_counter() - started
-    return out, json.loads((out / "render.json").read_text()), seconds
+    return out, json.loads((out / "render.json").read_text())
 
 
 def test_render_report_files(quick_render):
-    out, report, seconds = quick_render
-    assert seconds < 60
+    out, report = quick_render
     assert (out / "render.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(report) >= {"benchmark", "settings", "epoch", "machine", "stages", "ratios",
                            "goals", "notes", "wall_s"}  # fmt: skip
@@ -46,7 +42,7 @@ def test_render_report_files(quick_render):
 
 
 def test_render_stages(quick_render):
-    _, report, _ = quick_render
+    _, report = quick_render
     stages = report["stages"]
     assert CPU_STAGES <= {s["key"] for s in stages}
     for stage in stages:
@@ -72,7 +68,7 @@ def test_render_stages(quick_render):
 
 
 def test_render_ratios_and_goals(quick_render):
-    _, report, _ = quick_render
+    _, report = quick_render
     names = {r["name"] for r in report["ratios"]}
     assert "raster only per core / matplotlib tuned" in names
     assert "raster+PNG per core / matplotlib naive" in names
@@ -87,7 +83,7 @@ def test_render_ratios_and_goals(quick_render):
 
 
 def test_render_markdown_rows(quick_render):
-    out, report, _ = quick_render
+    out, report = quick_render
     text = (out / "render.md").read_text()
     throughput = text.split("## Throughput")[1].split("## Ratios")[0]
     rows = [line for line in throughput.splitlines() if line.startswith("| 64x32 |")]

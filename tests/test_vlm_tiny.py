@@ -62,8 +62,22 @@ def test_cli_pins_qwen_image_size(tmp_path):
     from psgvlm.cli import main
 
     out = tmp_path / "q448"
-    assert main(["tiny-model", "--family", "qwen2vl", "--out", str(out),
-                 "--image-size", "448x224", "--hidden-size", "64"]) == 0
+    assert (
+        main(
+            [
+                "tiny-model",
+                "--family",
+                "qwen2vl",
+                "--out",
+                str(out),
+                "--image-size",
+                "448x224",
+                "--hidden-size",
+                "64",
+            ]
+        )
+        == 0
+    )
     processor = AutoProcessor.from_pretrained(out)
     image = Image.fromarray(np.zeros((224, 448, 3), dtype=np.uint8))
     grid = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"]

@@ -46,14 +46,21 @@ def cache(tmp_path_factory):
 
 
 def _args(shards: Path, cache: Path, out: Path, *extra: str, config: str = "tiny_cpu.yaml"):
-    return parse_config([
-        "--config", str(CONFIGS / config),
-        "--train_shards", str(shards / "train-*.tar"),
-        "--eval_shards", "null",
-        "--tiny_cache_dir", str(cache),
-        "--output_dir", str(out),
-        *extra,
-    ])
+    return parse_config(
+        [
+            "--config",
+            str(CONFIGS / config),
+            "--train_shards",
+            str(shards / "train-*.tar"),
+            "--eval_shards",
+            "null",
+            "--tiny_cache_dir",
+            str(cache),
+            "--output_dir",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize("family,answer", [("qwen2vl", "N2<|im_end|>\n"), ("llava", " N2</s>")])
@@ -67,8 +74,11 @@ def test_collator_unmasks_only_the_answer(shards, cache, family, answer):
     assert (labels[~mask] == -100).all() and (labels[mask] != -100).all()
     assert tok.decode(labels[0][mask[0]]) == answer
     for row, sample in enumerate(samples):
-        assert tok.decode(batch["input_ids"][row][mask[row]]).strip().startswith(
-            STAGE_NAMES[sample["cls"]])
+        assert (
+            tok.decode(batch["input_ids"][row][mask[row]])
+            .strip()
+            .startswith(STAGE_NAMES[sample["cls"]])
+        )
     # The prompt (system, image tokens, question, generation prompt) is all masked.
     image_id = processor.image_token_id
     assert (batch["input_ids"][mask] != image_id).all()
@@ -85,8 +95,13 @@ def test_prompt_must_be_a_token_prefix(cache, shards):
 
 
 def test_streams_skip_unknown_and_cover_each_sample_once(tmp_path):
-    written = write_shards(tmp_path, subjects={"val": ["a", "b"]}, epochs_per_subject=20,
-                           per_shard=15, image_field="npy")
+    written = write_shards(
+        tmp_path,
+        subjects={"val": ["a", "b"]},
+        epochs_per_subject=20,
+        per_shard=15,
+        image_field="npy",
+    )
     urls = vdata.expand_shards(tmp_path, "val")
     assert urls == [str(p) for p in written["val"]]
     samples = vdata.read_samples(urls)
@@ -118,10 +133,14 @@ def test_answers_and_class_weights(monkeypatch):
         vdata.build_answer(2, meta, "evidence")
     with pytest.raises(ShardError):
         vdata.build_answer(5, meta)
-    monkeypatch.setattr(vdata, "_evidence_sentence",
-                        lambda: lambda features, stage: f"sigma {features['sigma']} for {stage}")
+    monkeypatch.setattr(
+        vdata,
+        "_evidence_sentence",
+        lambda: lambda features, stage: f"sigma {features['sigma']} for {stage}",
+    )
     assert vdata.build_answer(2, {**meta, "features": {"sigma": 0.4}}, "evidence") == (
-        "N2. sigma 0.4 for N2")
+        "N2. sigma 0.4 for N2"
+    )
     weights = vdata.balanced_class_weights(np.array([10, 0, 30, 10, 50]))
     assert weights[1] == 0
     assert np.isclose((weights * [10, 0, 30, 10, 50]).sum(), 100)
@@ -129,15 +148,36 @@ def test_answers_and_class_weights(monkeypatch):
 
 
 def test_config_yaml_and_overrides(tmp_path):
-    for config in ("tiny_cpu.yaml", "tiny_llava_cpu.yaml", "qwen2vl_lora.yaml",
-                   "qwen2vl_qlora.yaml", "llava_lora.yaml"):
+    for config in (
+        "tiny_cpu.yaml",
+        "tiny_llava_cpu.yaml",
+        "qwen2vl_lora.yaml",
+        "qwen2vl_qlora.yaml",
+        "llava_lora.yaml",
+    ):
         model, lora, data, tr = parse_config(["--config", str(CONFIGS / config)])
         assert model.model and tr.max_steps > 0
-    model, lora, data, tr = parse_config(["--config", str(CONFIGS / "qwen2vl_qlora.yaml"),
-                                          "--max_steps", "7", "--lora_vision", "true",
-                                          "--modules_to_save", "lm_head", "--quantization", "null"])
-    assert (model.model, model.quantization, tr.max_steps, lora.lora_vision,
-            lora.modules_to_save) == ("Qwen/Qwen2-VL-2B-Instruct", None, 7, True, ["lm_head"])
+    model, lora, data, tr = parse_config(
+        [
+            "--config",
+            str(CONFIGS / "qwen2vl_qlora.yaml"),
+            "--max_steps",
+            "7",
+            "--lora_vision",
+            "true",
+            "--modules_to_save",
+            "lm_head",
+            "--quantization",
+            "null",
+        ]
+    )
+    assert (
+        model.model,
+        model.quantization,
+        tr.max_steps,
+        lora.lora_vision,
+        lora.modules_to_save,
+    ) == ("Qwen/Qwen2-VL-2B-Instruct", None, 7, True, ["lm_head"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: tiny:qwen2vl\nlearning_rat: 0.1\n")
     with pytest.raises(PSGError, match="learning_rat"):
@@ -152,8 +192,9 @@ def test_default_lora_targets_stay_in_the_language_model(cache, family, vision_w
     adapted = [n for n, _ in model.named_modules() if n.endswith(".lora_A")]
     assert adapted and all("language_model" in n for n in adapted)
     assert len(adapted) == 2 * 7  # 2 layers x (q, k, v, o, gate, up, down)
-    model, _, _ = load_model_and_processor(cache / f"tiny-{family}-224x224",
-                                           lora=LoraArgs(lora_vision=True))
+    model, _, _ = load_model_and_processor(
+        cache / f"tiny-{family}-224x224", lora=LoraArgs(lora_vision=True)
+    )
     names = [n for n, _ in model.named_modules() if n.endswith(".lora_A")]
     assert any(vision_word in n for n in names)
 
@@ -161,8 +202,11 @@ def test_default_lora_targets_stay_in_the_language_model(cache, family, vision_w
 @pytest.fixture(scope="module")
 def trained(shards, cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    final = train(*_args(shards, cache, out, "--max_steps", "150", "--save_steps", "50",
-                         "--logging_steps", "25"))
+    final = train(
+        *_args(
+            shards, cache, out, "--max_steps", "150", "--save_steps", "50", "--logging_steps", "25"
+        )
+    )
     return out, final
 
 
@@ -204,8 +248,11 @@ def test_adapter_reloads_in_a_fresh_process(trained, shards, cache, tmp_path):
     _, final = trained
     base = cache / "tiny-qwen2vl-224x224"
     out = tmp_path / "probs.npy"
-    subprocess.run([sys.executable, "-c", _RELOAD, str(base), str(final), str(shards), str(out)],
-                   check=True, cwd=REPO)
+    subprocess.run(
+        [sys.executable, "-c", _RELOAD, str(base), str(final), str(shards), str(out)],
+        check=True,
+        cwd=REPO,
+    )
     model, processor, _ = load_model_and_processor(base, adapter=final)
     samples = vdata.read_samples(vdata.expand_shards(shards, "test"), limit=12)
     _, probs = evaluate_samples(model, processor, samples)
@@ -222,15 +269,19 @@ def test_resume_continues_at_the_saved_step(trained, shards, cache, tmp_path):
     assert latest_checkpoint(out).name == "checkpoint-000150"
     ckpt = out / "checkpoint-000100"
     # Resuming at max_steps == saved step trains nothing: the adapter is the restored one.
-    restored = train(*_args(shards, cache, tmp_path / "same", "--resume", str(ckpt),
-                            "--max_steps", "100"))
+    restored = train(
+        *_args(shards, cache, tmp_path / "same", "--resume", str(ckpt), "--max_steps", "100")
+    )
     saved = load_file(ckpt / "adapter" / "adapter_model.safetensors")
     again = load_file(restored / "adapter_model.safetensors")
     assert saved.keys() == again.keys()
     assert all(torch.equal(saved[k], again[k]) for k in saved)
     run = tmp_path / "more"
-    train(*_args(shards, cache, run, "--resume", str(ckpt), "--max_steps", "103",
-                 "--logging_steps", "1"))
+    train(
+        *_args(
+            shards, cache, run, "--resume", str(ckpt), "--max_steps", "103", "--logging_steps", "1"
+        )
+    )
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [101, 102, 103]
     state = json.loads((run / "checkpoint-000103" / "trainer_state.json").read_text())
@@ -244,13 +295,27 @@ def test_resume_continues_at_the_saved_step(trained, shards, cache, tmp_path):
 def test_qlora_trains_on_cpu(shards, cache, tmp_path):
     import bitsandbytes as bnb
 
-    model, _, _ = load_model_and_processor(cache / "tiny-qwen2vl-224x224", quantization="4bit",
-                                           lora=LoraArgs(modules_to_save=["lm_head"]))
+    model, _, _ = load_model_and_processor(
+        cache / "tiny-qwen2vl-224x224",
+        quantization="4bit",
+        lora=LoraArgs(modules_to_save=["lm_head"]),
+    )
     kinds = {n: type(m) for n, m in model.named_modules()}
     assert any(k is bnb.nn.Linear4bit and "language_model" in n for n, k in kinds.items())
     assert not any(k is bnb.nn.Linear4bit and "visual" in n for n, k in kinds.items())
-    final = train(*_args(shards, cache, tmp_path, "--quantization", "4bit", "--max_steps", "3",
-                         "--logging_steps", "1"))
+    final = train(
+        *_args(
+            shards,
+            cache,
+            tmp_path,
+            "--quantization",
+            "4bit",
+            "--max_steps",
+            "3",
+            "--logging_steps",
+            "1",
+        )
+    )
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
     assert (final / "adapter_model.safetensors").is_file()
@@ -260,10 +325,30 @@ def test_qlora_trains_on_cpu(shards, cache, tmp_path):
 def test_psgvlm_train_runs_tiny_llava(shards, cache, tmp_path):
     from psgvlm.cli import main
 
-    assert main(["train", "--config", str(CONFIGS / "tiny_llava_cpu.yaml"),
-                 "--train_shards", str(shards / "train-*.tar"), "--eval_shards", "null",
-                 "--tiny_cache_dir", str(cache), "--output_dir", str(tmp_path),
-                 "--max_steps", "2", "--logging_steps", "1", "--class_weights", "auto"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(CONFIGS / "tiny_llava_cpu.yaml"),
+                "--train_shards",
+                str(shards / "train-*.tar"),
+                "--eval_shards",
+                "null",
+                "--tiny_cache_dir",
+                str(cache),
+                "--output_dir",
+                str(tmp_path),
+                "--max_steps",
+                "2",
+                "--logging_steps",
+                "1",
+                "--class_weights",
+                "auto",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
 
@@ -273,12 +358,30 @@ def test_accelerate_launch_two_cpu_processes(shards, cache, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch",
-           "--config_file", str(CONFIGS / "accelerate_multi_cpu.yaml"), "--num_processes", "2",
-           "--main_process_port", str(port), str(REPO / "vlm" / "train.py"),
-           "--config", str(CONFIGS / "tiny_cpu.yaml"),
-           "--train_shards", str(shards / "train-*.tar"), "--eval_shards", "null",
-           "--tiny_cache_dir", str(cache), "--output_dir", str(tmp_path), "--max_steps", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / "accelerate_multi_cpu.yaml"),
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(port),
+        str(REPO / "vlm" / "train.py"),
+        "--config",
+        str(CONFIGS / "tiny_cpu.yaml"),
+        "--train_shards",
+        str(shards / "train-*.tar"),
+        "--eval_shards",
+        "null",
+        "--tiny_cache_dir",
+        str(cache),
+        "--output_dir",
+        str(tmp_path),
+        "--max_steps",
+        "3",
+    ]
     subprocess.run(cmd, check=True, cwd=REPO, timeout=240)
     state = tmp_path / "checkpoint-000003"
     assert (state / "state" / "random_states_1.pkl").is_file()  # a second rank ran

@@ -35,7 +35,9 @@ _WAVES = {
 }
 
 
-def draw_epoch(cls: int, rng: np.random.Generator, width: int = 224, height: int = 224) -> np.ndarray:
+def draw_epoch(
+    cls: int, rng: np.random.Generator, width: int = 224, height: int = 224
+) -> np.ndarray:
     """A white-on-black uint8 image of one synthetic epoch of stage ``cls``."""
     image = np.zeros((height, width), dtype=np.uint8)
     band = height // len(CHANNELS)
@@ -77,14 +79,17 @@ def write_shards(
         samples = []
         for subject in names:
             for epoch in range(epochs_per_subject):
-                cls = -1 if unknown_every and epoch % unknown_every == unknown_every - 1 else \
-                    int(rng.integers(0, len(STAGE_NAMES)))
+                cls = (
+                    -1
+                    if unknown_every and epoch % unknown_every == unknown_every - 1
+                    else int(rng.integers(0, len(STAGE_NAMES)))
+                )
                 samples.append((subject, epoch, cls))
         paths = []
         for shard, start in enumerate(range(0, len(samples), per_shard)):
             path = out / f"{split}-{shard:06d}.tar"
             with open(path, "wb") as f, wds.TarWriter(f, mtime=0, encoder=False) as writer:
-                for subject, epoch, cls in samples[start:start + per_shard]:
+                for subject, epoch, cls in samples[start : start + per_shard]:
                     pixels = draw_epoch(max(cls, 0), rng, width, height)
                     if image_field == "npy":
                         buf = io.BytesIO()
@@ -96,18 +101,29 @@ def write_shards(
                         data = buf.getvalue()
                     recording = f"{subject}n1"
                     meta = {
-                        "dataset": "fixture", "subject": subject, "recording": recording,
-                        "epoch": epoch, "onset": 30.0 * epoch, "duration": 30.0,
-                        "stage": STAGE_NAMES[cls] if cls >= 0 else "UNK", "raw_label": str(cls),
-                        "scorer": 1, "split": split, "fs": 100.0, "channels": CHANNELS,
-                        "render": {"width": width, "height": height}, "engine_version": "test",
+                        "dataset": "fixture",
+                        "subject": subject,
+                        "recording": recording,
+                        "epoch": epoch,
+                        "onset": 30.0 * epoch,
+                        "duration": 30.0,
+                        "stage": STAGE_NAMES[cls] if cls >= 0 else "UNK",
+                        "raw_label": str(cls),
+                        "scorer": 1,
+                        "split": split,
+                        "fs": 100.0,
+                        "channels": CHANNELS,
+                        "render": {"width": width, "height": height},
+                        "engine_version": "test",
                     }
-                    writer.write({
-                        "__key__": f"fixture_{recording}_{epoch:05d}",
-                        image_field: data,
-                        "cls": str(cls).encode(),
-                        "json": json.dumps(meta).encode(),
-                    })
+                    writer.write(
+                        {
+                            "__key__": f"fixture_{recording}_{epoch:05d}",
+                            image_field: data,
+                            "cls": str(cls).encode(),
+                            "json": json.dumps(meta).encode(),
+                        }
+                    )
             paths.append(path)
         written[split] = paths
     return written

@@ -28,6 +28,7 @@ import logging
 import os
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -174,14 +175,19 @@ def _to_sample(raw: dict[str, Any]) -> dict[str, Any]:
     image = raw[field]
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise ShardError(f"{where}: npy image must be uint8 HxW or HxWxC, got "
-                             f"{image.dtype} {image.shape}")
+            raise ShardError(
+                f"{where}: npy image must be uint8 HxW or HxWxC, got {image.dtype} {image.shape}"
+            )
         image = Image.fromarray(image)
     meta = raw["json"]
     if not isinstance(meta, dict):
         raise ShardError(f"{where}: 'json' is not an object")
-    return {"key": raw["__key__"], "image": image.convert("RGB"), "cls": int(raw["cls"]),
-            "meta": meta}
+    return {
+        "key": raw["__key__"],
+        "image": image.convert("RGB"),
+        "cls": int(raw["cls"]),
+        "meta": meta,
+    }
 
 
 def _seeded_shuffle(bufsize: int, seed: int) -> Callable[[Iterator], Iterator]:
@@ -287,7 +293,7 @@ def render_chat(processor, messages: list[dict[str, Any]], answer: str) -> tuple
     )
     if not full.startswith(prompt):
         raise ShardError("chat template: the generation prompt is not a prefix of the chat")
-    tail = full[len(prompt):]
+    tail = full[len(prompt) :]
     eos = processor.tokenizer.eos_token
     if eos not in tail:
         tail = tail.rstrip() + eos
@@ -325,12 +331,12 @@ def encode_chats(
         length = int(attention[row].sum())
         start = width - length if left else 0
         n_prompt = len(ids)
-        if n_prompt >= length or input_ids[row, start:start + n_prompt].tolist() != list(ids):
+        if n_prompt >= length or input_ids[row, start : start + n_prompt].tolist() != list(ids):
             raise ShardError(
                 f"prompt tokens are not a prefix of prompt+answer tokens (answer {answers[row]!r});"
                 " the chat template or tokenizer merges across the answer boundary"
             )
-        answer_mask[row, start + n_prompt:start + length] = True
+        answer_mask[row, start + n_prompt : start + length] = True
     labels = input_ids.masked_fill(~answer_mask, -100)
     out = dict(batch)
     out["labels"] = labels
@@ -352,8 +358,9 @@ class ChatCollator:
         which :mod:`vlm.train` uses to weight each sample's mean answer-token loss.
     """
 
-    def __init__(self, processor, answer_mode: str = "label",
-                 class_weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, processor, answer_mode: str = "label", class_weights: Sequence[float] | None = None
+    ) -> None:
         if answer_mode not in ANSWER_MODES:
             raise ShardError(f"answer mode {answer_mode!r}: expected one of {ANSWER_MODES}")
         if answer_mode == "evidence":
@@ -390,4 +397,3 @@ def read_samples(urls: Sequence[str], limit: int | None = None) -> list[dict[str
         if limit is not None and len(samples) >= limit:
             break
     return samples
-

@@ -121,15 +121,17 @@ def score_candidates(
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def predict(model, processor, images: Sequence, prompts: Sequence[str] | None = None,
-            batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model, processor, images: Sequence, prompts: Sequence[str] | None = None, batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
     """Predicted class ids (0-4) and the ``(N, 5)`` probabilities."""
     probs = score_candidates(model, processor, images, prompts, STAGE_NAMES, batch_size)
     return probs.argmax(axis=1), probs
 
 
-def evaluate_samples(model, processor, samples: Sequence[dict[str, Any]],
-                     batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_samples(
+    model, processor, samples: Sequence[dict[str, Any]], batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities for samples from :func:`vlm.data.make_dataset`; returns (y_true, probs)."""
     from .data import build_question
 
@@ -146,7 +148,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     if y_true.shape != y_pred.shape or y_true.size == 0:
-        raise PSGError(f"metrics need equal, non-empty label arrays ({y_true.shape} vs {y_pred.shape})")
+        raise PSGError(
+            f"metrics need equal, non-empty label arrays ({y_true.shape} vs {y_pred.shape})"
+        )
     labels = list(range(len(STAGE_NAMES)))
     present = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
     per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
@@ -154,7 +158,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict
     return {
         "n": int(y_true.size),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+        ),
         "kappa": float(kappa),
         "per_class_f1": {name: float(f) for name, f in zip(STAGE_NAMES, per_class)},
         "support": {name: int((y_true == i).sum()) for i, name in enumerate(STAGE_NAMES)},
@@ -162,8 +168,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict
     }
 
 
-def group_metrics(y_true: Sequence[int], y_pred: Sequence[int],
-                  groups: Sequence[str]) -> dict[str, dict[str, Any]]:
+def group_metrics(
+    y_true: Sequence[int], y_pred: Sequence[int], groups: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     """:func:`classification_metrics` per group (e.g. subject), without confusion matrices."""
     y_true, y_pred, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
     out = {}
@@ -175,8 +182,9 @@ def group_metrics(y_true: Sequence[int], y_pred: Sequence[int],
     return out
 
 
-def plot_confusion(confusion: Sequence[Sequence[int]], path: str | Path,
-                   title: str = "Confusion matrix") -> Path:
+def plot_confusion(
+    confusion: Sequence[Sequence[int]], path: str | Path, title: str = "Confusion matrix"
+) -> Path:
     """Row-normalised confusion matrix with counts, written as PNG (matplotlib Agg)."""
     import matplotlib
 
@@ -195,8 +203,15 @@ def plot_confusion(confusion: Sequence[Sequence[int]], path: str | Path,
     ax.set_ylabel("true")
     ax.set_title(title)
     for (i, j), count in np.ndenumerate(cm):
-        ax.text(j, i, f"{int(count)}", ha="center", va="center",
-                color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+        ax.text(
+            j,
+            i,
+            f"{int(count)}",
+            ha="center",
+            va="center",
+            color="white" if norm[i, j] > 0.5 else "black",
+            fontsize=8,
+        )
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -206,21 +221,37 @@ def plot_confusion(confusion: Sequence[Sequence[int]], path: str | Path,
 
 def metrics_markdown(metrics: dict[str, Any], title: str = "Evaluation") -> str:
     """Markdown report: headline metrics, per-class F1, per-group table when present."""
-    lines = [f"# {title}", "", "| n | accuracy | macro-F1 | Cohen's κ |", "|---|---|---|---|",
-             f"| {metrics['n']} | {metrics['accuracy']:.3f} | {metrics['macro_f1']:.3f} "
-             f"| {metrics['kappa']:.3f} |", "", "| stage | F1 | support |", "|---|---|---|"]
-    lines += [f"| {name} | {metrics['per_class_f1'][name]:.3f} | {metrics['support'][name]} |"
-              for name in STAGE_NAMES]
+    lines = [
+        f"# {title}",
+        "",
+        "| n | accuracy | macro-F1 | Cohen's κ |",
+        "|---|---|---|---|",
+        f"| {metrics['n']} | {metrics['accuracy']:.3f} | {metrics['macro_f1']:.3f} "
+        f"| {metrics['kappa']:.3f} |",
+        "",
+        "| stage | F1 | support |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {metrics['per_class_f1'][name]:.3f} | {metrics['support'][name]} |"
+        for name in STAGE_NAMES
+    ]
     groups = metrics.get("per_subject") or {}
     if groups:
         lines += ["", "| subject | n | accuracy | macro-F1 | κ |", "|---|---|---|---|---|"]
-        lines += [f"| {g} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['kappa']:.3f} |"
-                  for g, m in groups.items()]
+        lines += [
+            f"| {g} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['kappa']:.3f} |"
+            for g, m in groups.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir: str | Path, metrics: dict[str, Any], rows: Sequence[dict[str, Any]],
-                 title: str = "Evaluation") -> Path:
+def write_report(
+    out_dir: str | Path,
+    metrics: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    title: str = "Evaluation",
+) -> Path:
     """Write ``metrics.json``, ``metrics.md``, ``predictions.csv``, ``confusion.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -239,18 +270,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``psgvlm eval``."""
     parser.add_argument("--model", required=True, help="base model id or directory")
     parser.add_argument("--adapter", help="LoRA adapter directory (omit for zero-shot)")
-    parser.add_argument("--shards", required=True,
-                        help="shard glob / brace pattern, or a directory (test split)")
+    parser.add_argument(
+        "--shards",
+        help="shard glob / brace pattern, or a directory (test split); "
+        "or give RECORDING inputs instead (see vlm.realeval)",
+    )
     parser.add_argument("--split", default="test", help="split when --shards is a directory")
     parser.add_argument("--out", type=Path, help="report directory (default: print only)")
     parser.add_argument("--batch-size", type=int, default=8, help="epochs per forward pass")
     parser.add_argument("--limit", type=int, help="evaluate at most this many epochs")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
     parser.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes weights")
+    # Recordings instead of shards: options and logic live in vlm.realeval.
+    from .realeval import add_recording_arguments
+
+    add_recording_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate a model (+ adapter) on shards and write the report."""
+    """Evaluate a model (+ adapter) on shards, or on recordings (vlm.realeval), and report."""
+    if getattr(args, "recordings", None) or getattr(args, "recordings_opt", None):
+        from .realeval import run_recordings
+
+        return run_recordings(args)
+    if not args.shards:
+        raise PSGError("give --shards or RECORDING inputs")
     import torch
 
     from .data import expand_shards, read_samples
@@ -269,15 +313,28 @@ def run(args: argparse.Namespace) -> int:
     metrics = classification_metrics(y_true, y_pred)
     subjects = [str(s["meta"].get("subject", "")) for s in samples]
     metrics["per_subject"] = group_metrics(y_true, y_pred, subjects)
-    metrics.update(model=str(args.model), adapter=str(args.adapter) if args.adapter else None,
-                   shards=[str(u) for u in urls])
-    print(f"n={metrics['n']} accuracy={metrics['accuracy']:.3f} "
-          f"macro_f1={metrics['macro_f1']:.3f} kappa={metrics['kappa']:.3f}")
+    metrics.update(
+        model=str(args.model),
+        adapter=str(args.adapter) if args.adapter else None,
+        shards=[str(u) for u in urls],
+    )
+    print(
+        f"n={metrics['n']} accuracy={metrics['accuracy']:.3f} "
+        f"macro_f1={metrics['macro_f1']:.3f} kappa={metrics['kappa']:.3f}"
+    )
     if args.out is not None:
-        rows = [{"key": s["key"], "subject": subj, "recording": s["meta"].get("recording", ""),
-                 "epoch": s["meta"].get("epoch", ""), "true": STAGE_NAMES[t],
-                 "pred": STAGE_NAMES[p], **{f"p_{n}": f"{q:.5f}" for n, q in zip(STAGE_NAMES, pr)}}
-                for s, subj, t, p, pr in zip(samples, subjects, y_true, y_pred, probs)]
+        rows = [
+            {
+                "key": s["key"],
+                "subject": subj,
+                "recording": s["meta"].get("recording", ""),
+                "epoch": s["meta"].get("epoch", ""),
+                "true": STAGE_NAMES[t],
+                "pred": STAGE_NAMES[p],
+                **{f"p_{n}": f"{q:.5f}" for n, q in zip(STAGE_NAMES, pr)},
+            }
+            for s, subj, t, p, pr in zip(samples, subjects, y_true, y_pred, probs)
+        ]
         write_report(args.out, metrics, rows, title=f"{args.model} on {args.shards}")
         print(args.out)
     return 0

@@ -230,7 +230,7 @@ def write_edf_annotations(
     try:
         if start_time is not None:
             writer.setStartdatetime(start_time)
-        writer.setEquipment("psgvlm stage")
+        writer.setEquipment("psgvlm")
         for onset, duration, stage in zip(onsets, durations, stages):
             writer.writeAnnotation(float(onset), float(duration), EDF_LABELS[int(stage)])
     finally:
@@ -300,7 +300,7 @@ def plot_hypnogram(
     top.set_ylim(-0.5, len(_PLOT_ORDER) - 0.5)
     top.set_ylabel("stage")
     if reference is not None:
-        top.legend(loc="upper right", fontsize=8, ncols=2)
+        top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     if title:
         top.set_title(title)
     cumulative = np.zeros(stages.size)

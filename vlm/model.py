@@ -42,9 +42,17 @@ _VISION_TARGETS = {
         r"|.*multi_modal_projector\.linear_[12]"
     ),
 }
+# Short names for transformers 4.x (substring match) and full prefixes for 5.x (which
+# matches from the start of the module name or as a suffix: "visual" alone skips nothing).
 _VISION_MODULES = {
-    "qwen2vl": ["lm_head", "visual"],
-    "llava": ["lm_head", "vision_tower", "multi_modal_projector"],
+    "qwen2vl": ["lm_head", "visual", "model.visual"],
+    "llava": [
+        "lm_head",
+        "vision_tower",
+        "multi_modal_projector",
+        "model.vision_tower",
+        "model.multi_modal_projector",
+    ],
 }
 
 
@@ -178,7 +186,6 @@ def load_model_and_processor(
     -------
     (model, processor, family)
     """
-    import torch
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     if quantization not in QUANTIZATIONS:

@@ -107,8 +107,10 @@ def _corpus() -> list[str]:
     names = ("C4-M1", "C3-M2", "F4-M1", "O2-M1", "Fpz-Cz", "Pz-Oz", "E1-M2", "E2-M1", "chin")
     lines = [SYSTEM_PROMPT, QUESTION, _EVIDENCE_WORDS, " ".join(STAGE_NAMES), "0 1 2 3 4 5 6 7 8 9"]
     for i, name in enumerate(names):
-        channels = [{"role": roles[(i + k) % len(roles)], "name": names[(i + k) % len(names)]}
-                    for k in range(3)]
+        channels = [
+            {"role": roles[(i + k) % len(roles)], "name": names[(i + k) % len(names)]}
+            for k in range(3)
+        ]
         channels[0]["name"] = name
         lines.append(channel_phrase(channels) + " " + QUESTION)
     for stage in STAGE_NAMES:
@@ -139,7 +141,7 @@ def _train_tokenizer(special: tuple[str, ...], vocab_size: int, bos: str | None)
     return tok
 
 
-def _qwen2vl(out: Path, width: int, height: int, hidden: int, layers: int, depth: int):
+def _qwen2vl(width: int, height: int, hidden: int, layers: int, depth: int):
     from transformers import (
         PreTrainedTokenizerFast,
         Qwen2VLConfig,
@@ -150,7 +152,9 @@ def _qwen2vl(out: Path, width: int, height: int, hidden: int, layers: int, depth
     )
 
     if width % 28 or height % 28:
-        raise ModelError(f"Qwen2-VL image size {width}x{height}: both sides must be multiples of 28")
+        raise ModelError(
+            f"Qwen2-VL image size {width}x{height}: both sides must be multiples of 28"
+        )
     raw = _train_tokenizer(_QWEN_SPECIAL, 640, bos=None)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw,
@@ -174,7 +178,11 @@ def _qwen2vl(out: Path, width: int, height: int, hidden: int, layers: int, depth
             "num_attention_heads": heads,
             "num_key_value_heads": heads,
             "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": section,
+            },
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
@@ -208,7 +216,7 @@ def _qwen2vl(out: Path, width: int, height: int, hidden: int, layers: int, depth
     return model, processor, ids["<|im_end|>"], ids["<|endoftext|>"]
 
 
-def _llava(out: Path, width: int, height: int, hidden: int, layers: int, depth: int):
+def _llava(width: int, height: int, hidden: int, layers: int, depth: int):
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -225,7 +233,10 @@ def _llava(out: Path, width: int, height: int, hidden: int, layers: int, depth: 
     if width != height:
         logger.warning(
             "LLaVA's CLIP tower takes square images: %dx%d inputs are resized to %dx%d",
-            width, height, side, side,
+            width,
+            height,
+            side,
+            side,
         )
     raw = _train_tokenizer(_LLAVA_SPECIAL, 640, bos="<s>")
     tokenizer = PreTrainedTokenizerFast(
@@ -328,16 +339,19 @@ def build_tiny_model(
     out = Path(out_dir)
     torch.manual_seed(seed)
     builder = _qwen2vl if family == "qwen2vl" else _llava
-    model, processor, eos_id, pad_id = builder(out, width, height, hidden_size, num_layers,
-                                               vision_depth)
+    model, processor, eos_id, pad_id = builder(width, height, hidden_size, num_layers, vision_depth)
     model.generation_config.eos_token_id = eos_id
     model.generation_config.pad_token_id = pad_id
     model.generation_config.bos_token_id = None
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    logger.info("tiny %s model (%d parameters) written to %s", family,
-                sum(p.numel() for p in model.parameters()), out)
+    logger.info(
+        "tiny %s model (%d parameters) written to %s",
+        family,
+        sum(p.numel() for p in model.parameters()),
+        out,
+    )
     return out
 
 
@@ -349,7 +363,7 @@ def resolve_tiny_model(name: str, cache_dir: str | Path, image_size: tuple[int, 
     """
     if not name.startswith(TINY_PREFIX):
         return name
-    family = name[len(TINY_PREFIX):]
+    family = name[len(TINY_PREFIX) :]
     width, height = image_size
     out = Path(cache_dir) / f"tiny-{family}-{width}x{height}"
     if not (out / "config.json").is_file():

@@ -48,7 +48,7 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
 import typing  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import yaml  # noqa: E402
@@ -126,8 +126,14 @@ class TrainArgs:
     num_threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "per_device_batch_size", "gradient_accumulation_steps",
-                     "logging_steps", "save_steps", "num_threads"):
+        for name in (
+            "max_steps",
+            "per_device_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "save_steps",
+            "num_threads",
+        ):
             if getattr(self, name) <= 0:
                 raise PSGError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -212,9 +218,14 @@ def parse_config(argv: list[str] | None = None) -> tuple[ModelArgs, LoraArgs, Da
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The highest-step ``checkpoint-*`` directory with a ``trainer_state.json``, if any."""
-    found = [p for p in Path(output_dir).glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return max(found, key=lambda p: json.loads((p / "trainer_state.json").read_text())["step"],
-               default=None)
+    found = [
+        p for p in Path(output_dir).glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+    ]
+    return max(
+        found,
+        key=lambda p: json.loads((p / "trainer_state.json").read_text())["step"],
+        default=None,
+    )
 
 
 def _resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
@@ -288,8 +299,9 @@ def _save_checkpoint(accelerator, model, processor, ckpt: Path, state: dict[str,
     accelerator.wait_for_everyone()
 
 
-def train(model_args: ModelArgs, lora_args: LoraArgs, data_args: DataArgs,
-          train_args: TrainArgs) -> Path:
+def train(
+    model_args: ModelArgs, lora_args: LoraArgs, data_args: DataArgs, train_args: TrainArgs
+) -> Path:
     """Fine-tune and return the final adapter directory (see the module docstring)."""
     import torch
     from accelerate import Accelerator
@@ -327,21 +339,36 @@ def train(model_args: ModelArgs, lora_args: LoraArgs, data_args: DataArgs,
 
     with accelerator.main_process_first():
         model_path = resolve_tiny_model(
-            model_args.model, Path(model_args.tiny_cache_dir).expanduser(),
+            model_args.model,
+            Path(model_args.tiny_cache_dir).expanduser(),
             parse_image_size(model_args.image_size),
         )
     model, processor, family = load_model_and_processor(
-        model_path, family=model_args.family, quantization=model_args.quantization,
-        dtype=model_args.dtype, lora=lora_args, device=str(accelerator.device),
+        model_path,
+        family=model_args.family,
+        quantization=model_args.quantization,
+        dtype=model_args.dtype,
+        lora=lora_args,
+        device=str(accelerator.device),
         gradient_checkpointing=model_args.gradient_checkpointing,
     )
     if accelerator.is_main_process:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
-        logger.info("%s (%s): %d of %d parameters trainable; %d process(es), %s", model_path,
-                    family, trainable, total, accelerator.num_processes, accelerator.device)
-        settings = {k: v for s in (model_args, lora_args, data_args, train_args)
-                    for k, v in dataclasses.asdict(s).items()}
+        logger.info(
+            "%s (%s): %d of %d parameters trainable; %d process(es), %s",
+            model_path,
+            family,
+            trainable,
+            total,
+            accelerator.num_processes,
+            accelerator.device,
+        )
+        settings = {
+            k: v
+            for s in (model_args, lora_args, data_args, train_args)
+            for k, v in dataclasses.asdict(s).items()
+        }
         (output_dir / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
 
     urls = expand_shards(data_args.train_shards, "train")
@@ -349,19 +376,24 @@ def train(model_args: ModelArgs, lora_args: LoraArgs, data_args: DataArgs,
     if data_args.class_weights == "auto":
         counts = count_classes(urls)
         weights = balanced_class_weights(counts)
-        logger.info("class counts %s -> loss weights %s", counts.tolist(), weights.round(3).tolist())
+        logger.info(
+            "class counts %s -> loss weights %s", counts.tolist(), weights.round(3).tolist()
+        )
     collator = ChatCollator(processor, data_args.answer_mode, weights)
     eval_samples = []
     if data_args.eval_shards and train_args.eval_steps > 0 and accelerator.is_main_process:
-        eval_samples = read_samples(expand_shards(data_args.eval_shards, "val"),
-                                    limit=data_args.eval_limit)
+        eval_samples = read_samples(
+            expand_shards(data_args.eval_shards, "val"), limit=data_args.eval_limit
+        )
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train_args.learning_rate,
-                                  weight_decay=train_args.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=train_args.learning_rate, weight_decay=train_args.weight_decay
+    )
     # The prepared scheduler steps once per process per optimizer step.
     scheduler = get_cosine_schedule_with_warmup(
-        optimizer, train_args.warmup_steps * accelerator.num_processes,
+        optimizer,
+        train_args.warmup_steps * accelerator.num_processes,
         train_args.max_steps * accelerator.num_processes,
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -378,15 +410,19 @@ def train(model_args: ModelArgs, lora_args: LoraArgs, data_args: DataArgs,
         state = json.loads((resume_from / "trainer_state.json").read_text())
         accelerator.load_state(str(resume_from / "state"), strict=False)
         step, samples_seen = int(state["step"]), int(state["samples_seen"])
-        logger.info("resumed from %s at step %d (%d samples seen)", resume_from, step,
-                    samples_seen)
+        logger.info("resumed from %s at step %d (%d samples seen)", resume_from, step, samples_seen)
     if step >= train_args.max_steps:
         logger.info("nothing to do: step %d >= max_steps %d", step, train_args.max_steps)
 
-    dataset = make_dataset(urls, training=True, seed=train_args.seed + step,
-                           shuffle_buffer=data_args.shuffle_buffer)
-    loader = DataLoader(dataset, batch_size=train_args.per_device_batch_size,
-                        collate_fn=collator, num_workers=data_args.num_workers)
+    dataset = make_dataset(
+        urls, training=True, seed=train_args.seed + step, shuffle_buffer=data_args.shuffle_buffer
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=train_args.per_device_batch_size,
+        collate_fn=collator,
+        num_workers=data_args.num_workers,
+    )
     batches = iter(loader)
     log = _Logger(output_dir, accelerator.is_main_process)
     model.train()
@@ -410,26 +446,45 @@ def train(model_args: ModelArgs, lora_args: LoraArgs, data_args: DataArgs,
             continue
         step += 1
         window_steps += 1
-        samples_seen += (train_args.per_device_batch_size * accelerator.num_processes
-                         * train_args.gradient_accumulation_steps)
+        samples_seen += (
+            train_args.per_device_batch_size
+            * accelerator.num_processes
+            * train_args.gradient_accumulation_steps
+        )
         if step % train_args.logging_steps == 0 or step == train_args.max_steps:
             elapsed = time.perf_counter() - window_start
             mean_loss = accelerator.reduce(
                 torch.tensor(window_loss / window_batches, device=accelerator.device), "mean"
             ).item()
-            log.log(step, {"loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                           "samples_per_s": window_samples / elapsed,
-                           "s_per_step": elapsed / window_steps})
+            log.log(
+                step,
+                {
+                    "loss": mean_loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "samples_per_s": window_samples / elapsed,
+                    "s_per_step": elapsed / window_steps,
+                },
+            )
             window_loss, window_batches, window_steps, window_samples = 0.0, 0, 0, 0
             window_start = time.perf_counter()
         if eval_samples and step % train_args.eval_steps == 0:
-            y_true, probs = evaluate_samples(accelerator.unwrap_model(model), processor,
-                                             eval_samples)
+            y_true, probs = evaluate_samples(
+                accelerator.unwrap_model(model), processor, eval_samples
+            )
             log.log(step, {"eval_accuracy": float((probs.argmax(1) == y_true).mean())})
         if step % train_args.save_steps == 0 or step == train_args.max_steps:
-            _save_checkpoint(accelerator, model, processor, output_dir / f"checkpoint-{step:06d}",
-                             {"step": step, "samples_seen": samples_seen,
-                              "max_steps": train_args.max_steps, "seed": train_args.seed})
+            _save_checkpoint(
+                accelerator,
+                model,
+                processor,
+                output_dir / f"checkpoint-{step:06d}",
+                {
+                    "step": step,
+                    "samples_seen": samples_seen,
+                    "max_steps": train_args.max_steps,
+                    "seed": train_args.seed,
+                },
+            )
     log.close()
     final = output_dir / "adapter"
     if accelerator.is_main_process:
@@ -455,10 +510,16 @@ def main(argv: list[str] | None = None) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``psgvlm train``: the script's settings plus ``--launch``."""
     parser.add_argument("--config", type=Path, help="YAML file of settings (flat key: value)")
-    parser.add_argument("--launch", action="store_true",
-                        help="run through `accelerate launch` instead of in-process")
-    parser.add_argument("--accelerate_config", type=Path,
-                        help="accelerate config file for --launch (e.g. accelerate_ddp.yaml)")
+    parser.add_argument(
+        "--launch",
+        action="store_true",
+        help="run through `accelerate launch` instead of in-process",
+    )
+    parser.add_argument(
+        "--accelerate_config",
+        type=Path,
+        help="accelerate config file for --launch (e.g. accelerate_ddp.yaml)",
+    )
     parser.add_argument("--num_processes", type=int, help="processes for --launch")
     _add_fields(parser)
 

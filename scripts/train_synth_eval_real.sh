@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Real EEG from synthetic training: render synthetic nights (engine.synth) as one central
+# EEG strip, train the tiny Qwen2-VL on them (CPU, one process, one thread), then stage
+# the real, AASM-scored Prerau segment with it, YASA beside it on the same epochs.
+#
+#   scripts/train_synth_eval_real.sh                 # defaults below; ~25 min on 2 busy cores
+#   PRERAU=/path/to/prerau NIGHTS=12 scripts/train_synth_eval_real.sh
+#
+# Outputs under $RUN: nights/ (EDF), shards/, train/ (adapter, log.jsonl), eval/
+# (metrics.json, metrics.md, predictions.csv, confusion*.png), timings.tsv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONFIG=${CONFIG:-vlm/configs/synth_eeg_only.yaml}
+RUN=${RUN:-out/synth_eeg_only}
+NIGHTS=${NIGHTS:-12}
+HOURS=${HOURS:-8}
+PRERAU=${PRERAU:-../shared/data/prerau}
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+
+mkdir -p "$RUN"
+: > "$RUN/timings.tsv"
+step() {  # step NAME COMMAND...: run and record the wall time
+    local name=$1 t0 t1
+    shift
+    t0=$(date +%s)
+    "$@"
+    t1=$(date +%s)
+    printf '%s\t%d\n' "$name" $((t1 - t0)) | tee -a "$RUN/timings.tsv"
+}
+
+if [ ! -f "$RUN/nights/.complete" ]; then
+    step synth psgvlm synth --nights "$NIGHTS" --hours "$HOURS" --fs 100 \
+        --channels "EEG C4-M1" --seed 0 --out "$RUN/nights"
+    touch "$RUN/nights/.complete"
+fi
+step render psgvlm render "synthetic:$RUN/nights" --out "$RUN/shards" --montage eeg=C4-M1 \
+    --size 448x112 --split 1,0,0 --workers 2 --no-progress
+step train accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process 1 \
+    --mixed_precision no vlm/train.py --config "$CONFIG" \
+    --train_shards "$RUN/shards/train-*.tar" --output_dir "$RUN/train"
+step eval psgvlm eval "prerau:$PRERAU" --model tiny:qwen2vl --adapter "$RUN/train/adapter" \
+    --peers yasa --out "$RUN/eval"
+cat "$RUN/eval/metrics.md"

@@ -1,0 +1,245 @@
+"""Real-recording evaluation: Prerau loader, 20-s grids, model choice, YASA beside the model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tarfile
+import warnings
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.epochs import EpochSource
+from engine.errors import ChannelNotFoundError, DatasetError, UnknownStageError
+from engine.io.hypnogram import Hypnogram
+from engine.io.prerau import load_prerau
+from engine.preprocess import Preprocessing
+from engine.raster import RenderSpec
+from engine.stages import STAGE_NAMES, Stage
+from vlm.realeval import (
+    RenderSetup,
+    available_roles,
+    model_windows,
+    pick_model,
+    read_render_setup,
+    yasa_stage,
+)
+
+IMAGE = (224, 56)  # tiny model and render size: small, multiples of 28
+
+
+# --------------------------------------------------------------------------- Prerau loader
+def test_prerau_loader_matches_the_documented_scoring(shared_data):
+    rec = load_prerau(shared_data / "prerau")
+    hyp = rec.hypnogram
+    assert rec.labels == ["EEG"] and rec.fs == {"EEG": 100.0}
+    assert rec.signals["EEG"].size == 502600
+    assert len(hyp) == 167 and hyp.epoch_length == 30.0
+    assert np.allclose(hyp.onsets[:3], [10.01, 40.01, 70.01])
+    assert hyp.stage_counts() == {"W": 2, "N1": 7, "N2": 95, "N3": 37, "R": 26, "UNK": 0}
+    # Changes in the file: 0 REM, 40.01 W, 70.01 N1, 100.01 N2 (codes 4, 5, 3, 2).
+    assert hyp.stages[:4].tolist() == [Stage.R, Stage.W, Stage.N1, Stage.N2]
+
+
+def _write_prerau(folder: Path, stages: str) -> Path:
+    folder.mkdir()
+    (folder / "segment_data.csv").write_text("\n".join(["1.5"] * 10000) + "\n")
+    (folder / "segment_stages.csv").write_text(stages)
+    return folder
+
+
+def test_prerau_loader_rejects_bad_files(tmp_path):
+    with pytest.raises(DatasetError, match="not a folder"):
+        load_prerau(tmp_path / "missing")
+    with pytest.raises(UnknownStageError, match=r"unknown stage codes \[7\]"):
+        load_prerau(_write_prerau(tmp_path / "a", "Time,Stage\n0,2\n40.01,7\n100,2\n"))
+    with pytest.raises(Exception, match="Time,Stage"):
+        load_prerau(_write_prerau(tmp_path / "b", "t,s\n0,2\n100,2\n"))
+    rec = load_prerau(_write_prerau(tmp_path / "c", "Time,Stage\n0,2\n40.01,1\n100,1\n"))
+    assert rec.hypnogram.stages.tolist() == [Stage.N2, Stage.N3]  # 10.01-40.01, 40.01-70.01
+
+
+# --------------------------------------------------------------------------- model choice
+def test_available_roles_and_pick_model():
+    assert dict(available_roles(["EEG"])) == {"eeg": 1}
+    assert dict(available_roles(["EEG C4-A1", "EEG O2-A1", "EOG(L)", "EMG chin", "Pleth"])) == {
+        "eeg": 2,
+        "eog": 1,
+        "emg": 1,
+    }
+    models = {"eeg_only": ["eeg"], "eeg_eog_emg": ["eeg", "eog", "emg"]}
+    assert pick_model(["eeg"], models) == "eeg_only"
+    assert pick_model({"eeg": 2, "eog": 2, "emg": 1}, models) == "eeg_eog_emg"
+    assert pick_model(["eeg", "eog"], models) == "eeg_only"  # no EMG: the 3-row model can't run
+    assert pick_model(["eeg"], {"a": ["eeg"], "b": ["eeg"]}) == "a"
+    assert pick_model(["eeg"], {"two": ["eeg", "eeg"], "one": ["eeg"]}) == "one"
+    with pytest.raises(ChannelNotFoundError, match="no model's montage fits"):
+        pick_model(["eog", "emg"], models)
+
+
+# --------------------------------------------------------------------------- 20-s grid
+def test_model_windows_centre_30s_on_20s_epochs():
+    fs, n = 100.0, 6000  # 60 s
+    ramp = np.arange(n) / fs  # value = time in seconds
+    hyp = Hypnogram.from_stages(["W", "N1", "N2"], epoch_length=20.0)
+    source = EpochSource.from_arrays(
+        {"EEG": ramp}, fs, hyp, "eeg=C4-M1", Preprocessing(filter=False)
+    )
+    windows = model_windows(source, np.arange(3), 30.0)
+    assert windows.shape == (3, 1, 3000)
+    for i, onset in enumerate([0.0, 20.0, 40.0]):
+        expected = onset - 5.0 + np.arange(3000) / fs
+        inside = (expected >= 0) & (expected < 60.0)
+        np.testing.assert_allclose(windows[i, 0, inside], expected[inside], atol=1e-3)
+        assert np.isnan(windows[i, 0, ~inside]).all()
+    # A 30-s grid with context 1 gives the epoch and both neighbours (90 s).
+    hyp30 = Hypnogram.from_stages(["W", "N2"], epoch_length=30.0)
+    source30 = EpochSource.from_arrays(
+        {"EEG": ramp}, fs, hyp30, "eeg=C4-M1", Preprocessing(filter=False)
+    )
+    wide = model_windows(source30, np.array([1]), 90.0)
+    np.testing.assert_allclose(wide[0, 0, :6000], np.arange(6000) / fs, atol=1e-3)
+    assert np.isnan(wide[0, 0, 6000:]).all()
+
+
+# --------------------------------------------------------------------------- tiny model
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """Tiny Qwen2-VL at the render size, an untrained LoRA adapter, and a one-sample shard."""
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from vlm.model import LoraArgs, load_model_and_processor
+    from vlm.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    base = build_tiny_model(
+        "qwen2vl", root / "base", image_size=IMAGE, hidden_size=64, num_layers=1, vision_depth=1
+    )
+    model, processor, _ = load_model_and_processor(
+        base, lora=LoraArgs(lora_r=4, lora_alpha=8, modules_to_save=["lm_head"])
+    )
+    adapter = root / "run" / "adapter"
+    model.save_pretrained(adapter)
+    processor.save_pretrained(adapter)
+    spec = RenderSpec.for_roles(["eeg"], width=IMAGE[0], height=IMAGE[1], labels=("C4-M1",))
+    meta = {
+        "channels": [{"role": "eeg", "name": "C4-M1", "label": "EEG C4-M1", "scale_uv": 75.0}],
+        "render": spec.to_dict() | {"format": "png", "quality": 90},
+        "preprocessing": Preprocessing().to_dict(),
+        "fs": 100.0,
+    }
+    shard = root / "shards" / "train-000000.tar"
+    shard.parent.mkdir()
+    with tarfile.open(shard, "w") as tar:
+        data = json.dumps(meta).encode()
+        info = tarfile.TarInfo("synthetic_night-0000_00000.json")
+        info.size = len(data)
+        tar.addfile(info, BytesIO(data))
+    return {"base": base, "adapter": adapter, "shards": shard.parent}
+
+
+def test_render_setup_round_trips_the_shard_json(tiny_model):
+    setup = read_render_setup(tiny_model["shards"])
+    assert isinstance(setup, RenderSetup)
+    assert setup.montage == "eeg=C4-M1" and setup.roles == ("eeg",)
+    assert (setup.spec.width, setup.spec.height, setup.spec.scales_uv) == (*IMAGE, (75.0,))
+    assert setup.window_seconds == 30.0 and setup.preprocessing.target_fs == 100.0
+
+
+def _eval(inputs, tiny_model, out, *extra):
+    from psgvlm.cli import main
+
+    code = main(
+        [
+            "eval",
+            *inputs,
+            "--model",
+            str(tiny_model["base"]),
+            "--adapter",
+            str(tiny_model["adapter"]),
+            "--render-from",
+            str(tiny_model["shards"]),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    with open(out / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return metrics, rows
+
+
+def test_eval_on_a_20s_grid_edf(tiny_model, tmp_path, write_edf):
+    rng = np.random.default_rng(0)
+    fs, seconds = 100.0, 600
+    eeg = rng.normal(0, 20, int(fs * seconds))
+    psg = write_edf(tmp_path / "rec.edf", [("EEG C3-A2", eeg, fs, "uV")], plus=False)
+    stages = ["W", "N1", "N2", "N3", "R"] * 6  # thirty 20-s epochs
+    rows = "\n".join(f"{20 * i},20,{s}" for i, s in enumerate(stages))
+    hyp = tmp_path / "rec-hypnogram.csv"
+    hyp.write_text("onset,duration,stage\n" + rows + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metrics, preds = _eval(
+            [str(psg)], tiny_model, tmp_path / "out", "--hypnogram", str(hyp), "--peers"
+        )
+    assert metrics["model"]["n"] == 30 and metrics["epoch_lengths"] == ["20"]
+    assert [r["true"] for r in preds] == stages
+    assert {r["duration"] for r in preds} == {"20"}
+    assert metrics["peers"] == {}
+    accuracy = np.mean([r["true"] == r["model"] for r in preds])
+    assert metrics["model"]["accuracy"] == pytest.approx(accuracy)
+    assert (tmp_path / "out" / "metrics.md").read_text().startswith("# Real recordings")
+
+
+def test_eval_on_prerau_slice_with_yasa_beside(tiny_model, shared_data, tmp_path):
+    out = tmp_path / "prerau"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metrics, rows = _eval(
+            [f"prerau:{shared_data / 'prerau'}"],
+            tiny_model,
+            out,
+            "--epochs",
+            "0:20",
+            *(["--peers"] if _no_yasa() else []),
+        )
+    hyp = load_prerau(shared_data / "prerau").hypnogram
+    assert metrics["model"]["n"] == 20 and len(rows) == 20
+    assert [int(r["epoch"]) for r in rows] == list(range(20))
+    assert [r["true"] for r in rows] == [STAGE_NAMES[s] for s in hyp.stages[:20]]
+    assert sum(metrics["model"]["support"].values()) == 20
+    probs = np.array([[float(r[f"p_{n}"]) for n in STAGE_NAMES] for r in rows])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert [r["model"] for r in rows] == [STAGE_NAMES[i] for i in probs.argmax(axis=1)]
+    if _no_yasa():
+        return
+    peer = metrics["peers"]["yasa"]
+    assert peer["n"] == 20
+    assert peer["accuracy"] == pytest.approx(np.mean([r["yasa"] == r["true"] for r in rows]))
+    # YASA saw the whole segment: its stages on the slice are those of the full comparison.
+    rec = load_prerau(shared_data / "prerau")
+    full = yasa_stage(rec.signals["EEG"], 100.0, hyp, np.arange(len(hyp)))
+    assert [STAGE_NAMES[s] for s in full.stages[:20]] == [r["yasa"] for r in rows]
+    accuracy = float(np.mean(full.stages == hyp.stages))
+    assert 0.7 < accuracy < 0.97  # measured peer: 0.868 on the 167 epochs
+
+
+def test_yasa_refuses_low_rates_and_says_why():
+    pytest.importorskip("yasa")
+    hyp = Hypnogram.from_stages(["N2"] * 12)
+    result = yasa_stage(np.zeros(12 * 30 * 64), 64.0, hyp, np.arange(12))
+    assert result.stages is None and "80 Hz" in result.refused
+
+
+def _no_yasa() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("yasa") is None

@@ -1,0 +1,133 @@
+"""Candidate scoring, metrics and the ``psgvlm eval`` report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.errors import PSGError
+from engine.stages import STAGE_NAMES
+
+torch = pytest.importorskip("torch")
+
+from vlm import data as vdata  # noqa: E402
+from vlm.evaluate import (  # noqa: E402
+    classification_metrics,
+    group_metrics,
+    score_candidates,
+    write_report,
+)
+from vlm.model import load_model_and_processor  # noqa: E402
+from vlm.tiny import build_tiny_model  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vlm_fixtures import write_shards  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    write_shards(out, subjects={"test": ["s1", "s2"]}, epochs_per_subject=8)
+    return out
+
+
+@pytest.fixture(scope="module", params=["qwen2vl", "llava"])
+def tiny(request, tmp_path_factory):
+    path = build_tiny_model(request.param, tmp_path_factory.mktemp(request.param))
+    model, processor, _ = load_model_and_processor(path)
+    return path, model, processor
+
+
+def test_metrics_by_hand():
+    metrics = classification_metrics([0, 0, 1, 1], [0, 1, 1, 1])
+    assert metrics["accuracy"] == 0.75
+    assert metrics["kappa"] == pytest.approx(0.5)  # p_o 0.75, p_e 0.5
+    assert metrics["per_class_f1"]["W"] == pytest.approx(2 / 3)
+    assert metrics["per_class_f1"]["N1"] == pytest.approx(0.8)
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)  # classes present only
+    assert metrics["confusion"][0][:2] == [1, 1] and metrics["confusion"][1][:2] == [0, 2]
+    assert metrics["support"] == {"W": 2, "N1": 2, "N2": 0, "N3": 0, "R": 0}
+    groups = group_metrics([0, 0, 1, 1], [0, 1, 1, 1], ["a", "b", "a", "b"])
+    assert groups["a"]["accuracy"] == 1.0 and groups["b"]["accuracy"] == 0.5
+    with pytest.raises(PSGError):
+        classification_metrics([], [])
+
+
+def test_write_report(tmp_path):
+    metrics = classification_metrics([0, 1, 2, 3, 4, 4], [0, 1, 2, 3, 4, 2])
+    metrics["per_subject"] = group_metrics([0, 1, 2, 3, 4, 4], [0, 1, 2, 3, 4, 2], list("aaabbb"))
+    rows = [{"key": f"k{i}", "true": "W", "pred": "W"} for i in range(6)]
+    out = write_report(tmp_path / "r", metrics, rows)
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] == pytest.approx(5 / 6)
+    text = (out / "metrics.md").read_text()
+    assert "| 6 | 0.833 |" in text and "| a | 3 | 1.000 |" in text
+    assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list(csv.DictReader(open(out / "predictions.csv")))) == 6
+
+
+def test_scores_are_whole_answer_likelihoods(tiny, shards):
+    _, model, processor = tiny
+    samples = vdata.read_samples(vdata.expand_shards(shards, "test"), limit=3)
+    images = [s["image"] for s in samples]
+    prompts = [vdata.build_question(s["meta"]) for s in samples]
+    probs = score_candidates(model, processor, images, prompts, batch_size=2)
+    assert probs.shape == (3, 5)
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-9)
+    # Left padding and batching do not change the scores.
+    single = score_candidates(model, processor, images, prompts, batch_size=1)
+    np.testing.assert_allclose(single, probs, atol=1e-5)
+    # Log-probability ratio N2 : W equals the difference of the full-sequence sums.
+    messages = vdata.build_messages({}, question=prompts[0])
+    sums = []
+    for cand in ("W", "N2"):
+        prompt, tail = vdata.render_chat(processor, messages, cand)
+        batch = vdata.encode_chats(
+            processor, images[:1], [prompt], [tail[: tail.index(cand) + len(cand)]]
+        )
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "answer_mask")}
+        with torch.no_grad():
+            logp = torch.log_softmax(model(**inputs).logits[0, :-1].double(), -1)
+        ids = batch["input_ids"][0, 1:]
+        keep = batch["answer_mask"][0, 1:]
+        sums.append(logp[keep].gather(1, ids[keep][:, None]).sum().item())
+        if cand == "N2":
+            assert keep.sum() == 2  # "N" + "2": scored as a sequence, not a first token
+    assert np.log(probs[0, 2] / probs[0, 0]) == pytest.approx(sums[1] - sums[0], abs=1e-3)
+
+
+def test_eval_cli_zero_shot(tiny, shards, tmp_path):
+    from psgvlm.cli import main
+
+    path, _, _ = tiny
+    out = tmp_path / "report"
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(path),
+                "--shards",
+                str(shards),
+                "--limit",
+                "6",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 6 and metrics["adapter"] is None
+    assert set(metrics["per_subject"]) == {"s1"}
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert len(rows) == 6 and {r["pred"] for r in rows} <= set(STAGE_NAMES)
+    for row in rows:
+        assert sum(float(row[f"p_{n}"]) for n in STAGE_NAMES) == pytest.approx(1, abs=1e-4)
+    assert main(["eval", "--model", str(path), "--shards", str(tmp_path / "none-*.tar")]) == 2
