@@ -122,11 +122,11 @@ class TunedMatplotlib:
                 major = second % 5 == 0
                 if major or width / total >= 4.0:
                     grey = MAJOR_GRID_GREY if major else MINOR_GRID_GREY
-                    x = column(second) + 0.5
+                    x = column(second) + 0.0
                     axes.axvline(x, color=_grey(grey), linewidth=72.0 / DPI, antialiased=False)
         if spec.context:
             for edge in (spec.context, spec.context + 1):
-                x = column(edge * spec.epoch_seconds) + 0.5
+                x = column(edge * spec.epoch_seconds) + 0.0
                 axes.axvline(x, color=_grey(EPOCH_EDGE_GREY), linewidth=72.0 / DPI)
         if spec.labels is not None:
             edges = (np.arange(spec.channels + 1) * height) // spec.channels

@@ -65,7 +65,7 @@ def test_ssim_on_synthetic_mixtures(record_property, ink_levels):
 
 def test_ssim_on_colour_grid_and_context(record_property):
     spec = RenderSpec.for_roles(ROLES6, color=True, grid=True, context=1)
-    signals = synthetic_mixtures(3, seed=3).reshape(1, 6, 9000)
+    signals = synthetic_mixtures(3, seed=3).transpose(1, 0, 2).reshape(1, 6, 9000)
     engine = render(signals, spec)[0]
     reference = render_matplotlib(signals, spec)[0]
     score = structural_similarity(engine, reference, data_range=255, channel_axis=2)

@@ -194,6 +194,56 @@ def test_failed_recordings_are_listed_and_strict_fails(tmp_path, capsys):
     assert "bad-PSG.edf" in capsys.readouterr().err
 
 
+def test_subjects_file_context_and_colour(tmp_path):
+    table = tmp_path / "subjects.csv"
+    table.write_text("subject,split\nnight-0000,test\nnight-0001,val\n")
+    settings = RenderSettings(
+        montage="eeg=C4-M1,eog=E1-M2", width=64, height=32, fmt="npy", color=True, context=1
+    )
+    out = tmp_path / "out"
+    report = render_dataset(
+        [], out, settings, synthetic=2, synthetic_hours=0.1, subjects_file=table, progress=False
+    )
+    assert [p.name for p in list_shards(out)] == ["test-000000.tar", "val-000000.tar"]
+    assert report.manifest.subjects == {
+        "train": [],
+        "val": ["synthetic:night-0001"],
+        "test": ["synthetic:night-0000"],
+    }
+    sample = _read_all(out)[0]
+    assert np.load(io.BytesIO(sample["npy"])).shape == (32, 64, 3)
+    meta = json.loads(sample["json"])
+    assert meta["render"]["context"] == 1 and meta["render"]["color"] is True
+    table.write_text("night-0000,test\n")
+    with pytest.raises(DatasetError, match="no split for 1 subjects"):
+        render_dataset(
+            [], tmp_path / "o2", settings, synthetic=2, synthetic_hours=0.1, subjects_file=table
+        )
+
+
+def test_run_interrupted_while_renaming_shards_is_completed(tmp_path, monkeypatch):
+    import engine.pipeline as pipeline
+
+    def killed(out, work):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    settings = RenderSettings(montage="eeg=C4-M1", width=64, height=32, maxcount=4)
+    arguments = dict(synthetic=2, synthetic_hours=0.1, progress=False)
+    monkeypatch.setattr(pipeline, "_finalize", killed)
+    with pytest.raises(KeyboardInterrupt):
+        render_dataset([], out, settings, **arguments)
+    monkeypatch.undo()
+    plan = json.loads((out / "_work" / "finalize.json").read_text())
+    source, target = plan["renames"][0]
+    (out / "_work" / source).rename(out / target)  # the first rename happened, then a kill
+    report = render_dataset([], out, settings, **arguments)
+    assert len(report.manifest.shards) == len(plan["renames"]) > 2
+    keys = Counter(sample["__key__"] for sample in _read_all(out))
+    assert set(keys) == set(_truth(2, 0.1)) and max(keys.values()) == 1
+    verify_shards(out)
+
+
 def test_output_folder_with_foreign_shards_is_refused(tmp_path):
     (tmp_path / "train-000000.tar").write_bytes(b"")
     with pytest.raises(ShardError, match="already holds shards"):

@@ -638,19 +638,25 @@ def format_answer(answer: Answer) -> str:
 
 
 def chat_loop(chat: EpochChat, stdin: IO[str], stdout: IO[str]) -> int:
-    """Read questions and ``:commands`` from ``stdin`` until ``:quit`` or end of input."""
+    """Read questions and ``:commands`` from ``stdin`` until ``:quit`` or end of input.
+
+    The ``epoch N>`` prompt is shown only when ``stdin`` is a terminal.
+    """
 
     def say(text: str) -> None:
         stdout.write(text + "\n")
 
+    interactive = stdin.isatty()
     say(chat.header())
     say("(:help for questions and commands)")
     while True:
-        stdout.write(f"epoch {chat.epoch}> ")
-        stdout.flush()
+        if interactive:
+            stdout.write(f"epoch {chat.epoch}> ")
+            stdout.flush()
         line = stdin.readline()
         if not line:
-            stdout.write("\n")
+            if interactive:
+                stdout.write("\n")
             return 0
         line = line.strip()
         if not line:
