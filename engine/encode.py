@@ -96,10 +96,15 @@ def png_bit_depth(img: np.ndarray) -> int:
     return int(_bit_depth(np.ascontiguousarray(img).reshape(-1), _DEPTH_OF_VALUE))
 
 
-#: 8-bit value -> sample code at 1, 2 and 4 bits (index = depth).
-_CODES = np.zeros((5, 256), np.uint8)
-for _depth in (1, 2, 4):
-    _CODES[_depth] = np.arange(256) // (255 // ((1 << _depth) - 1))
+def _code_table() -> np.ndarray:
+    codes = np.zeros((5, 256), np.uint8)
+    for depth in (1, 2, 4):
+        codes[depth] = np.arange(256) // (255 // ((1 << depth) - 1))
+    return codes
+
+
+#: 8-bit value -> sample code at 1, 2 and 4 bits (row index = depth).
+_CODES = _code_table()
 
 
 @numba.njit(nogil=True, cache=True)
@@ -310,7 +315,9 @@ def encode_jpeg_cuda(images_device: object, quality: int = 90) -> list[bytes]:
     try:
         tensor = torch.as_tensor(images_device, device="cuda")
     except (TypeError, RuntimeError, ValueError) as err:
-        raise RenderError(f"encode_jpeg_cuda cannot use {type(images_device).__name__}: {err}")
+        raise RenderError(
+            f"encode_jpeg_cuda cannot use {type(images_device).__name__}: {err}"
+        ) from None
     if tensor.dtype != torch.uint8 or tensor.ndim not in (3, 4):
         raise RenderError(
             f"encode_jpeg_cuda needs uint8 (N, H, W[, 3]) images, got {tuple(tensor.shape)} "

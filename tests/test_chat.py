@@ -156,7 +156,7 @@ def test_show_spindles_lists_their_times_and_marks_them(chat, independent):
     f = independent[epoch]
     spindles = [e for e in f.events if e["kind"] == "spindle"]
     assert answer.intent == "show" and len(spindles) == f.spindle_count
-    assert describe("spindle_count", f.spindle_count, f.eeg_channel) in answer.text.lower()
+    assert describe("spindle_count", f.spindle_count, f.eeg_channel).lower() in answer.text.lower()
     for event in spindles:
         assert f"{event['start']:.1f}-{event['end']:.1f} s ({event['peak_freq']:.1f} Hz" in (
             answer.text

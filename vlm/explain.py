@@ -671,9 +671,12 @@ def write_explanation(
         extent = (float(attr.edges_s[0]), float(attr.edges_s[-1]), height, 0)
         ax.imshow(grey, cmap="gray", vmin=0, vmax=255, extent=extent, aspect="auto")
         limit = float(np.max(np.abs(attr.image_map))) or 1.0
-        cmap, vmin = ("RdBu_r", -limit) if attr.method == "occlusion" else ("inferno", 0.0)
-        shown = ax.imshow(attr.image_map, cmap=cmap, vmin=vmin, vmax=limit, alpha=0.55,
-                          extent=extent, aspect="auto")  # fmt: skip
+        cmap, vmin = ("RdBu_r", -limit) if attr.method == "occlusion" else ("inferno_r", 0.0)
+        norm = plt.Normalize(vmin, limit)
+        colours = plt.get_cmap(cmap)(norm(attr.image_map))
+        colours[..., 3] = 0.75 * np.clip(np.abs(attr.image_map) / limit, 0.0, 1.0)  # faint = weak
+        ax.imshow(colours, extent=extent, aspect="auto")
+        shown = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
         from engine.raster.layout import strip_rows
 
         r0, r1 = strip_rows(height, len(attr.channels))

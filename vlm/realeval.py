@@ -72,6 +72,7 @@ __all__ = [
     "pick_model",
     "load_recordings",
     "model_windows",
+    "epoch_source",
     "stage_recording",
     "yasa_stage",
     "comparison_markdown",
@@ -508,21 +509,14 @@ def _images(signals: np.ndarray, setup: RenderSetup) -> list:
     return images
 
 
-def stage_recording(
-    recording: ArrayRecording,
-    model: StagingModel,
-    positions: np.ndarray,
-    device: str = "cpu",
-    batch_size: int = 8,
-    quantization: str | None = None,
-) -> np.ndarray:
-    """Stage probabilities ``(len(positions), 5)`` of a recording's scorer epochs."""
+def epoch_source(recording: ArrayRecording, setup: RenderSetup):
+    """The recording's scorer epochs, preprocessed as the model's training data was.
+
+    Its ``hypnogram`` holds the epochs that lie inside the signal: epoch positions used
+    by :func:`stage_recording` and :func:`yasa_stage` refer to it.
+    """
     from engine.epochs import EpochSource
 
-    from .data import build_question
-    from .evaluate import score_candidates
-
-    setup = model.setup
     source = EpochSource.from_arrays(
         recording.signals,
         recording.fs,
@@ -534,6 +528,33 @@ def stage_recording(
     names = [c.name for c in source.channels]
     if names != [c["name"] for c in setup.channels]:
         raise ChannelNotFoundError(f"{recording.recording}: montage resolved to {names}")
+    return source
+
+
+def stage_recording(
+    source,
+    model: StagingModel,
+    positions: np.ndarray,
+    device: str = "cpu",
+    batch_size: int = 8,
+    quantization: str | None = None,
+) -> np.ndarray:
+    """Stage probabilities ``(len(positions), 5)`` of scorer epochs of an epoch source.
+
+    Parameters
+    ----------
+    source : engine.epochs.EpochSource
+        From :func:`epoch_source` with ``model.setup``.
+    model : StagingModel
+    positions : numpy.ndarray
+        Epoch positions in ``source.hypnogram``.
+    device, batch_size, quantization
+        Where and how to run the model.
+    """
+    from .data import build_question
+    from .evaluate import score_candidates
+
+    setup = model.setup
     prompt = build_question({"channels": [dict(c) for c in setup.channels]})
     net, processor = model.load(device, quantization)
     probs = []
@@ -795,8 +816,7 @@ def _models(args: argparse.Namespace) -> list[StagingModel]:
                 setup.quality,
                 setup.source,
             )
-        name = Path(adapter).resolve().parent.name if adapter else "zero-shot"
-        models.append(StagingModel(args.model, adapter, setup, name or str(adapter)))
+        models.append(StagingModel(args.model, adapter, setup, str(adapter or "zero-shot")))
     names = Counter(m.name for m in models)
     for i, m in enumerate(models):
         if names[m.name] > 1:
@@ -826,7 +846,8 @@ def run_recordings(args: argparse.Namespace) -> int:
         resolved = resolve_montage(chosen.setup.montage, labels, source=item.recording)
         if isinstance(item, _EDFInput):
             item = item.load(sorted({c.label for c in resolved}, key=labels.index))
-        hyp = item.hypnogram
+        source = epoch_source(item, chosen.setup)
+        hyp = source.hypnogram
         scored = np.flatnonzero(hyp.stages != int(Stage.UNK))
         if scored.size == 0:
             raise DatasetError(f"{item.recording}: no scored epochs")
@@ -839,7 +860,9 @@ def run_recordings(args: argparse.Namespace) -> int:
             positions.size,
             chosen.name,
         )
-        probs = stage_recording(item, chosen, positions, device, args.batch_size, args.quantization)
+        probs = stage_recording(
+            source, chosen, positions, device, args.batch_size, args.quantization
+        )
         truth = hyp.stages[positions].astype(np.int64)
         pred = probs.argmax(axis=1)
         keep = np.ones(positions.size, dtype=bool)

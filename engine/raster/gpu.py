@@ -60,7 +60,13 @@ def _layout_arrays(spec: RenderSpec, n_samples: int) -> tuple[np.ndarray, ...]:
     layout = layout_for(spec)
     first, frac = column_edges(n_samples, spec.width)
     return (
-        first, frac, layout.gain, layout.mid_fx, layout.row_first, layout.row_last, layout.shades,
+        first,
+        frac,
+        layout.gain,
+        layout.mid_fx,
+        layout.row_first,
+        layout.row_last,
+        layout.shades,
     )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 from typing import NamedTuple
+
 import numba
 import numpy as np
 from numba import cuda
@@ -96,7 +97,7 @@ def _cuda_device(function):
     return cuda.jit(device=True)(function)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
     """Compile the drawing functions for ``target`` (``"cpu"`` or ``"cuda"``).
 
@@ -239,7 +240,7 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
     return Pieces(sample_y, column_extent, draw_span)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_render_kernels(antialias: bool, color: bool):
     """Build the CPU and the CUDA render kernel from the same drawing functions.
 

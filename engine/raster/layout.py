@@ -158,7 +158,9 @@ class RenderSpec:
         object.__setattr__(self, "context", int(self.context))
         es = float(self.epoch_seconds)
         if not (math.isfinite(es) and es > 0):
-            raise RenderError(f"RenderSpec.epoch_seconds must be positive, got {self.epoch_seconds}")
+            raise RenderError(
+                f"RenderSpec.epoch_seconds must be positive, got {self.epoch_seconds}"
+            )
         object.__setattr__(self, "epoch_seconds", es)
         for name in ("antialias", "overlap", "grid", "color"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
@@ -166,7 +168,9 @@ class RenderSpec:
             object.__setattr__(self, name, bool(getattr(self, name)))
         if self.labels is not None:
             if isinstance(self.labels, str) or not isinstance(self.labels, Sequence):
-                raise RenderError(f"RenderSpec.labels must be a sequence of str, got {self.labels!r}")
+                raise RenderError(
+                    f"RenderSpec.labels must be a sequence of str, got {self.labels!r}"
+                )
             labels = tuple(self.labels)
             if len(labels) != len(scales) or not all(isinstance(s, str) for s in labels):
                 raise RenderError(
@@ -227,7 +231,9 @@ def _as_float_tuple(values: object, name: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in values)
     except (TypeError, ValueError):
-        raise RenderError(f"RenderSpec.{name} must be a sequence of numbers, got {values!r}") from None
+        raise RenderError(
+            f"RenderSpec.{name} must be a sequence of numbers, got {values!r}"
+        ) from None
 
 
 def strip_rows(height: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -310,8 +316,15 @@ def layout_for(spec: RenderSpec) -> Layout:
         levels=levels,
         template=template,
     )
-    for array in (layout.gain, layout.mid_fx, layout.row_first, layout.row_last, layout.ink,
-                  layout.shades, layout.template):
+    for array in (
+        layout.gain,
+        layout.mid_fx,
+        layout.row_first,
+        layout.row_last,
+        layout.ink,
+        layout.shades,
+        layout.template,
+    ):
         array.setflags(write=False)
     return layout
 
