@@ -285,10 +285,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .realeval import add_recording_arguments
 
     add_recording_arguments(parser)
+    # Perturbed re-rendering of recordings: option and logic live in vlm.robustness.
+    from .robustness import add_perturb_arguments
+
+    add_perturb_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate a model (+ adapter) on shards, or on recordings (vlm.realeval), and report."""
+    if getattr(args, "perturb", None):
+        from .robustness import run_perturbed
+
+        return run_perturbed(args)
     if getattr(args, "recordings", None) or getattr(args, "recordings_opt", None):
         from .realeval import run_recordings
 
