@@ -1,10 +1,12 @@
 """Per-role filtering and resampling with scipy.signal.
 
-Each channel is band-pass filtered for its role (zero-phase Butterworth sections through
-``sosfiltfilt``), optionally notch filtered, then resampled to a common rate with
-``resample_poly`` (polyphase, with its own anti-aliasing filter). Bands that do not fit
-below a channel's Nyquist frequency are clamped to 0.45 x fs and the change is recorded
-in the channel's :class:`FilterPlan` (SHHS EOG at 50 Hz, EMG at 128 Hz...).
+Each channel is resampled to a common rate with ``resample_poly`` (polyphase, with its own
+anti-aliasing filter) and band-pass filtered for its role (zero-phase Butterworth sections
+through ``sosfiltfilt``), optionally notch filtered. Filters run at the lower of the input
+and output rates: a 256 Hz channel going to 100 Hz is resampled first, so the filters see
+2.5x fewer samples. Bands that do not fit below that rate's Nyquist frequency are clamped
+to 0.45 x rate and the change is recorded in the channel's :class:`FilterPlan` (SHHS EOG at
+50 Hz, EMG at 100 Hz...).
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ class FilterPlan:
     notes: tuple[str, ...] = ()
 
     @property
+    def filter_fs(self) -> float:
+        """Rate at which the filters run: the lower of input and output rates."""
+        return min(self.fs, self.output_fs)
+
+    @property
     def output_fs(self) -> float:
         """Exact rate after resampling (``fs * up / down``)."""
         return self.fs * self.up / self.down
@@ -122,14 +129,26 @@ def plan_filters(role: str, fs: float, params: Preprocessing | None = None) -> F
     if not np.isfinite(fs) or fs <= 0:
         raise ValueError(f"sampling rate must be positive, got {fs}")
     notes: list[str] = []
-    ceiling = _NYQUIST_FRACTION * fs
+    up = down = 1
+    if params.resample:
+        ratio = Fraction(params.target_fs / fs).limit_denominator(_MAX_DENOMINATOR)
+        up, down = ratio.numerator, ratio.denominator
+        achieved = fs * up / down
+        if abs(achieved - params.target_fs) > 1e-9 * params.target_fs:
+            notes.append(
+                f"{fs:g} Hz -> {params.target_fs:g} Hz approximated as x{up}/{down} "
+                f"= {achieved:.6f} Hz"
+            )
+    # Filters run at the lower of the input and output rates (see preprocess).
+    filter_fs = min(fs, fs * up / down)
+    ceiling = _NYQUIST_FRACTION * filter_fs
     band: tuple[float | None, float | None] | None = None
     requested = params.bands.get(role) if params.filter else None
     if requested is not None:
         low, high = float(requested[0]), float(requested[1])
         if high > ceiling:
             notes.append(
-                f"{role} upper band edge {high:g} Hz clamped to {ceiling:g} Hz (fs {fs:g})"
+                f"{role} upper band edge {high:g} Hz clamped to {ceiling:g} Hz (fs {filter_fs:g})"
             )
             high = ceiling
         low_edge: float | None = low if low > 0 else None
@@ -150,16 +169,8 @@ def plan_filters(role: str, fs: float, params: Preprocessing | None = None) -> F
         if params.notch < ceiling:
             notch = float(params.notch)
         else:
-            notes.append(f"notch {params.notch:g} Hz above {ceiling:g} Hz skipped (fs {fs:g})")
-    up = down = 1
-    if params.resample:
-        ratio = Fraction(params.target_fs / fs).limit_denominator(_MAX_DENOMINATOR)
-        up, down = ratio.numerator, ratio.denominator
-        achieved = fs * up / down
-        if abs(achieved - params.target_fs) > 1e-9 * params.target_fs:
             notes.append(
-                f"{fs:g} Hz -> {params.target_fs:g} Hz approximated as x{up}/{down} "
-                f"= {achieved:.6f} Hz"
+                f"notch {params.notch:g} Hz above {ceiling:g} Hz skipped (fs {filter_fs:g})"
             )
     return FilterPlan(role, float(fs), float(params.target_fs), band, notch, up, down, tuple(notes))
 
@@ -169,13 +180,15 @@ def _sos(plan: FilterPlan, order: int) -> list[np.ndarray]:
     if plan.band is not None:
         low, high = plan.band
         if low is not None and high is not None:
-            sections.append(sps.butter(order, (low, high), "bandpass", fs=plan.fs, output="sos"))
+            sections.append(
+                sps.butter(order, (low, high), "bandpass", fs=plan.filter_fs, output="sos")
+            )
         elif low is not None:
-            sections.append(sps.butter(order, low, "highpass", fs=plan.fs, output="sos"))
+            sections.append(sps.butter(order, low, "highpass", fs=plan.filter_fs, output="sos"))
         elif high is not None:
-            sections.append(sps.butter(order, high, "lowpass", fs=plan.fs, output="sos"))
+            sections.append(sps.butter(order, high, "lowpass", fs=plan.filter_fs, output="sos"))
     if plan.notch is not None:
-        b, a = sps.iirnotch(plan.notch, Q=30.0, fs=plan.fs)
+        b, a = sps.iirnotch(plan.notch, Q=30.0, fs=plan.filter_fs)
         sections.append(sps.tf2sos(b, a))
     return sections
 
@@ -219,12 +232,15 @@ def preprocess(
     missing = ~np.isfinite(values)
     if missing.any():
         values = np.where(missing, 0.0, values)
+    downsample = plan.up < plan.down
+    if downsample and values.size:
+        values = sps.resample_poly(values, plan.up, plan.down)
     for sos in _sos(plan, params.order):
         if values.size < 2:
             break
         padlen = min(3 * (2 * len(sos) + 1), values.size - 1)
         values = sps.sosfiltfilt(sos, values, padlen=padlen)
-    if (plan.up, plan.down) != (1, 1) and values.size:
+    if not downsample and (plan.up, plan.down) != (1, 1) and values.size:
         values = sps.resample_poly(values, plan.up, plan.down)
     if missing.any():
         positions = np.arange(values.size) * (plan.down / plan.up)

@@ -14,7 +14,8 @@ from psgvlm.cli import main
 CPU_STAGES = {"mpl_naive", "mpl_tuned", "raster", "raster_png", "raster_jpg", "encode_png",
               "encode_jpg", "e2e"}  # fmt: skip
 STAGE_KEYS = {"key", "label", "size", "threads", "cores", "unit", "rate", "per_core", "rates",
-              "images_per_round", "bytes_per_image", "peak_rss_mb", "note"}  # fmt: skip
+              "images_per_round", "bytes_per_image", "peak_rss_mb", "startup_s",
+              "rate_excluding_startup", "note"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,8 @@ def test_render_stages(quick_render):
     raster = next(s for s in stages if s["key"] == "raster")
     assert raster["bytes_per_image"] == 64 * 32
     e2e = next(s for s in stages if s["key"] == "e2e")
-    assert e2e["unit"] == "epochs/s" and e2e["threads"] == 1
+    assert e2e["unit"] == "epochs/s" and e2e["threads"] == 1 and e2e["startup_s"] > 0
+    assert all(s["startup_s"] is None for s in stages if not s["key"].startswith("e2e"))
     if report["machine"]["gpu"] is None:
         assert any("no CUDA device" in note for note in report["notes"])
         assert not any(s["key"].startswith("gpu") for s in stages)
@@ -88,7 +90,7 @@ def test_render_markdown_rows(quick_render):
     throughput = text.split("## Throughput")[1].split("## Ratios")[0]
     rows = [line for line in throughput.splitlines() if line.startswith("| 64x32 |")]
     assert len(rows) == len(report["stages"])
-    assert all(len(row.split("|")) == 10 for row in rows)
+    assert all(len(row.split("|")) == 12 for row in rows)
     ratios = text.split("## Ratios")[1].split("## Goals")[0]
     assert sum(line.startswith("| 64x32 |") for line in ratios.splitlines()) == len(
         report["ratios"]

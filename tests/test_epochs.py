@@ -69,13 +69,19 @@ def test_resample_poly_ratios_and_lengths():
 
 
 def test_bands_clamped_below_nyquist_are_recorded():
-    emg = plan_filters("emg", 128.0)
+    native = Preprocessing(resample=False)
+    emg = plan_filters("emg", 128.0, native)
     assert emg.band == (10.0, pytest.approx(57.6))
     assert any("clamped" in note for note in emg.notes)
-    assert plan_filters("emg", 256.0).band == (10.0, 100.0) and not plan_filters("emg", 256.0).notes
-    eeg = plan_filters("eeg", 50.0)  # SHHS-like low rate
-    assert eeg.band == (0.3, 22.5) and eeg.notes
-    tiny = plan_filters("emg", 20.0)  # band 10-9 Hz cannot exist
+    assert plan_filters("emg", 256.0, native).band == (10.0, 100.0)
+    assert not plan_filters("emg", 256.0, native).notes
+    # Downsampling: filters run at the output rate, so the band fits below its Nyquist.
+    resampled = plan_filters("emg", 256.0)
+    assert resampled.filter_fs == pytest.approx(100.0)
+    assert resampled.band == (10.0, pytest.approx(45.0)) and resampled.notes
+    eeg = plan_filters("eeg", 50.0)  # SHHS-like low rate, upsampled after filtering
+    assert eeg.filter_fs == 50.0 and eeg.band == (0.3, 22.5) and eeg.notes
+    tiny = plan_filters("emg", 20.0, native)  # band 10-9 Hz cannot exist
     assert tiny.band == (None, None) or tiny.band is None
     assert any("skipped" in note for note in tiny.notes)
     assert np.all(np.isfinite(preprocess(np.random.default_rng(0).normal(size=400), 20.0, "emg")))

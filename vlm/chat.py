@@ -111,6 +111,13 @@ _EVENT_KINDS: dict[str, _EventKind] = {
 }  # fmt: skip
 
 
+# Event kind (engine.features events) -> how a listing of them starts.
+_EVENT_NAMES = {
+    "spindle": "Spindles", "kcomplex": "K-complexes", "slow_wave": "Slow waves",
+    "rapid_eye_movement": "Rapid eye movements", "slow_eye_movement": "Slow eye movements",
+}  # fmt: skip
+
+
 @dataclass
 class Answer:
     """One answer about one epoch.
@@ -593,13 +600,17 @@ class EpochChat:
             if f.rem_count is None:
                 return "Eye movements were not measured (no EOG channel).", None
             count = f"{describe('rem_count', f.rem_count)} and {describe('sem_count', f.sem_count)}"
+        sentences = [count[0].upper() + count[1:] + "."]
+        for name in kind.kinds:
+            found = [e for e in events if e["kind"] == name]
+            if found:
+                times = ", ".join(_event_phrase(e) for e in found)
+                sentences.append(f"{_EVENT_NAMES[name]} at {times} from the epoch start.")
+        if key == "slow_waves" and f.slow_wave_fraction is not None:
+            sentences.append(_swf_sentence(f))
+        text = " ".join(sentences)
         if not events:
-            text = count[0].upper() + count[1:] + "."
-            return (text + " " + _swf_sentence(f)) if key == "slow_waves" else text, None
-        times = ", ".join(_event_phrase(e) for e in events)
-        text = f"{count[0].upper()}{count[1:]}, at {times} from the epoch start."
-        if key == "slow_waves":
-            text += " " + _swf_sentence(f)
+            return text, None
         path = self.out_dir / f"epoch_{state.index:05d}_{key}.png"
         self._mark(state.image, events).save(path)
         return text, path
@@ -656,7 +667,7 @@ def _event_phrase(event: dict) -> str:
 
 def _swf_sentence(f) -> str:
     phrase = _swf_phrase(f)
-    return "" if phrase is None else phrase[0].upper() + phrase[1:] + "."
+    return phrase[0].upper() + phrase[1:] + "."
 
 
 def format_answer(answer: Answer) -> str:
