@@ -94,7 +94,7 @@ _STARTUP_HOURS = 60.0 / 3600.0
 
 #: Per-mode defaults: (epochs in memory, rounds, naive epochs, tuned epochs, nights, hours).
 _QUICK = (96, 3, 3, 12, None, 0.25)
-_FULL = (384, 5, 8, 32, None, 1.0)
+_FULL = (384, 5, 8, 32, None, 0.5)
 
 # Goals made visible in the report (never asserted).
 _GOAL_RASTER_VS_TUNED = 100.0

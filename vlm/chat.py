@@ -94,19 +94,17 @@ _KNOWN = re.compile(r"\bstage\b|\bwhy\b|\bwhat\b|explain|evidence|reason|score",
 class _EventKind:
     pattern: re.Pattern
     kinds: tuple[str, ...]
-    noun: str
 
 
 _EVENT_KINDS: dict[str, _EventKind] = {
-    "spindles": _EventKind(re.compile(r"spindle", re.I), ("spindle",), "sleep spindles"),
-    "kcomplexes": _EventKind(re.compile(r"k[- ]?complex", re.I), ("kcomplex",), "K-complexes"),
+    "spindles": _EventKind(re.compile(r"spindle", re.I), ("spindle",)),
+    "kcomplexes": _EventKind(re.compile(r"k[- ]?complex", re.I), ("kcomplex",)),
     "slow_waves": _EventKind(
-        re.compile(r"slow[- ]?waves?(?!\s+sleep)|delta\s+waves?", re.I), ("slow_wave",),
-        "slow waves",
+        re.compile(r"slow[- ]?waves?(?!\s+sleep)|delta\s+waves?", re.I), ("slow_wave",)
     ),
     "eye_movements": _EventKind(
         re.compile(r"eye[- ]movements?|\bREMs\b|\bSEMs?\b|saccade", re.I),
-        ("rapid_eye_movement", "slow_eye_movement"), "eye movements",
+        ("rapid_eye_movement", "slow_eye_movement"),
     ),
 }  # fmt: skip
 

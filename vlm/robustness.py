@@ -90,7 +90,8 @@ def evaluate_perturbed(
     model : vlm.realeval.StagingModel
     perturbations : list of Perturbation
     positions : list of ndarray
-        Scored epochs to compare, per recording.
+        Scored epochs to compare, per recording: positions in the hypnogram of
+        :func:`vlm.realeval.epoch_source` (the epochs inside the signal).
     device, batch_size
         Where and how many images per forward pass.
     seed : int
@@ -106,12 +107,11 @@ def evaluate_perturbed(
     """
     from engine.montage import resolve_montage
 
-    from .realeval import stage_recording, yasa_stage
+    from .realeval import epoch_source, stage_recording, yasa_stage
 
     setup = model.setup
     montages = [resolve_montage(setup.montage, r.labels, source=r.recording) for r in recordings]
-    truth = np.concatenate([r.hypnogram.stages[p].astype(np.int64)
-                            for r, p in zip(recordings, positions)])  # fmt: skip
+    truth = None
     for perturbation in perturbations:
         for channels in montages:
             perturbation.check_channels([c.role for c in channels], [c.label for c in channels])
@@ -122,7 +122,7 @@ def evaluate_perturbed(
             width, height = condition.image_size
             spec = dataclasses.replace(setup.spec, width=width, height=height)
             staged = dataclasses.replace(model, setup=dataclasses.replace(setup, spec=spec))
-        predicted, peer_stages, peer_note = [], [], None
+        predicted, scored, peer_stages, peer_note = [], [], [], None
         for i, (recording, channels, chosen) in enumerate(zip(recordings, montages, positions)):
             labels = [c.label for c in channels]
             signals = dict(recording.signals)
@@ -130,9 +130,10 @@ def evaluate_perturbed(
                 roles = {c.label: c.role for c in channels}
                 signals |= condition.apply_mapping({k: recording.signals[k] for k in labels},
                                                    recording.fs, roles, seed + i)  # fmt: skip
-            perturbed = dataclasses.replace(recording, signals=signals)
-            probs = stage_recording(perturbed, staged, chosen, device, batch_size)
+            source = epoch_source(dataclasses.replace(recording, signals=signals), staged.setup)
+            probs = stage_recording(source, staged, chosen, device, batch_size)
             predicted.append(probs.argmax(axis=1))
+            scored.append(source.hypnogram.stages[chosen].astype(np.int64))
             eeg = next((c.label for c in channels if c.role == "eeg"), None)
             if "yasa" not in peers or peer_note is not None:
                 continue
@@ -144,11 +145,13 @@ def evaluate_perturbed(
                 peer_note = {"refused": "the EEG has missing (NaN) samples"}
             else:
                 result = yasa_stage(np.asarray(signals[eeg], dtype=np.float64),
-                                    recording.fs[eeg], recording.hypnogram, chosen)  # fmt: skip
+                                    recording.fs[eeg], source.hypnogram, chosen)  # fmt: skip
                 if result.stages is None:
                     peer_note = {"refused": result.refused}
                 else:
                     peer_stages.append(result.stages)
+        if truth is None:
+            truth = np.concatenate(scored)
         row: dict[str, Any] = {
             "kind": _BASELINE if condition is None else condition.kind,
             "level": None if condition is None else _json_level(condition.level),
@@ -253,6 +256,7 @@ def run_perturbed(args: argparse.Namespace) -> int:
         PEERS,
         StagingModel,
         _parse_epochs,
+        epoch_source,
         find_render_setup,
         load_recordings,
         read_render_setup,
@@ -286,7 +290,8 @@ def run_perturbed(args: argparse.Namespace) -> int:
         if not isinstance(item, ArrayRecording):
             channels = resolve_montage(setup.montage, item.labels, source=item.recording)
             item = item.load(sorted({c.label for c in channels}, key=item.labels.index))
-        scored = np.flatnonzero(item.hypnogram.stages != int(Stage.UNK))
+        grid = epoch_source(item, setup).hypnogram  # the epochs inside the signal
+        scored = np.flatnonzero(grid.stages != int(Stage.UNK))
         if scored.size == 0:
             raise DatasetError(f"{item.recording}: no scored epochs")
         recordings.append(item)

@@ -14,7 +14,8 @@ writes into ``--out``:
 - ``hypnogram.edf``: EDF+ annotations ``Sleep stage W/N1/N2/N3/R``, one per epoch, with the
   recording's start time (readable by pyedflib and :func:`engine.io.hypnogram.read_hypnogram`);
 - ``hypnogram.png``: hypnogram over hypnodensity (stacked probabilities);
-- ``summary.json``: sleep statistics (:func:`vlm.hypno.sleep_statistics`), and with
+- ``summary.json``: sleep statistics (:func:`vlm.hypno.sleep_statistics`) over every
+  staged epoch (so the grid should span lights off to lights on), and with
   ``--reference`` agreement (accuracy, Cohen's κ, per-stage F1, confusion matrix, also
   drawn as ``confusion.png``) and the reference's own statistics.
 

@@ -1,0 +1,84 @@
+"""vlm.robustness: psgvlm eval --perturb on recordings, with YASA beside when installed."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from engine.errors import PSGError
+from engine.io.hypnogram import Hypnogram
+from engine.io.prerau import ArrayRecording
+from engine.perturb import parse_perturb_spec
+from engine.preprocess import Preprocessing
+from engine.raster import RenderSpec
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from psgvlm.cli import main as cli  # noqa: E402
+from vlm.realeval import RenderSetup, StagingModel  # noqa: E402
+from vlm.robustness import evaluate_perturbed, plot_robustness, robustness_markdown  # noqa: E402
+from vlm.tiny import build_tiny_model  # noqa: E402
+
+SIZE = 112
+CHANNELS = ("EEG C4-M1", "EOG E1-M2", "EMG chin")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = build_tiny_model("qwen2vl", tmp_path_factory.mktemp("tiny") / "m",
+                            image_size=(SIZE, SIZE), hidden_size=64)  # fmt: skip
+    channels = tuple({"role": r, "name": n} for r, n in (("eeg", "C4-M1"), ("eog", "E1-M2"),
+                                                         ("emg", "chin")))  # fmt: skip
+    spec = RenderSpec.for_roles(["eeg", "eog", "emg"], width=SIZE, height=SIZE)
+    setup = RenderSetup("eeg=C4-M1,eog=E1-M2,emg=chin", channels, spec, Preprocessing())
+    return StagingModel(str(path), None, setup, "tiny")
+
+
+@pytest.fixture(scope="module")
+def recording():
+    from engine.synth import synth_night
+
+    stages = [0, 1, 2, 2, 3, 3, 4, 2, 2, 0] * 2
+    night = synth_night(11, fs=100.0, channels=CHANNELS, stages=stages, randomize=False)
+    hypnogram = Hypnogram.from_stages(stages, 30.0)
+    return ArrayRecording("synthetic", "n11", {k: v.astype(np.float64) for k, v in
+                          night.signals.items()}, dict(night.fs), hypnogram)  # fmt: skip
+
+
+def test_levels_are_evaluated_and_deterministic(model, recording, tmp_path):
+    torch.set_num_threads(1)
+    perturbations = parse_perturb_spec("noise:snr=0;drop:eog/mode=nan;size:168x168")
+    positions = [np.arange(0, 20, 2)]
+    results = evaluate_perturbed([recording], model, perturbations, positions, peers=())
+    assert [r["label"] for r in results] == ["clean", "noise snr=0 dB", "drop eog (nan)",
+                                             "size 168x168"]  # fmt: skip
+    assert all(r["model"]["n"] == 10 for r in results)
+    assert all(0.0 <= r["model"]["accuracy"] <= 1.0 for r in results)
+    again = evaluate_perturbed([recording], model, perturbations[:1], positions, peers=())
+    assert again[1]["model"] == results[1]["model"]
+    markdown = robustness_markdown(results)
+    assert "| noise snr=0 dB | 10 |" in markdown
+    assert plot_robustness(results, tmp_path / "r.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(importlib.util.find_spec("yasa") is None, reason="yasa not installed")
+def test_yasa_gets_the_same_perturbed_eeg(model, recording):
+    torch.set_num_threads(1)
+    perturbations = parse_perturb_spec("gain:3;drop:emg")
+    positions = [np.arange(20)]
+    results = evaluate_perturbed([recording], model, perturbations, positions, peers=("yasa",))
+    clean, gain, drop = results
+    assert "accuracy" in clean["yasa"] and "accuracy" in gain["yasa"]
+    assert drop["yasa"] == {"unchanged": True}
+    assert "EEG unchanged" in robustness_markdown(results)
+
+
+def test_perturb_needs_recordings(model, capsys):
+    code = cli(["eval", "--model", model.base, "--shards", "x.tar", "--perturb", "noise"])
+    assert code == 2
+    assert "give RECORDING inputs" in capsys.readouterr().err
+    with pytest.raises(PSGError, match="unknown perturbation"):
+        parse_perturb_spec("blur")
