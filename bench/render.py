@@ -23,6 +23,11 @@ core" figures run in one thread (``numba.set_num_threads(1)``, a one-thread enco
 "all cores" figures use every usable core. Peak RSS is the process tree's (workers
 included), sampled by :class:`bench.report.PeakRSS`.
 
+End-to-end runs are slow to repeat (a process pool starts fresh workers, which import and
+JIT-compile on every call), so they run in the first 2 (quick) or 3 rounds, every worker
+count at the first size and the smallest at the others. Their start-up is timed apart (the
+same call on one 2-epoch night per worker) and reported beside the wall-time figures.
+
 Writes ``OUT/render.json``, ``OUT/render.md`` and ``OUT/render.png``::
 
     psgvlm bench render --out bench/out
@@ -91,6 +96,9 @@ MONTAGE_ORDER: tuple[tuple[str, str], ...] = (
 #: Two epochs, in hours: the length of the nights that time a pipeline's start-up (engine.synth
 #: cannot make a night of a single epoch for every seed).
 _STARTUP_HOURS = 60.0 / 3600.0
+
+#: Rounds that include the end-to-end runs (quick, full): each spawns fresh workers.
+_E2E_ROUNDS = {True: 2, False: 3}
 
 #: Per-mode defaults: (epochs in memory, rounds, naive epochs, tuned epochs, nights, hours).
 _QUICK = (96, 3, 3, 12, None, 0.25)
@@ -281,6 +289,7 @@ class _Stage:
     numba_threads: int | None = None
     startup: Callable[[], float] | None = None
     startup_s: float | None = None
+    max_rounds: int | None = None
     rates: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     images: int = 0
@@ -482,7 +491,8 @@ def _e2e_stage(
     stage = _Stage(f"e2e_{device}" if device == "cuda" else "e2e", label,
                    f"{size[0]}x{size[1]}", workers, cores, work,
                    warmup=work if workers == 1 else None, unit="epochs/s",
-                   numba_threads=1 if workers == 1 else None, startup=startup)  # fmt: skip
+                   numba_threads=1 if workers == 1 else None, startup=startup,
+                   max_rounds=min(settings.rounds, _E2E_ROUNDS[settings.quick]))  # fmt: skip
     stage.note = (
         "wall time of render_dataset (worker start-up and JIT included); start-up = the same "
         "call on one 2-epoch night per worker; bytes include tar headers and json"
@@ -666,10 +676,11 @@ def bench_render(
             }
             signals, roles, names = load_bench_epochs(nights, settings.channels, settings.epochs)
             stages: list[_Stage] = []
-            for width, height in settings.sizes:
+            for number, (width, height) in enumerate(settings.sizes):
                 spec = RenderSpec.for_roles(roles, width=width, height=height, labels=names)
                 stages += _cpu_stages(signals, spec, settings, thread_counts)
-                for workers in settings.workers:
+                # Worker scaling at the first size; one run per size shows the size's cost.
+                for workers in settings.workers if number == 0 else settings.workers[:1]:
                     stages.append(_e2e_stage(nights, startup_nights[workers], scratch, settings,
                                              (width, height), workers, "cpu"))  # fmt: skip
                 if use_gpu:
@@ -684,7 +695,8 @@ def bench_render(
             for number in range(settings.rounds):
                 logger.info("round %d of %d", number + 1, settings.rounds)
                 for stage in stages:
-                    stage.measure()
+                    if stage.max_rounds is None or number < stage.max_rounds:
+                        stage.measure()
     finally:
         _set_numba_threads(cores)
     ratios, goals = _ratios_and_goals(stages, settings)
@@ -728,6 +740,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"from synthetic EDF nights; {settings['epochs']} epochs per round for psgvlm, "
         f"{settings['naive_epochs']} for matplotlib naive, {settings['tuned_epochs']} for "
         f"tuned; median of {settings['rounds']} interleaved rounds after a warm-up",
+        f"- end-to-end: {settings['nights']} nights of {settings['hours']:g} h written as EDF "
+        f"(256 Hz, 8 channels), rendered to PNG shards in the first "
+        f"{min(settings['rounds'], _E2E_ROUNDS[settings['quick']])} rounds; every worker "
+        f"count ({', '.join(map(str, settings['workers']))}) at the first size, "
+        f"{settings['workers'][0]} at the others",
         "",
         "## Throughput",
         "",

@@ -37,7 +37,7 @@ fi
 step render psgvlm render "synthetic:$RUN/nights" --out "$RUN/shards" --montage eeg=C4-M1 \
     --size 448x112 --split 1,0,0 --workers 2 --no-progress
 step train accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process 1 \
-    --mixed_precision no vlm/train.py --config "$CONFIG" \
+    --mixed_precision no vlm/train.py --config "$CONFIG" --resume auto \
     --train_shards "$RUN/shards/train-*.tar" --output_dir "$RUN/train"
 step eval psgvlm eval "prerau:$PRERAU" --model tiny:qwen2vl --adapter "$RUN/train/adapter" \
     --peers yasa --out "$RUN/eval"

@@ -166,4 +166,4 @@ def test_model_benchmarks_structure(tmp_path):
         assert {"torch", "transformers", "peft"} <= set(report["machine"]["libraries"])
         text = (out / f"{name}.md").read_text()
         assert text.startswith(f"# psgvlm {name} throughput")
-        assert sum(line.startswith("| ") for line in text.splitlines()) >= 3
+        assert sum(line.startswith("|") for line in text.splitlines()) >= 3

@@ -151,7 +151,7 @@ def test_explain_command_writes_png_and_json(setup, tmp_path, capsys):
         assert sum(attr["probabilities"].values()) == pytest.approx(1.0)
         assert attr["target"] == attr["predicted"]
     assert data["where"].startswith(("The decision rested", "No part of the image"))
-    assert "epoch 1:" in capsys.readouterr().out
+    assert "epoch 1 (scored N2): " in capsys.readouterr().out
 
 
 def test_attribution_maps_have_the_image_geometry(setup):

@@ -82,22 +82,37 @@ def test_scores_are_whole_answer_likelihoods(tiny, shards):
     single = score_candidates(model, processor, images, prompts, batch_size=1)
     np.testing.assert_allclose(single, probs, atol=1e-5)
     # Log-probability ratio N2 : W equals the difference of the full-sequence sums.
-    messages = vdata.build_messages({}, question=prompts[0])
-    sums = []
-    for cand in ("W", "N2"):
-        prompt, tail = vdata.render_chat(processor, messages, cand)
-        batch = vdata.encode_chats(
-            processor, images[:1], [prompt], [tail[: tail.index(cand) + len(cand)]]
+    sums = [_answer_logp(model, processor, images[0], prompts[0], cand) for cand in ("W", "N2")]
+    assert np.log(probs[0, 2] / probs[0, 0]) == pytest.approx(sums[1] - sums[0], abs=1e-4)
+
+
+def _answer_logp(model, processor, image, question, cand, expect_tokens=None) -> float:
+    """Sum of the answer tokens' log-probabilities in one full prompt+answer forward pass."""
+    prompt, tail = vdata.render_chat(processor, vdata.build_messages({}, question=question), cand)
+    batch = vdata.encode_chats(processor, [image], [prompt], [tail[: tail.index(cand) + len(cand)]])
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "answer_mask")}
+    with torch.no_grad():
+        logp = torch.log_softmax(model(**inputs).logits[0, :-1].double(), -1)
+    ids = batch["input_ids"][0, 1:]
+    keep = batch["answer_mask"][0, 1:]
+    if cand == "N2":
+        assert keep.sum() == 2  # "N" + "2": scored as a sequence, not a first token
+    return logp[keep].gather(1, ids[keep][:, None]).sum().item()
+
+
+def test_candidates_with_different_contexts(tiny, shards):
+    # "W2" and "N2 sleep" need runs after "W" and after "N2 sleep"[:-1] ("N1" is covered by
+    # the latter, "R" by either): each score still equals its own full forward pass.
+    _, model, processor = tiny
+    samples = vdata.read_samples(vdata.expand_shards(shards, "test"), limit=3)
+    images = [s["image"] for s in samples]
+    candidates = ("W2", "N1", "N2 sleep", "R")
+    probs = score_candidates(model, processor, images, None, candidates, batch_size=2)
+    for row in (0, 2):
+        sums = np.array(
+            [_answer_logp(model, processor, images[row], vdata.QUESTION, c) for c in candidates]
         )
-        inputs = {k: v for k, v in batch.items() if k not in ("labels", "answer_mask")}
-        with torch.no_grad():
-            logp = torch.log_softmax(model(**inputs).logits[0, :-1].double(), -1)
-        ids = batch["input_ids"][0, 1:]
-        keep = batch["answer_mask"][0, 1:]
-        sums.append(logp[keep].gather(1, ids[keep][:, None]).sum().item())
-        if cand == "N2":
-            assert keep.sum() == 2  # "N" + "2": scored as a sequence, not a first token
-    assert np.log(probs[0, 2] / probs[0, 0]) == pytest.approx(sums[1] - sums[0], abs=1e-3)
+        np.testing.assert_allclose(np.log(probs[row]), sums - np.logaddexp.reduce(sums), atol=1e-4)
 
 
 def test_eval_cli_zero_shot(tiny, shards, tmp_path):

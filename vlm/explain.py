@@ -1206,7 +1206,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recording", help="EDF recording, prerau:DIR, yasa:DIR, or shards "
                         "(--channel-importance)")  # fmt: skip
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--epoch", type=int, help="explain this epoch (0-based)")
+    mode.add_argument("--epoch", help="explain this epoch (0-based; several: 12,40,97)")
     mode.add_argument("--channel-importance", action="store_true",
                       help="occlude whole strips over many epochs; table + plot per stage")
     mode.add_argument("--pointing-game", action="store_true",
@@ -1240,21 +1240,33 @@ def _is_shards(text: str) -> bool:
         path.is_dir() and any(path.glob("*-*.tar")))  # fmt: skip
 
 
+def _epoch_list(text: str, count: int) -> list[int]:
+    try:
+        epochs = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise PSGError(f"--epoch {text!r}: expected epoch numbers such as 12 or 12,40") from None
+    bad = [e for e in epochs if not 0 <= e < count]
+    if bad or not epochs:
+        raise PSGError(f"--epoch {text!r}: the recording has epochs 0..{count - 1}")
+    return epochs
+
+
 def _run_epoch(args, model, processor, config, source, extra) -> int:
-    if not 0 <= args.epoch < len(source):
-        raise PSGError(f"no epoch {args.epoch}: the recording has epochs 0..{len(source) - 1}")
-    pixels, attributions = explain_epoch(model, processor, source, config, args.epoch,
-                                         _methods(args.method), window_s=args.window,
-                                         target=args.target, batch_size=args.batch_size)  # fmt: skip
-    events = detected_events(source, args.epoch, extra)
-    lead = attributions[0]
-    sentence = where_decision_rested(lead.grid, events, lead.channels, lead.edges_s)
-    paths = write_explanation(args.out, args.epoch, pixels, attributions, sentence,
-                              {"recording": str(args.recording), "events": events})  # fmt: skip
-    print(f"epoch {args.epoch}: {lead.predicted} (p = {lead.probabilities[lead.predicted]:.2f}). "
-          f"{sentence}")  # fmt: skip
-    for path in paths.values():
-        print(path)
+    for index in _epoch_list(args.epoch, len(source)):
+        pixels, attributions = explain_epoch(model, processor, source, config, index,
+                                             _methods(args.method), window_s=args.window,
+                                             target=args.target, batch_size=args.batch_size)  # fmt: skip
+        events = detected_events(source, index, extra)
+        lead = attributions[0]
+        sentence = where_decision_rested(lead.grid, events, lead.channels, lead.edges_s)
+        scored = int(source.hypnogram.stages[index])
+        paths = write_explanation(args.out, index, pixels, attributions, sentence,
+                                  {"recording": str(args.recording), "scored": stage_name(scored),
+                                   "events": events})  # fmt: skip
+        print(f"epoch {index} (scored {stage_name(scored)}): {lead.predicted} (p = "
+              f"{lead.probabilities[lead.predicted]:.2f}). {sentence}")  # fmt: skip
+        for path in paths.values():
+            print(path)
     return 0
 
 

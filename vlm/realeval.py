@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import logging
 import math
@@ -230,8 +231,9 @@ def find_render_setup(adapter: str | os.PathLike[str]) -> RenderSetup:
         )
     config, values = found
     shards = str(values["train_shards"])
-    if not os.path.isabs(shards) and not Path(shards).exists():
-        shards = str(config.parent / shards)
+    if not glob.glob(shards) and not os.path.isabs(shards):
+        beside = str(config.parent / shards)  # relative to the run directory instead of here
+        shards = beside if glob.glob(beside) else shards
     return read_render_setup(shards)
 
 

@@ -24,7 +24,9 @@ weighted per class when ``class_weights: auto``. ``Accelerator(mixed_precision=N
 accelerator state (optimizer, scheduler, RNG, trainable weights only) and
 ``trainer_state.json``; ``--resume auto`` continues from the latest one at its step (the
 resampled data stream is reseeded with that step, see :mod:`vlm.data`). The final adapter
-is ``output_dir/adapter``.
+is ``output_dir/adapter``. Every adapter folder also gets ``render.json``, the shards'
+render parameters (:class:`vlm.stage.RenderConfig`), so ``psgvlm stage/ask/chat/eval`` draw
+new epochs the same way without the training shards.
 """
 
 from __future__ import annotations
@@ -289,12 +291,36 @@ def _sample_loss(model, batch: dict[str, Any]):
     return per_sample.mean() if weight is None else (per_sample * weight).mean()
 
 
-def _save_checkpoint(accelerator, model, processor, ckpt: Path, state: dict[str, Any]) -> None:
+def _render_config(urls: list[str], answer_mode: str):
+    """The shards' :class:`vlm.stage.RenderConfig`, or None (with a warning) when their
+    metadata does not hold render parameters (shards not written by ``psgvlm render``)."""
+    from vlm.stage import RENDER_CONFIG_NAME, RenderConfig
+
+    try:
+        return RenderConfig.from_shards(urls, answer_mode)
+    except PSGError as err:
+        logger.warning(
+            "%s; no %s is saved with the adapter: give psgvlm stage/ask/chat --render-config",
+            err,
+            RENDER_CONFIG_NAME,
+        )
+        return None
+
+
+def _save_adapter(model, processor, render_config, adapter: Path) -> None:
+    """Adapter weights + processor (+ ``render.json``) into ``adapter``; main process only."""
+    model.save_pretrained(adapter, safe_serialization=True)
+    processor.save_pretrained(adapter)
+    if render_config is not None:
+        render_config.save(adapter)
+
+
+def _save_checkpoint(
+    accelerator, model, processor, render_config, ckpt: Path, state: dict[str, Any]
+) -> None:
     accelerator.save_state(str(ckpt / "state"))
     if accelerator.is_main_process:
-        adapter = ckpt / "adapter"
-        accelerator.unwrap_model(model).save_pretrained(adapter, safe_serialization=True)
-        processor.save_pretrained(adapter)
+        _save_adapter(accelerator.unwrap_model(model), processor, render_config, ckpt / "adapter")
         (ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
     accelerator.wait_for_everyone()
 
@@ -372,6 +398,9 @@ def train(
         (output_dir / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
 
     urls = expand_shards(data_args.train_shards, "train")
+    render_config = (
+        _render_config(urls, data_args.answer_mode) if accelerator.is_main_process else None
+    )
     weights = None
     if data_args.class_weights == "auto":
         counts = count_classes(urls)
@@ -477,6 +506,7 @@ def train(
                 accelerator,
                 model,
                 processor,
+                render_config,
                 output_dir / f"checkpoint-{step:06d}",
                 {
                     "step": step,
@@ -488,8 +518,7 @@ def train(
     log.close()
     final = output_dir / "adapter"
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(final, safe_serialization=True)
-        processor.save_pretrained(final)
+        _save_adapter(accelerator.unwrap_model(model), processor, render_config, final)
         logger.info("adapter saved to %s", final)
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -5,23 +5,27 @@ glyphs; :func:`build_pieces` compiles the same source once per target (``numba.n
 the CPU, ``numba.cuda.jit(device=True)`` for CUDA, which under numba's CUDA simulator
 runs the Python source itself):
 
-* :func:`sample_y` maps one µV sample to a fixed-point row position (1/256 px);
-* :func:`column_extent` finds the vertical extent of a channel's polyline inside one pixel
-  column: the min/max of the samples that fall in the column, joined to the neighbouring
-  columns through the segments that cross the column's edges (so a one-sample spike is
-  drawn and consecutive columns connect); NaN/inf samples break the line;
+* ``sample_y`` maps one µV sample to a fixed-point row position (1/256 px);
+* ``edge_y`` finds where the segment between the two samples either side of a pixel
+  column's edge crosses that edge (so a one-sample spike is drawn and consecutive columns
+  connect); NaN/inf samples break the line;
+* ``column_extent`` finds the vertical extent of a channel's polyline inside one pixel
+  column: the highest and lowest sample in the column (compared as raw float32 values,
+  then mapped once each: the µV → row map is monotonic) joined to its two edge crossings;
 * ``draw_span`` (anti-aliased or aliased, picked when the kernels are built) inks the
   rows of that extent, widened by half the line width: integer coverage quantised to the
   spec's ink levels, looked up in a per-channel shade table and combined with the page by
   ``min`` (darken), which does not depend on drawing order;
-* :func:`build_render_kernels` closes over these and returns a CPU kernel (``prange``
-  over epochs, channel by channel so a strip stays in cache) and a CUDA kernel (one thread
-  per epoch × pixel column, owning that column, so no two threads write one pixel).
+* :func:`build_render_kernels` closes over these and returns two drivers that differ only
+  in their loops: a CPU kernel (``prange`` over epochs; per channel it finds the
+  ``W + 1`` edge crossings once, then sweeps the columns) and a CUDA kernel (one thread per
+  epoch × pixel column, owning that column, so no two threads write one pixel; it finds
+  its column's two edge crossings itself).
 
-Only one floating-point operation is done per sample (``value * gain``, then truncation
-to an integer); the rest is integer arithmetic with precomputed column tables (:func:`column_edges`), so
-the CPU and CUDA builds (and the CUDA simulator) give identical bytes whatever the
-compiler's FMA-contraction rules.
+Only one floating-point operation is done per mapped sample (``value * gain``, then
+truncation to an integer); the rest is comparisons and integer arithmetic with
+precomputed column tables (:func:`column_edges`), so the CPU and CUDA builds (and the
+CUDA simulator) give identical bytes whatever the compiler's FMA-contraction rules.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from numba import cuda
 __all__ = [
     "ngjit",
     "column_edges",
+    "column_span",
     "Pieces",
     "build_pieces",
     "build_render_kernels",
@@ -55,6 +60,8 @@ _FX_SHIFT = 8
 _FX_ONE = 1 << _FX_SHIFT
 _FX_HALF = _FX_ONE >> 1
 _EMPTY = 1 << 40
+_NO_LIMIT = float("inf")
+_ROWS_PER_PASS = 8
 
 
 @functools.lru_cache(maxsize=64)
@@ -85,10 +92,18 @@ def column_edges(n_samples: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return first, frac
 
 
+@functools.lru_cache(maxsize=64)
+def column_span(n_samples: int, width: int) -> int:
+    """The most samples any pixel column holds (see :func:`column_edges`)."""
+    first, _ = column_edges(n_samples, width)
+    return int(np.diff(first).max())
+
+
 class Pieces(NamedTuple):
     """The drawing functions compiled for one target."""
 
     sample_y: object
+    edge_y: object
     column_extent: object
     draw_span: object
 
@@ -114,9 +129,12 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
     -------
     Pieces
         ``sample_y(value, gain, mid_fx)``: fixed-point row (1/256 px) of a sample;
-        ``column_extent(row, column, first, frac, gain, mid_fx) -> (top, bottom)``;
-        ``draw_span(page, width, column, top, bottom, first_row, last_row, half_width,
-        levels, shades)``.
+        ``edge_y(row, first, frac, edge, gain, mid_fx)``: fixed-point row where the line
+        crosses column edge ``edge`` (``_EMPTY`` when it does not);
+        ``column_extent(row, start, stop, left, right, gain, mid_fx) -> (top, bottom)``
+        for the samples ``start:stop`` of a column and its edge crossings ``left`` and
+        ``right``; ``draw_span(page, width, column, top, bottom, first_row, last_row,
+        half_width, levels, shades)``.
     """
     jit = {"cpu": ngjit, "cuda": _cuda_device}[target]
 
@@ -133,44 +151,45 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
         return _EMPTY
 
     @jit
-    def crossing(ya, yb, edge_frac):
-        # y where the segment ya -> yb crosses an edge edge_frac / FRAC_ONE along it.
+    def edge_y(row, first, frac, edge, gain, mid_fx):
+        # y where the segment (first[edge] - 1, first[edge]) crosses edge x = edge.
+        edge_frac = frac[edge]
+        if edge_frac < 0:
+            return _EMPTY
+        ya = sample_y(row[first[edge] - 1], gain, mid_fx)
+        yb = sample_y(row[first[edge]], gain, mid_fx)
         if ya == _EMPTY or yb == _EMPTY:
             return _EMPTY
         return ya + (((yb - ya) * edge_frac) >> _FRAC_SHIFT)
 
     @jit
-    def column_extent(row, column, first, frac, gain, mid_fx):
-        # Extent of the samples inside the column and of the points where the segments
-        # from the neighbouring columns cross its edges; top > bottom when empty.
-        start = first[column]
-        stop = first[column + 1]
+    def column_extent(row, start, stop, span, left, right, gain, mid_fx):
+        # Extent of the samples row[start:stop] and of the edge crossings left and right;
+        # top > bottom when empty. sample_y is monotonic (decreasing) in the value, so the
+        # highest and lowest values are found first and mapped once each. Multiplying by
+        # `unit` drops (as NaN) the samples sample_y drops: NaN, and infinities when
+        # gain == 0. The loop runs `span` (the most samples any column holds) times,
+        # repeating the last sample, so that it has no data-dependent branch.
+        unit = np.float32(1.0 if gain > 0 else 0.0)
+        high = np.float32(-_NO_LIMIT)
+        low = np.float32(_NO_LIMIT)
+        if start < stop:
+            last = stop - 1
+            for k in range(span):
+                value = row[min(start + k, last)] * unit
+                high = value if value > high else high
+                low = value if value < low else low
         top = _EMPTY
         bottom = -_EMPTY
-        y_first = _EMPTY
-        y_last = _EMPTY
-        for i in range(start, stop):
-            y = sample_y(row[i], gain, mid_fx)
-            if y != _EMPTY:
-                top = min(top, y)
-                bottom = max(bottom, y)
-            if i == start:
-                y_first = y
-            y_last = y
-        if frac[column] >= 0:  # left edge: segment (start - 1, start)
-            ya = sample_y(row[start - 1], gain, mid_fx)
-            yb = y_first if start < stop else sample_y(row[start], gain, mid_fx)
-            y = crossing(ya, yb, frac[column])
-            if y != _EMPTY:
-                top = min(top, y)
-                bottom = max(bottom, y)
-        if frac[column + 1] >= 0:  # right edge: segment (stop - 1, stop)
-            ya = y_last if start < stop else sample_y(row[stop - 1], gain, mid_fx)
-            yb = sample_y(row[stop], gain, mid_fx)
-            y = crossing(ya, yb, frac[column + 1])
-            if y != _EMPTY:
-                top = min(top, y)
-                bottom = max(bottom, y)
+        if high >= low:
+            top = sample_y(high, gain, mid_fx)
+            bottom = sample_y(low, gain, mid_fx)
+        if left != _EMPTY:
+            top = min(top, left)
+            bottom = max(bottom, left)
+        if right != _EMPTY:
+            top = min(top, right)
+            bottom = max(bottom, right)
         return top, bottom
 
     if antialias:
@@ -195,24 +214,22 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
         @jit
         def ink_pixel(page, index, shades, level):
             for p in range(3):
-                value = shades[level, p]
-                if value < page[index + p]:
-                    page[index + p] = value
+                page[index + p] = min(page[index + p], shades[level, p])
 
     else:
 
         @jit
         def ink_pixel(page, index, shades, level):
-            value = shades[level, 0]
-            if value < page[index]:
-                page[index] = value
+            page[index] = min(page[index], shades[level, 0])
 
     planes = 3 if color else 1
 
     @jit
     def draw_span(page, width, column, top, bottom, first_row, last_row, half_width, levels,
                   shades):  # fmt: skip
-        # Ink rows first_row..last_row of the column over [top - hw, bottom + hw).
+        # Ink rows first_row..last_row of the column over [top - hw, bottom + hw). Rows go
+        # in passes of _ROWS_PER_PASS with no data-dependent branch: a row past the span
+        # repeats the span's last row at level 0 (white, which `min` leaves unchanged).
         upper = top - half_width
         lower = bottom + half_width
         shortfall = min_extent - (lower - upper)
@@ -221,33 +238,24 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
             lower += shortfall - (shortfall >> 1)
         row_start = max(first_row, upper >> _FX_SHIFT)
         row_stop = min(last_row, (lower - 1) >> _FX_SHIFT)
-        if row_start > row_stop:
-            return
-        stride = width * planes
-        # End rows may be partly covered; the rows between them are fully covered.
-        index = (row_start * width + column) * planes
-        level = row_level(row_start, upper, lower, levels)
-        if level > 0:
-            ink_pixel(page, index, shades, level)
-        for _ in range(row_start + 1, row_stop):
-            index += stride
-            ink_pixel(page, index, shades, levels)
-        if row_stop > row_start:
-            level = row_level(row_stop, upper, lower, levels)
-            if level > 0:
-                ink_pixel(page, index + stride, shades, level)
+        for pass_start in range(row_start, row_stop + 1, _ROWS_PER_PASS):
+            for k in range(_ROWS_PER_PASS):
+                row = pass_start + k
+                level = row_level(row, upper, lower, levels) if row <= row_stop else 0
+                ink_pixel(page, (min(row, row_stop) * width + column) * planes, shades, level)
 
-    return Pieces(sample_y, column_extent, draw_span)
+    return Pieces(sample_y, edge_y, column_extent, draw_span)
 
 
 @functools.cache
 def build_render_kernels(antialias: bool, color: bool):
     """Build the CPU and the CUDA render kernel from the same drawing functions.
 
-    Both take ``(signals, blank, pages, width, first, frac, gain, mid_fx, first_row,
+    Both take ``(signals, blank, pages, width, first, frac, span, gain, mid_fx, first_row,
     last_row, shades, half_width, levels)``: ``signals`` float32 ``(N, C, S)``, ``blank``
     the background flattened to uint8 ``(H * W * P,)``, ``pages`` the output as uint8
-    ``(N, H * W * P)``, ``first``/``frac`` from :func:`column_edges`, the rest from
+    ``(N, H * W * P)``, ``first``/``frac`` from :func:`column_edges`, ``span`` from
+    :func:`column_span`, the rest from
     :class:`~engine.raster.layout.Layout`. Pixels combine by ``min``, so the two loop
     orders give the same bytes.
 
@@ -255,25 +263,26 @@ def build_render_kernels(antialias: bool, color: bool):
     -------
     render_cpu : numba dispatcher
         Parallel (``prange``) over epochs; draws channel by channel so a strip stays in
-        cache.
+        cache, and hands each column's right edge crossing on as the next one's left.
     render_cuda : numba CUDA kernel
         Launched on a 2-D grid of (epoch, column) threads; each thread owns one pixel
         column of one image, so no two threads write the same pixel.
     """
     cpu = build_pieces("cpu", antialias, color)
     gpu = build_pieces("cuda", antialias, color)
-    cpu_extent, cpu_draw = cpu.column_extent, cpu.draw_span
-    gpu_extent, gpu_draw = gpu.column_extent, gpu.draw_span
+    cpu_edge, cpu_extent, cpu_draw = cpu.edge_y, cpu.column_extent, cpu.draw_span
+    gpu_edge, gpu_extent, gpu_draw = gpu.edge_y, gpu.column_extent, gpu.draw_span
     planes = 3 if color else 1
 
     @numba.njit(parallel=True, nogil=True, cache=True)
     def render_cpu(
-        signals, blank, pages, width, first, frac, gain, mid_fx, first_row, last_row, shades,
-        half_width, levels,
+        signals, blank, pages, width, first, frac, span, gain, mid_fx, first_row, last_row,
+        shades, half_width, levels,
     ):  # fmt: skip
         for n in numba.prange(signals.shape[0]):
             page = pages[n]
-            page[:] = blank
+            for index in range(blank.shape[0]):  # compiles to memcpy (page[:] = blank: no)
+                page[index] = blank[index]
             for c in range(signals.shape[1]):
                 row = signals[n, c]
                 channel_gain = gain[c]
@@ -281,18 +290,24 @@ def build_render_kernels(antialias: bool, color: bool):
                 channel_first = first_row[c]
                 channel_last = last_row[c]
                 channel_shades = shades[c]
+                left = cpu_edge(row, first, frac, 0, channel_gain, channel_mid)
                 for column in range(width):
-                    top, bottom = cpu_extent(row, column, first, frac, channel_gain, channel_mid)
+                    right = cpu_edge(row, first, frac, column + 1, channel_gain, channel_mid)
+                    top, bottom = cpu_extent(
+                        row, first[column], first[column + 1], span, left, right, channel_gain,
+                        channel_mid,
+                    )  # fmt: skip
                     if top <= bottom:
                         cpu_draw(
                             page, width, column, top, bottom, channel_first, channel_last,
                             half_width, levels, channel_shades,
                         )  # fmt: skip
+                    left = right
 
     @cuda.jit
     def render_cuda(
-        signals, blank, pages, width, first, frac, gain, mid_fx, first_row, last_row, shades,
-        half_width, levels,
+        signals, blank, pages, width, first, frac, span, gain, mid_fx, first_row, last_row,
+        shades, half_width, levels,
     ):  # fmt: skip
         n, column = cuda.grid(2)
         if n < pages.shape[0] and column < width:
@@ -301,7 +316,12 @@ def build_render_kernels(antialias: bool, color: bool):
                 for p in range(planes):
                     page[index + p] = blank[index + p]
             for c in range(signals.shape[1]):
-                top, bottom = gpu_extent(signals[n, c], column, first, frac, gain[c], mid_fx[c])
+                row = signals[n, c]
+                left = gpu_edge(row, first, frac, column, gain[c], mid_fx[c])
+                right = gpu_edge(row, first, frac, column + 1, gain[c], mid_fx[c])
+                top, bottom = gpu_extent(
+                    row, first[column], first[column + 1], span, left, right, gain[c], mid_fx[c]
+                )
                 if top <= bottom:
                     gpu_draw(
                         page, width, column, top, bottom, first_row[c], last_row[c], half_width,
