@@ -234,7 +234,7 @@ class EpochSource:
                 fs = rates[channel.label]
                 plan = plan_filters(channel.role, fs, preprocessing)
                 for note in plan.notes:
-                    logger.info("%s: %s: %s", source or "signals", channel.label, note)
+                    logger.debug("%s: %s: %s", source or "signals", channel.label, note)
                 values = preprocess(raw, fs, channel.role, params=preprocessing)
                 processed[key] = (values.astype(np.float32), plan)
             rows.append(processed[key][0])

@@ -353,7 +353,9 @@ class Perturbation:
                 f"({len(roles)} roles, {len(labels)} labels)"
             )
         self.check_channels(roles, labels)
-        return np.stack([self.apply(row, fs, r, lab, seed) for row, r, lab in zip(arr, roles, labels)])
+        return np.stack(
+            [self.apply(row, fs, r, lab, seed) for row, r, lab in zip(arr, roles, labels)]
+        )
 
     def apply_mapping(
         self,
@@ -405,7 +407,9 @@ def _option(kind: str, key: str, text: str) -> object:
         roles = tuple(r.strip().lower() for r in text.split("+") if r.strip())
         bad = [r for r in roles if r not in _ROLES]
         if not roles or bad:
-            raise PerturbError(f"{kind}: roles={text!r}: expected roles from {_ROLES} joined by '+'")
+            raise PerturbError(
+                f"{kind}: roles={text!r}: expected roles from {_ROLES} joined by '+'"
+            )
         return roles
     if key == "mode":
         if text not in ("flat", "nan"):

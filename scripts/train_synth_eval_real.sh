@@ -19,7 +19,7 @@ PRERAU=${PRERAU:-../shared/data/prerau}
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 mkdir -p "$RUN"
-: > "$RUN/timings.tsv"
+printf "run\t%s\n" "$(date -Is)" >> "$RUN/timings.tsv"
 step() {  # step NAME COMMAND...: run and record the wall time
     local name=$1 t0 t1
     shift

@@ -35,7 +35,9 @@ def _pixels(spec: RenderSpec, seed: int = 0) -> np.ndarray:
     return render(signals, spec)[0]
 
 
-@pytest.mark.parametrize("color,labels,grid", [(False, None, False), (True, ("C4", "E1", "chin"), True)])
+@pytest.mark.parametrize(
+    "color,labels,grid", [(False, None, False), (True, ("C4", "E1", "chin"), True)]
+)
 def test_occlusion_changes_only_that_strip_region(color, labels, grid):
     spec = _spec(color=color, labels=labels, grid=grid)
     pixels = _pixels(spec)
@@ -75,7 +77,9 @@ def test_patches_to_image_inverts_the_qwen2vl_processor():
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)
     out = processor(images=[image], return_tensors="pt")
-    frames = explain.patches_to_image(out["pixel_values"].numpy(), out["image_grid_thw"][0].tolist())
+    frames = explain.patches_to_image(
+        out["pixel_values"].numpy(), out["image_grid_thw"][0].tolist()
+    )
     mean = np.array(processor.image_mean)[:, None, None]
     std = np.array(processor.image_std)[:, None, None]
     np.testing.assert_allclose(frames[0] * std + mean, image.transpose(2, 0, 1) / 255.0, atol=1e-5)
@@ -85,8 +89,10 @@ def test_where_decision_rested_joins_peak_and_events():
     grid = np.zeros((3, 10))
     grid[0, 4:6] = [0.3, 0.2]
     grid[2, 0] = 0.05
-    events = [{"kind": "spindle", "channel": "EEG C4-M1", "start": 12.9, "end": 13.8},
-              {"kind": "rapid_eye_movement", "channel": "EOG E1-M2", "start": 1, "end": 2}]
+    events = [
+        {"kind": "spindle", "channel": "EEG C4-M1", "start": 12.9, "end": 13.8},
+        {"kind": "rapid_eye_movement", "channel": "EOG E1-M2", "start": 1, "end": 2},
+    ]
     text = explain.where_decision_rested(grid, events, CHANNELS)
     assert text.startswith("The decision rested mostly on C4-M1 between 12 and 18 s (91%")
     assert "a sleep spindle was detected (12.9-13.8 s)" in text
@@ -123,7 +129,9 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
     model_dir = build_tiny_model("qwen2vl", root / "tiny", image_size=(SIZE, SIZE), hidden_size=64)
     spec = RenderSpec.for_roles(["eeg", "eog", "emg"], width=SIZE, height=SIZE)
-    channels = [{"role": r, "name": n} for r, n in (("eeg", "C4-M1"), ("eog", "E1-M2"), ("emg", "chin"))]
+    channels = [
+        {"role": r, "name": n} for r, n in (("eeg", "C4-M1"), ("eog", "E1-M2"), ("emg", "chin"))
+    ]
     config = RenderConfig(channels=channels, render=spec.to_dict())
     config.save(root)
     night = synth_night(5, fs=100.0, channels=CHANNELS, stages=[0, 2, 2, 3], randomize=False)

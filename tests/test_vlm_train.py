@@ -1,4 +1,9 @@
-"""Shards → chats → LoRA training: collator masking, streaming, configs, training, resume."""
+"""Shards → chats → LoRA training: collator masking, streaming, configs, training, resume.
+
+Collator and streaming tests read the hand-drawn fixture shards of ``vlm_fixtures``; the
+accuracy, reload and resume tests train on synthetic nights rendered by the real pipeline
+(``engine.pipeline.render_dataset``), split by subject.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ pytest.importorskip("peft")
 
 from vlm import data as vdata  # noqa: E402
 from vlm.model import LoraArgs, load_model_and_processor  # noqa: E402
-from vlm.tiny import build_tiny_model  # noqa: E402
+from vlm.stage import RenderConfig, load_render_config  # noqa: E402
+from vlm.tiny import build_tiny_model, parse_image_size  # noqa: E402
 from vlm.train import latest_checkpoint, parse_config, train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,12 +33,36 @@ from vlm_fixtures import write_shards  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "vlm" / "configs"
+#: Synthetic training data: montage, image size, nights of this length, steps to train.
+SYNTH_MONTAGE = "eeg=C4-M1,eog=E1-M2,emg=chin"
+SYNTH_SIZE = "224x112"
+SYNTH_NIGHTS, SYNTH_HOURS = 6, 1.5
+SYNTH_STEPS = 150
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
     write_shards(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def synthetic_shards(tmp_path_factory):
+    """Synthetic nights through ``render_dataset``: 4 subjects train, 2 held out for test."""
+    from engine.pipeline import RenderSettings, render_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    width, height = parse_image_size(SYNTH_SIZE)
+    render_dataset(
+        [],
+        out,
+        RenderSettings(montage=SYNTH_MONTAGE, width=width, height=height),
+        synthetic=SYNTH_NIGHTS,
+        synthetic_hours=SYNTH_HOURS,
+        split=(2 / 3, 0.0, 1 / 3),
+        progress=False,
+    )
     return out
 
 
@@ -200,31 +230,81 @@ def test_default_lora_targets_stay_in_the_language_model(cache, family, vision_w
 
 
 @pytest.fixture(scope="module")
-def trained(shards, cache, tmp_path_factory):
+def trained(synthetic_shards, cache, tmp_path_factory):
+    """The tiny Qwen2-VL fine-tuned on the synthetic train split: (output_dir, adapter)."""
     out = tmp_path_factory.mktemp("run")
     final = train(
-        *_args(
-            shards, cache, out, "--max_steps", "150", "--save_steps", "50", "--logging_steps", "25"
+        *_synthetic_args(
+            synthetic_shards,
+            cache,
+            out,
+            "--max_steps",
+            str(SYNTH_STEPS),
+            "--save_steps",
+            "50",
+            "--logging_steps",
+            "25",
         )
     )
     return out, final
 
 
+def _synthetic_args(shards: Path, cache: Path, out: Path, *extra: str):
+    return _args(shards, cache, out, "--image_size", SYNTH_SIZE, *extra)
+
+
+def _base_model(cache: Path) -> Path:
+    return cache / f"tiny-qwen2vl-{SYNTH_SIZE}"
+
+
+def _subjects(shards: Path, split: str) -> set[str]:
+    import webdataset as wds
+
+    samples = wds.WebDataset(vdata.expand_shards(shards, split), shardshuffle=False)
+    return {json.loads(sample["json"])["subject"] for sample in samples}
+
+
+def _held_out(shards: Path, every: int = 1) -> list[dict]:
+    return vdata.read_samples(vdata.expand_shards(shards, "test"))[::every]
+
+
 @pytest.mark.slow
-def test_training_learns_held_out_subjects(trained, shards, cache):
+def test_training_learns_held_out_subjects(trained, synthetic_shards, cache):
     from vlm.evaluate import evaluate_samples
 
     out, final = trained
     assert (final / "adapter_model.safetensors").is_file()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [25, 50, 75, 100, 125, 150]
+    assert [r["step"] for r in log] == list(range(25, SYNTH_STEPS + 1, 25))
     assert log[-1]["loss"] < log[0]["loss"]
-    model, processor, _ = load_model_and_processor(cache / "tiny-qwen2vl-224x224", adapter=final)
-    samples = vdata.read_samples(vdata.expand_shards(shards, "test"))
+    train_subjects, test_subjects = (_subjects(synthetic_shards, s) for s in ("train", "test"))
+    assert len(train_subjects) == 4 and len(test_subjects) == 2
+    assert not train_subjects & test_subjects
+    samples = _held_out(synthetic_shards)
+    model, processor, _ = load_model_and_processor(_base_model(cache), adapter=final)
     y_true, probs = evaluate_samples(model, processor, samples)
     accuracy = float((probs.argmax(1) == y_true).mean())
-    print(f"held-out accuracy after 150 steps: {accuracy:.3f} (n={len(y_true)})")
+    print(
+        f"held-out accuracy after {SYNTH_STEPS} steps: {accuracy:.3f} (n={len(y_true)}, "
+        f"true {np.bincount(y_true, minlength=5).tolist()}, "
+        f"predicted {np.bincount(probs.argmax(1), minlength=5).tolist()})"
+    )
     assert accuracy >= 0.8
+
+
+@pytest.mark.slow
+def test_adapters_carry_the_render_parameters(trained, synthetic_shards):
+    out, final = trained
+    expected = RenderConfig.from_shards(str(synthetic_shards / "train-*.tar"))
+    width, height = parse_image_size(SYNTH_SIZE)
+    assert expected.montage == SYNTH_MONTAGE
+    assert (expected.render["width"], expected.render["height"]) == (width, height)
+    adapters = [final, *sorted(out.glob("checkpoint-*/adapter"))]
+    assert len(adapters) == 1 + SYNTH_STEPS // 50
+    for adapter in adapters:
+        config = load_render_config(adapter)
+        assert config.source == str(adapter / "render.json")
+        assert config == expected
 
 
 _RELOAD = """
@@ -233,28 +313,31 @@ from peft import PeftModel
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from vlm import data
 from vlm.evaluate import evaluate_samples
-base, adapter, shards, out = sys.argv[1:]
+base, adapter, shards, every, out = sys.argv[1:]
 processor = AutoProcessor.from_pretrained(adapter)
 model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), adapter)
-samples = data.read_samples(data.expand_shards(shards, "test"), limit=12)
+samples = data.read_samples(data.expand_shards(shards, "test"))[:: int(every)]
 np.save(out, evaluate_samples(model.eval(), processor, samples)[1])
 """
 
 
 @pytest.mark.slow
-def test_adapter_reloads_in_a_fresh_process(trained, shards, cache, tmp_path):
+def test_adapter_reloads_in_a_fresh_process(trained, synthetic_shards, cache, tmp_path):
     from vlm.evaluate import evaluate_samples
 
     _, final = trained
-    base = cache / "tiny-qwen2vl-224x224"
+    base = _base_model(cache)
     out = tmp_path / "probs.npy"
+    every = 30  # 12 epochs spread over both held-out nights
     subprocess.run(
-        [sys.executable, "-c", _RELOAD, str(base), str(final), str(shards), str(out)],
+        [sys.executable, "-c", _RELOAD, str(base), str(final), str(synthetic_shards), str(every),
+         str(out)],
         check=True,
         cwd=REPO,
-    )
+    )  # fmt: skip
     model, processor, _ = load_model_and_processor(base, adapter=final)
-    samples = vdata.read_samples(vdata.expand_shards(shards, "test"), limit=12)
+    samples = _held_out(synthetic_shards, every)
+    assert len({s["cls"] for s in samples}) > 2
     _, probs = evaluate_samples(model, processor, samples)
     fresh = np.load(out)
     assert (fresh.argmax(1) == probs.argmax(1)).all()
@@ -262,15 +345,18 @@ def test_adapter_reloads_in_a_fresh_process(trained, shards, cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_continues_at_the_saved_step(trained, shards, cache, tmp_path):
+def test_resume_continues_at_the_saved_step(trained, synthetic_shards, cache, tmp_path):
     from safetensors.torch import load_file
 
     out, _ = trained
-    assert latest_checkpoint(out).name == "checkpoint-000150"
+    shards = synthetic_shards
+    assert latest_checkpoint(out).name == f"checkpoint-{SYNTH_STEPS:06d}"
     ckpt = out / "checkpoint-000100"
     # Resuming at max_steps == saved step trains nothing: the adapter is the restored one.
     restored = train(
-        *_args(shards, cache, tmp_path / "same", "--resume", str(ckpt), "--max_steps", "100")
+        *_synthetic_args(
+            shards, cache, tmp_path / "same", "--resume", str(ckpt), "--max_steps", "100"
+        )
     )
     saved = load_file(ckpt / "adapter" / "adapter_model.safetensors")
     again = load_file(restored / "adapter_model.safetensors")
@@ -278,7 +364,7 @@ def test_resume_continues_at_the_saved_step(trained, shards, cache, tmp_path):
     assert all(torch.equal(saved[k], again[k]) for k in saved)
     run = tmp_path / "more"
     train(
-        *_args(
+        *_synthetic_args(
             shards, cache, run, "--resume", str(ckpt), "--max_steps", "103", "--logging_steps", "1"
         )
     )
@@ -287,7 +373,7 @@ def test_resume_continues_at_the_saved_step(trained, shards, cache, tmp_path):
     state = json.loads((run / "checkpoint-000103" / "trainer_state.json").read_text())
     assert state["step"] == 103 and state["samples_seen"] == 103 * 8
     # auto picks the latest checkpoint of output_dir
-    train(*_args(shards, cache, run, "--resume", "auto", "--max_steps", "104"))
+    train(*_synthetic_args(shards, cache, run, "--resume", "auto", "--max_steps", "104"))
     assert json.loads((latest_checkpoint(run) / "trainer_state.json").read_text())["step"] == 104
 
 
@@ -319,6 +405,8 @@ def test_qlora_trains_on_cpu(shards, cache, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
     assert (final / "adapter_model.safetensors").is_file()
+    # The hand-drawn fixture shards hold no render parameters: no render.json, a warning.
+    assert not (final / "render.json").exists()
 
 
 @pytest.mark.slow

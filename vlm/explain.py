@@ -234,7 +234,11 @@ def occlude(pixels: np.ndarray, spec, channel: int, col_first: int, col_stop: in
     from engine.raster.layout import layout_for, strip_rows
 
     arr = np.asarray(pixels)
-    if arr.dtype != np.uint8 or arr.shape[:2] != (spec.height, spec.width) or arr.ndim not in (2, 3):
+    if (
+        arr.dtype != np.uint8
+        or arr.shape[:2] != (spec.height, spec.width)
+        or arr.ndim not in (2, 3)
+    ):
         raise ModelError(f"image {arr.dtype} {arr.shape} is not a uint8 {spec.height}x{spec.width} "
                          "render of this spec")  # fmt: skip
     if not 0 <= channel < spec.channels:
@@ -369,8 +373,13 @@ def occlusion_attribution(
     )  # fmt: skip
 
 
-def patches_to_image(values: np.ndarray, grid_thw: Sequence[int], patch_size: int = 14,
-                     temporal_patch_size: int = 2, merge_size: int = 2) -> np.ndarray:
+def patches_to_image(
+    values: np.ndarray,
+    grid_thw: Sequence[int],
+    patch_size: int = 14,
+    temporal_patch_size: int = 2,
+    merge_size: int = 2,
+) -> np.ndarray:
     """Undo Qwen2-VL's patch flattening: ``(t*h*w, C*T*P*P)`` -> ``(t*T, C, h*P, w*P)``.
 
     The processor orders patches as ``(t, h/m, w/m, m, m)`` (2 x 2 merge blocks together)
@@ -768,7 +777,9 @@ def channel_importance(
     question = config.question()
     drops, predicted, true = [], [], []
     for pixels, stage in items:
-        variants = [pixels] + [occlude(pixels, spec, c, 0, spec.width) for c in range(spec.channels)]
+        variants = [pixels] + [
+            occlude(pixels, spec, c, 0, spec.width) for c in range(spec.channels)
+        ]
         probs = score_candidates(model, processor, model_images(np.stack(variants), config),
                                  [question] * len(variants), STAGE_NAMES, batch_size)  # fmt: skip
         k = int(probs[0].argmax())
@@ -818,8 +829,9 @@ def plot_importance(result: ChannelImportance, path: str | os.PathLike) -> Path:
 # ----------------------------------------------------------------------------------------
 # Pointing game
 # ----------------------------------------------------------------------------------------
-def event_boxes(events: Any, channel_labels: Sequence[str], grid: ImageGrid,
-                kinds: Iterable[str] | None = None) -> list[tuple[int, int, int]]:
+def event_boxes(
+    events: Any, channel_labels: Sequence[str], grid: ImageGrid, kinds: Iterable[str] | None = None
+) -> list[tuple[int, int, int]]:
     """Image boxes ``(strip, col_first, col_stop)`` of events drawn on one of the strips.
 
     An event's ``channel`` (labels joined by ``/``) and, for planted events, ``channels``
@@ -848,8 +860,9 @@ def _box_mask(boxes: Sequence[tuple[int, int, int]], grid: ImageGrid) -> np.ndar
     return mask
 
 
-def energy_in_boxes(image_map: np.ndarray, boxes: Sequence[tuple[int, int, int]],
-                    grid: ImageGrid) -> float:
+def energy_in_boxes(
+    image_map: np.ndarray, boxes: Sequence[tuple[int, int, int]], grid: ImageGrid
+) -> float:
     """Share of the map's positive mass inside the union of the boxes (NaN if no mass)."""
     positive = np.clip(np.nan_to_num(np.asarray(image_map, dtype=np.float64)), 0.0, None)
     total = positive.sum()
@@ -862,13 +875,21 @@ def _peak_cell_mask(image_map: np.ndarray, grid: ImageGrid) -> np.ndarray:
     cells = grid.cell_means(np.asarray(image_map, dtype=np.float64))
     row, col = np.unravel_index(int(np.argmax(cells)), cells.shape)
     mask = np.zeros((grid.height, grid.width), dtype=bool)
-    mask[grid.row_first[row] : grid.row_last[row] + 1, grid.col_first[col] : grid.col_stop[col]] = True
+    mask[grid.row_first[row] : grid.row_last[row] + 1, grid.col_first[col] : grid.col_stop[col]] = (
+        True
+    )
     return mask
 
 
-def chance_energy(image_map: np.ndarray, boxes: Sequence[tuple[int, int, int]], grid: ImageGrid,
-                  rng: np.random.Generator, *, same_strip: bool = True,
-                  draws: int = _CHANCE_DRAWS) -> tuple[float, float]:
+def chance_energy(
+    image_map: np.ndarray,
+    boxes: Sequence[tuple[int, int, int]],
+    grid: ImageGrid,
+    rng: np.random.Generator,
+    *,
+    same_strip: bool = True,
+    draws: int = _CHANCE_DRAWS,
+) -> tuple[float, float]:
     """Energy and pointing-game hit rate of the same boxes placed at random.
 
     Each box keeps its width and moves to a uniformly random time (and, with
@@ -888,7 +909,9 @@ def chance_energy(image_map: np.ndarray, boxes: Sequence[tuple[int, int, int]], 
         for strip, first, stop in boxes:
             span = stop - first
             start = int(rng.integers(0, grid.width - span + 1))
-            moved.append((strip if same_strip else int(rng.integers(0, n_strips)), start, start + span))
+            moved.append(
+                (strip if same_strip else int(rng.integers(0, n_strips)), start, start + span)
+            )
         energies.append(energy_in_boxes(image_map, moved, grid))
         hits.append(bool((_box_mask(moved, grid) & peak).any()))
     energy = float(np.nanmean(energies)) if np.isfinite(energies).any() else float("nan")
@@ -945,8 +968,17 @@ def pointing_game(
         boxes = event_boxes(events_of(position), labels, grid, STAGE_EVENT_KINDS[name])
         if not boxes:
             continue
-        _, attributions = explain_epoch(model, processor, source, config, int(position), methods,
-                                        window_s=window_s, target=stage, batch_size=batch_size)
+        _, attributions = explain_epoch(
+            model,
+            processor,
+            source,
+            config,
+            int(position),
+            methods,
+            window_s=window_s,
+            target=stage,
+            batch_size=batch_size,
+        )
         for attr in attributions:
             record = {"epoch": int(position), "stage": name, "method": attr.method,
                       "predicted": attr.predicted, "boxes": len(boxes),
@@ -954,11 +986,21 @@ def pointing_game(
                       "energy": energy_in_boxes(attr.image_map, boxes, grid),
                       "hit": bool((_box_mask(boxes, grid) & _peak_cell_mask(attr.image_map, grid)).any())}  # fmt: skip
             record["chance_time"], record["hit_chance_time"] = chance_energy(
-                attr.image_map, boxes, grid, rng, same_strip=True)
+                attr.image_map, boxes, grid, rng, same_strip=True
+            )
             record["chance_any"], record["hit_chance_any"] = chance_energy(
-                attr.image_map, boxes, grid, rng, same_strip=False)
+                attr.image_map, boxes, grid, rng, same_strip=False
+            )
             epochs.append(record)
-    keys = ("energy", "chance_time", "chance_any", "hit", "hit_chance_time", "hit_chance_any", "area")
+    keys = (
+        "energy",
+        "chance_time",
+        "chance_any",
+        "hit",
+        "hit_chance_time",
+        "hit_chance_any",
+        "area",
+    )
     per_stage: dict[str, dict[str, Any]] = {}
     for method in methods:
         per_stage[method] = {}
@@ -1124,8 +1166,9 @@ def planted_events(events_json: str | os.PathLike) -> tuple[list[dict], list[int
         raise DatasetError(f"{path}: not a psgvlm synth events file ({err})") from None
 
 
-def _planted_of(events: list[dict], onsets: np.ndarray,
-                epoch_length: float) -> Callable[[int], list[dict]]:
+def _planted_of(
+    events: list[dict], onsets: np.ndarray, epoch_length: float
+) -> Callable[[int], list[dict]]:
     starts = np.array([float(e["start"]) for e in events])
     ends = np.array([float(e["end"]) for e in events])
 
@@ -1139,7 +1182,9 @@ def _planted_of(events: list[dict], onsets: np.ndarray,
     return of
 
 
-def detected_events(source, position: int, extra: Mapping[str, np.ndarray] | None = None) -> list[dict]:
+def detected_events(
+    source, position: int, extra: Mapping[str, np.ndarray] | None = None
+) -> list[dict]:
     """Events :func:`engine.features.epoch_features` detects in one epoch's drawn channels.
 
     Only rows (and extra signals) with samples are analysed, over their common finite span
@@ -1191,7 +1236,9 @@ def _scored_positions(source, epochs: str | None, per_stage: int | None, seed: i
         for k in range(len(STAGE_NAMES)):
             of_stage = positions[stages[positions] == k]
             if of_stage.size:
-                chosen.append(rng.choice(of_stage, size=min(per_stage, of_stage.size), replace=False))
+                chosen.append(
+                    rng.choice(of_stage, size=min(per_stage, of_stage.size), replace=False)
+                )
         positions = np.sort(np.concatenate(chosen)) if chosen else positions[:0]
     return positions
 
@@ -1207,14 +1254,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(--channel-importance)")  # fmt: skip
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--epoch", help="explain this epoch (0-based; several: 12,40,97)")
-    mode.add_argument("--channel-importance", action="store_true",
-                      help="occlude whole strips over many epochs; table + plot per stage")
-    mode.add_argument("--pointing-game", action="store_true",
-                      help="attribution on planted/detected events vs random boxes")
+    mode.add_argument(
+        "--channel-importance",
+        action="store_true",
+        help="occlude whole strips over many epochs; table + plot per stage",
+    )
+    mode.add_argument(
+        "--pointing-game",
+        action="store_true",
+        help="attribution on planted/detected events vs random boxes",
+    )
     add_model_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("explain"), help="output directory")
-    parser.add_argument("--method", default="occlusion,gradxinput",
-                        help=f"comma-separated attribution methods: {', '.join(METHODS)}")
+    parser.add_argument(
+        "--method",
+        default="occlusion,gradxinput",
+        help=f"comma-separated attribution methods: {', '.join(METHODS)}",
+    )
     parser.add_argument("--window", type=float, default=3.0, help="occlusion window (s)")
     parser.add_argument("--target", help="stage to explain (default: the predicted one)")
     parser.add_argument("--epochs", metavar="START:STOP", help="epochs for the aggregate modes")
@@ -1329,6 +1385,7 @@ def _run_pointing(args, model, processor, config, source, extra) -> int:
         events_of = _planted_of(events, np.asarray(source.hypnogram.onsets), source.epoch_length)
         kind = f"planted events ({events_path.name})"
     else:
+
         def events_of(position: int) -> list[dict]:
             return detected_events(source, position, extra)
 

@@ -178,7 +178,11 @@ def _fmt(metrics: dict[str, Any] | None, key: str) -> str:
     if not metrics or key not in metrics:
         return "—"
     value = metrics[key]
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.3f}"
+    )
 
 
 def robustness_markdown(results: list[dict[str, Any]], title: str = "Robustness") -> str:
@@ -274,8 +278,12 @@ def run_perturbed(args: argparse.Namespace) -> int:
         setup = find_render_setup(args.adapter)
     else:
         raise ModelError("--perturb without --adapter needs --render-from SHARDS")
-    model = StagingModel(args.model, args.adapter, setup,
-                         Path(args.adapter).resolve().parent.name if args.adapter else "zero-shot")
+    model = StagingModel(
+        args.model,
+        args.adapter,
+        setup,
+        Path(args.adapter).resolve().parent.name if args.adapter else "zero-shot",
+    )
     if args.peers is None:
         import importlib.util
 

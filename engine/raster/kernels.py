@@ -60,8 +60,7 @@ _FX_SHIFT = 8
 _FX_ONE = 1 << _FX_SHIFT
 _FX_HALF = _FX_ONE >> 1
 _EMPTY = 1 << 40
-_NO_LIMIT = float("inf")
-_ROWS_PER_PASS = 8
+_INF = float("inf")
 
 
 @functools.lru_cache(maxsize=64)
@@ -104,6 +103,8 @@ class Pieces(NamedTuple):
 
     sample_y: object
     edge_y: object
+    search_value: object
+    column_range: object
     column_extent: object
     draw_span: object
 
@@ -163,22 +164,27 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
         return ya + (((yb - ya) * edge_frac) >> _FRAC_SHIFT)
 
     @jit
-    def column_extent(row, start, stop, span, left, right, gain, mid_fx):
-        # Extent of the samples row[start:stop] and of the edge crossings left and right;
-        # top > bottom when empty. sample_y is monotonic (decreasing) in the value, so the
-        # highest and lowest values are found first and mapped once each. Multiplying by
-        # `unit` drops (as NaN) the samples sample_y drops: NaN, and infinities when
-        # gain == 0. The loop runs `span` (the most samples any column holds) times,
-        # repeating the last sample, so that it has no data-dependent branch.
-        unit = np.float32(1.0 if gain > 0 else 0.0)
-        high = np.float32(-_NO_LIMIT)
-        low = np.float32(_NO_LIMIT)
-        if start < stop:
-            last = stop - 1
-            for k in range(span):
-                value = row[min(start + k, last)] * unit
-                high = value if value > high else high
-                low = value if value < low else low
+    def search_value(value, gain):
+        # The value as the extent search compares it: sample_y is monotonic (decreasing)
+        # in the value, so a column's highest and lowest values are found first and mapped
+        # once each. NaN for the samples sample_y drops: NaN, and infinities when gain == 0.
+        return value * np.float32(1.0 if gain > 0 else 0.0)
+
+    @jit
+    def column_range(row, start, stop, gain):
+        # Highest and lowest search value of row[start:stop]; (-inf, inf) when none.
+        high = np.float32(-_INF)
+        low = np.float32(_INF)
+        for i in range(start, stop):
+            value = search_value(row[i], gain)
+            high = value if value > high else high
+            low = value if value < low else low
+        return high, low
+
+    @jit
+    def column_extent(high, low, left, right, gain, mid_fx):
+        # Rows of a column's highest and lowest value joined to its edge crossings left and
+        # right; top > bottom when empty.
         top = _EMPTY
         bottom = -_EMPTY
         if high >= low:
@@ -214,22 +220,24 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
         @jit
         def ink_pixel(page, index, shades, level):
             for p in range(3):
-                page[index + p] = min(page[index + p], shades[level, p])
+                value = shades[level, p]
+                if value < page[index + p]:
+                    page[index + p] = value
 
     else:
 
         @jit
         def ink_pixel(page, index, shades, level):
-            page[index] = min(page[index], shades[level, 0])
+            value = shades[level, 0]
+            if value < page[index]:
+                page[index] = value
 
     planes = 3 if color else 1
 
     @jit
     def draw_span(page, width, column, top, bottom, first_row, last_row, half_width, levels,
                   shades):  # fmt: skip
-        # Ink rows first_row..last_row of the column over [top - hw, bottom + hw). Rows go
-        # in passes of _ROWS_PER_PASS with no data-dependent branch: a row past the span
-        # repeats the span's last row at level 0 (white, which `min` leaves unchanged).
+        # Ink rows first_row..last_row of the column over [top - hw, bottom + hw).
         upper = top - half_width
         lower = bottom + half_width
         shortfall = min_extent - (lower - upper)
@@ -238,13 +246,31 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
             lower += shortfall - (shortfall >> 1)
         row_start = max(first_row, upper >> _FX_SHIFT)
         row_stop = min(last_row, (lower - 1) >> _FX_SHIFT)
-        for pass_start in range(row_start, row_stop + 1, _ROWS_PER_PASS):
-            for k in range(_ROWS_PER_PASS):
-                row = pass_start + k
-                level = row_level(row, upper, lower, levels) if row <= row_stop else 0
-                ink_pixel(page, (min(row, row_stop) * width + column) * planes, shades, level)
+        if row_start > row_stop:
+            return
+        stride = width * planes
+        # End rows may be partly covered; the rows between them are fully covered.
+        index = (row_start * width + column) * planes
+        level = row_level(row_start, upper, lower, levels)
+        if level > 0:
+            ink_pixel(page, index, shades, level)
+        for _ in range(row_start + 1, row_stop):
+            index += stride
+            ink_pixel(page, index, shades, levels)
+        if row_stop > row_start:
+            level = row_level(row_stop, upper, lower, levels)
+            if level > 0:
+                ink_pixel(page, index + stride, shades, level)
 
-    return Pieces(sample_y, edge_y, column_extent, draw_span)
+    return Pieces(sample_y, edge_y, search_value, column_range, column_extent, draw_span)
+
+
+@ngjit
+def _log2_floor(count):
+    level = 0
+    while (2 << level) <= count:
+        level += 1
+    return level
 
 
 @functools.cache
@@ -255,9 +281,14 @@ def build_render_kernels(antialias: bool, color: bool):
     last_row, shades, half_width, levels)``: ``signals`` float32 ``(N, C, S)``, ``blank``
     the background flattened to uint8 ``(H * W * P,)``, ``pages`` the output as uint8
     ``(N, H * W * P)``, ``first``/``frac`` from :func:`column_edges`, ``span`` from
-    :func:`column_span`, the rest from
-    :class:`~engine.raster.layout.Layout`. Pixels combine by ``min``, so the two loop
-    orders give the same bytes.
+    :func:`column_span`, the rest from :class:`~engine.raster.layout.Layout`. Pixels
+    combine by ``min``, so the two loop orders give the same bytes.
+
+    The drivers share every drawing function and differ only in how they find a column's
+    highest and lowest value (``Pieces.column_range``): each CUDA thread loops over its
+    column's samples; the CPU kernel builds, per channel, range-maximum and -minimum tables
+    (``table[k, i]``: extreme of the ``2**k`` search values from ``i``, in vectorisable
+    passes) and reads any column's extremes from two overlapping entries.
 
     Returns
     -------
@@ -270,19 +301,58 @@ def build_render_kernels(antialias: bool, color: bool):
     """
     cpu = build_pieces("cpu", antialias, color)
     gpu = build_pieces("cuda", antialias, color)
-    cpu_edge, cpu_extent, cpu_draw = cpu.edge_y, cpu.column_extent, cpu.draw_span
-    gpu_edge, gpu_extent, gpu_draw = gpu.edge_y, gpu.column_extent, gpu.draw_span
+    cpu_edge, cpu_search, cpu_extent, cpu_draw = (
+        cpu.edge_y, cpu.search_value, cpu.column_extent, cpu.draw_span
+    )  # fmt: skip
+    gpu_edge, gpu_range, gpu_extent, gpu_draw = (
+        gpu.edge_y, gpu.column_range, gpu.column_extent, gpu.draw_span
+    )  # fmt: skip
     planes = 3 if color else 1
+
+    @ngjit
+    def fill_range_tables(row, gain, high, low):
+        # high[k, i] / low[k, i]: extremes of the search values of row[i : i + 2**k]
+        # (-inf / inf for NaN, which the extent search skips).
+        for i in range(row.shape[0]):
+            value = cpu_search(row[i], gain)
+            high[0, i] = value if value == value else -_INF
+            low[0, i] = value if value == value else _INF
+        for k in range(1, high.shape[0]):
+            half = 1 << (k - 1)
+            for i in range(row.shape[0] - 2 * half + 1):
+                a = high[k - 1, i]
+                b = high[k - 1, i + half]
+                high[k, i] = a if a > b else b
+                a = low[k - 1, i]
+                b = low[k - 1, i + half]
+                low[k, i] = a if a < b else b
+
+    @ngjit
+    def table_range(high, low, start, stop):
+        # Column extremes from two (overlapping) table entries covering start:stop.
+        if stop <= start:
+            return np.float32(-_INF), np.float32(_INF)
+        k = _log2_floor(stop - start)
+        other = stop - (1 << k)
+        a = high[k, start]
+        b = high[k, other]
+        c = low[k, start]
+        d = low[k, other]
+        return (a if a > b else b), (c if c < d else d)
 
     @numba.njit(parallel=True, nogil=True, cache=True)
     def render_cpu(
         signals, blank, pages, width, first, frac, span, gain, mid_fx, first_row, last_row,
         shades, half_width, levels,
     ):  # fmt: skip
+        depth = _log2_floor(max(span, 1)) + 1
         for n in numba.prange(signals.shape[0]):
             page = pages[n]
             for index in range(blank.shape[0]):  # compiles to memcpy (page[:] = blank: no)
                 page[index] = blank[index]
+            tables = np.empty((2, depth, signals.shape[2]), np.float32)
+            high = tables[0]
+            low = tables[1]
             for c in range(signals.shape[1]):
                 row = signals[n, c]
                 channel_gain = gain[c]
@@ -290,13 +360,14 @@ def build_render_kernels(antialias: bool, color: bool):
                 channel_first = first_row[c]
                 channel_last = last_row[c]
                 channel_shades = shades[c]
+                fill_range_tables(row, channel_gain, high, low)
                 left = cpu_edge(row, first, frac, 0, channel_gain, channel_mid)
                 for column in range(width):
                     right = cpu_edge(row, first, frac, column + 1, channel_gain, channel_mid)
+                    value_high, value_low = table_range(high, low, first[column], first[column + 1])
                     top, bottom = cpu_extent(
-                        row, first[column], first[column + 1], span, left, right, channel_gain,
-                        channel_mid,
-                    )  # fmt: skip
+                        value_high, value_low, left, right, channel_gain, channel_mid
+                    )
                     if top <= bottom:
                         cpu_draw(
                             page, width, column, top, bottom, channel_first, channel_last,
@@ -319,9 +390,8 @@ def build_render_kernels(antialias: bool, color: bool):
                 row = signals[n, c]
                 left = gpu_edge(row, first, frac, column, gain[c], mid_fx[c])
                 right = gpu_edge(row, first, frac, column + 1, gain[c], mid_fx[c])
-                top, bottom = gpu_extent(
-                    row, first[column], first[column + 1], span, left, right, gain[c], mid_fx[c]
-                )
+                high, low = gpu_range(row, first[column], first[column + 1], gain[c])
+                top, bottom = gpu_extent(high, low, left, right, gain[c], mid_fx[c])
                 if top <= bottom:
                     gpu_draw(
                         page, width, column, top, bottom, first_row[c], last_row[c], half_width,
