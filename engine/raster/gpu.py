@@ -15,7 +15,7 @@ import numpy as np
 from numba import cuda
 
 from ..errors import RenderError
-from .kernels import build_render_kernels, column_edges, column_span
+from .kernels import build_render_kernels, column_edges
 from .layout import RenderSpec, layout_for
 
 try:
@@ -127,12 +127,11 @@ def render_cuda(signals, spec: RenderSpec):
         out = cp.empty(shape, np.uint8) if cp is not None else cuda.device_array(shape, np.uint8)
         arrays = _device_arrays(spec, signals.shape[2])
     if n_epochs:
-        blank, first, frac, *channel_tables = arrays
+        blank, *tables = arrays
         blocks = (n_epochs, -(-spec.width // THREADS_PER_BLOCK))
         render_kernel[blocks, (1, THREADS_PER_BLOCK)](
-            signals, blank, out.reshape(n_epochs, blank.shape[0]), spec.width, first, frac,
-            column_span(signals.shape[2], spec.width), *channel_tables, layout.half_width_fx,
-            layout.levels,
+            signals, blank, out.reshape(n_epochs, blank.shape[0]), spec.width, *tables,
+            layout.half_width_fx, layout.levels,
         )  # fmt: skip
     return out if spec.color else out.reshape(out.shape[:3])
 

@@ -40,7 +40,6 @@ from numba import cuda
 __all__ = [
     "ngjit",
     "column_edges",
-    "column_span",
     "Pieces",
     "build_pieces",
     "build_render_kernels",
@@ -91,19 +90,11 @@ def column_edges(n_samples: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return first, frac
 
 
-@functools.lru_cache(maxsize=64)
-def column_span(n_samples: int, width: int) -> int:
-    """The most samples any pixel column holds (see :func:`column_edges`)."""
-    first, _ = column_edges(n_samples, width)
-    return int(np.diff(first).max())
-
-
 class Pieces(NamedTuple):
     """The drawing functions compiled for one target."""
 
     sample_y: object
     edge_y: object
-    search_value: object
     column_range: object
     column_extent: object
     draw_span: object
@@ -164,19 +155,17 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
         return ya + (((yb - ya) * edge_frac) >> _FRAC_SHIFT)
 
     @jit
-    def search_value(value, gain):
-        # The value as the extent search compares it: sample_y is monotonic (decreasing)
-        # in the value, so a column's highest and lowest values are found first and mapped
-        # once each. NaN for the samples sample_y drops: NaN, and infinities when gain == 0.
-        return value * np.float32(1.0 if gain > 0 else 0.0)
-
-    @jit
     def column_range(row, start, stop, gain):
-        # Highest and lowest search value of row[start:stop]; (-inf, inf) when none.
+        # Highest and lowest value of row[start:stop], as (-inf, inf) when there is none.
+        # sample_y is monotonic (decreasing) in the value, so the column's extremes are
+        # found first and mapped once each. Multiplying by `unit` turns the samples that
+        # sample_y drops (NaN, and infinities when gain == 0) into NaN, which no
+        # comparison picks.
+        unit = np.float32(1.0 if gain > 0 else 0.0)
         high = np.float32(-_INF)
         low = np.float32(_INF)
         for i in range(start, stop):
-            value = search_value(row[i], gain)
+            value = row[i] * unit
             high = value if value > high else high
             low = value if value < low else low
         return high, low
@@ -262,33 +251,19 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
             if level > 0:
                 ink_pixel(page, index + stride, shades, level)
 
-    return Pieces(sample_y, edge_y, search_value, column_range, column_extent, draw_span)
-
-
-@ngjit
-def _log2_floor(count):
-    level = 0
-    while (2 << level) <= count:
-        level += 1
-    return level
+    return Pieces(sample_y, edge_y, column_range, column_extent, draw_span)
 
 
 @functools.cache
 def build_render_kernels(antialias: bool, color: bool):
     """Build the CPU and the CUDA render kernel from the same drawing functions.
 
-    Both take ``(signals, blank, pages, width, first, frac, span, gain, mid_fx, first_row,
+    Both take ``(signals, blank, pages, width, first, frac, gain, mid_fx, first_row,
     last_row, shades, half_width, levels)``: ``signals`` float32 ``(N, C, S)``, ``blank``
     the background flattened to uint8 ``(H * W * P,)``, ``pages`` the output as uint8
-    ``(N, H * W * P)``, ``first``/``frac`` from :func:`column_edges`, ``span`` from
-    :func:`column_span`, the rest from :class:`~engine.raster.layout.Layout`. Pixels
-    combine by ``min``, so the two loop orders give the same bytes.
-
-    The drivers share every drawing function and differ only in how they find a column's
-    highest and lowest value (``Pieces.column_range``): each CUDA thread loops over its
-    column's samples; the CPU kernel builds, per channel, range-maximum and -minimum tables
-    (``table[k, i]``: extreme of the ``2**k`` search values from ``i``, in vectorisable
-    passes) and reads any column's extremes from two overlapping entries.
+    ``(N, H * W * P)``, ``first``/``frac`` from :func:`column_edges`, the rest from
+    :class:`~engine.raster.layout.Layout`. Pixels combine by ``min``, so the two loop
+    orders give the same bytes.
 
     Returns
     -------
@@ -301,58 +276,23 @@ def build_render_kernels(antialias: bool, color: bool):
     """
     cpu = build_pieces("cpu", antialias, color)
     gpu = build_pieces("cuda", antialias, color)
-    cpu_edge, cpu_search, cpu_extent, cpu_draw = (
-        cpu.edge_y, cpu.search_value, cpu.column_extent, cpu.draw_span
+    cpu_edge, cpu_range, cpu_extent, cpu_draw = (
+        cpu.edge_y, cpu.column_range, cpu.column_extent, cpu.draw_span
     )  # fmt: skip
     gpu_edge, gpu_range, gpu_extent, gpu_draw = (
         gpu.edge_y, gpu.column_range, gpu.column_extent, gpu.draw_span
     )  # fmt: skip
     planes = 3 if color else 1
 
-    @ngjit
-    def fill_range_tables(row, gain, high, low):
-        # high[k, i] / low[k, i]: extremes of the search values of row[i : i + 2**k]
-        # (-inf / inf for NaN, which the extent search skips).
-        for i in range(row.shape[0]):
-            value = cpu_search(row[i], gain)
-            high[0, i] = value if value == value else -_INF
-            low[0, i] = value if value == value else _INF
-        for k in range(1, high.shape[0]):
-            half = 1 << (k - 1)
-            for i in range(row.shape[0] - 2 * half + 1):
-                a = high[k - 1, i]
-                b = high[k - 1, i + half]
-                high[k, i] = a if a > b else b
-                a = low[k - 1, i]
-                b = low[k - 1, i + half]
-                low[k, i] = a if a < b else b
-
-    @ngjit
-    def table_range(high, low, start, stop):
-        # Column extremes from two (overlapping) table entries covering start:stop.
-        if stop <= start:
-            return np.float32(-_INF), np.float32(_INF)
-        k = _log2_floor(stop - start)
-        other = stop - (1 << k)
-        a = high[k, start]
-        b = high[k, other]
-        c = low[k, start]
-        d = low[k, other]
-        return (a if a > b else b), (c if c < d else d)
-
     @numba.njit(parallel=True, nogil=True, cache=True)
     def render_cpu(
-        signals, blank, pages, width, first, frac, span, gain, mid_fx, first_row, last_row,
-        shades, half_width, levels,
+        signals, blank, pages, width, first, frac, gain, mid_fx, first_row, last_row, shades,
+        half_width, levels,
     ):  # fmt: skip
-        depth = _log2_floor(max(span, 1)) + 1
         for n in numba.prange(signals.shape[0]):
             page = pages[n]
             for index in range(blank.shape[0]):  # compiles to memcpy (page[:] = blank: no)
                 page[index] = blank[index]
-            tables = np.empty((2, depth, signals.shape[2]), np.float32)
-            high = tables[0]
-            low = tables[1]
             for c in range(signals.shape[1]):
                 row = signals[n, c]
                 channel_gain = gain[c]
@@ -360,14 +300,11 @@ def build_render_kernels(antialias: bool, color: bool):
                 channel_first = first_row[c]
                 channel_last = last_row[c]
                 channel_shades = shades[c]
-                fill_range_tables(row, channel_gain, high, low)
                 left = cpu_edge(row, first, frac, 0, channel_gain, channel_mid)
                 for column in range(width):
                     right = cpu_edge(row, first, frac, column + 1, channel_gain, channel_mid)
-                    value_high, value_low = table_range(high, low, first[column], first[column + 1])
-                    top, bottom = cpu_extent(
-                        value_high, value_low, left, right, channel_gain, channel_mid
-                    )
+                    high, low = cpu_range(row, first[column], first[column + 1], channel_gain)
+                    top, bottom = cpu_extent(high, low, left, right, channel_gain, channel_mid)
                     if top <= bottom:
                         cpu_draw(
                             page, width, column, top, bottom, channel_first, channel_last,
@@ -377,8 +314,8 @@ def build_render_kernels(antialias: bool, color: bool):
 
     @cuda.jit
     def render_cuda(
-        signals, blank, pages, width, first, frac, span, gain, mid_fx, first_row, last_row,
-        shades, half_width, levels,
+        signals, blank, pages, width, first, frac, gain, mid_fx, first_row, last_row, shades,
+        half_width, levels,
     ):  # fmt: skip
         n, column = cuda.grid(2)
         if n < pages.shape[0] and column < width:
