@@ -24,7 +24,7 @@ core" figures run in one thread (``numba.set_num_threads(1)``, a one-thread enco
 included), sampled by :class:`bench.report.PeakRSS`.
 
 End-to-end runs are slow to repeat (a process pool starts fresh workers, which import and
-JIT-compile on every call), so they run in the first 2 (quick) or 3 rounds, every worker
+JIT-compile on every call), so they run in the first 2 rounds only, every worker
 count at the first size and the smallest at the others. Their start-up is timed apart (the
 same call on one 2-epoch night per worker) and reported beside the wall-time figures.
 
@@ -97,8 +97,8 @@ MONTAGE_ORDER: tuple[tuple[str, str], ...] = (
 #: cannot make a night of a single epoch for every seed).
 _STARTUP_HOURS = 60.0 / 3600.0
 
-#: Rounds that include the end-to-end runs (quick, full): each spawns fresh workers.
-_E2E_ROUNDS = {True: 2, False: 3}
+#: Rounds that include the end-to-end runs (quick, full): a pool spawns fresh workers each time.
+_E2E_ROUNDS = {True: 2, False: 2}
 
 #: Per-mode defaults: (epochs in memory, rounds, naive epochs, tuned epochs, nights, hours).
 _QUICK = (96, 3, 3, 12, None, 0.25)

@@ -319,6 +319,9 @@ def plot_render(
             ax_scale.axhline(
                 ceilings[group], ls="--", color=colours[group], label=f"encoder ceiling {group}"
             )
+    counts = sorted({w for points in scaling.values() for w, _ in points})
+    if counts:
+        ax_scale.set_xticks(counts)
     ax_scale.set_xlabel("workers")
     ax_scale.set_ylabel("epochs/s")
     ax_scale.set_ylim(bottom=0)

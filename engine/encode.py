@@ -2,7 +2,8 @@
 
 PNG of grey images whose values all lie on a 2-, 4- or 16-level grey ramp (multiples of
 255, 85 or 17, which the rasterizer keeps to by default) is written at 1, 2 or 4 bits
-per pixel: the rows are packed by a small numba kernel and deflated with zlib-ng
+per pixel: the rows are packed by small numba kernels (table-free and specialised per
+depth) and deflated with zlib-ng
 (``imagecodecs``), which is several times faster and smaller than 8-bit PNG. Other
 images go through ``imagecodecs.png_encode`` (libpng), or Pillow when imagecodecs lacks
 PNG. JPEG uses libjpeg-turbo through imagecodecs (Pillow as fallback).
@@ -66,70 +67,100 @@ def _check_image(img: object) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _depth_table() -> np.ndarray:
-    values = np.arange(256)
-    table = np.full(256, 8, np.uint8)
-    table[values % 17 == 0] = 4
-    table[values % 85 == 0] = 2
-    table[values % 255 == 0] = 1
-    return table
-
-
-#: Smallest grey bit depth that holds each 8-bit value exactly.
-_DEPTH_OF_VALUE = _depth_table()
+#: Inverse modulo 256 of the grey step (``255 // (2**depth - 1)``: 255, 85, 17) of each low
+#: PNG bit depth: ``value * inverse % 256`` is the ``depth``-bit sample code of a value on
+#: that depth's ramp (``value // step``), and at least ``2**depth`` for any other value.
+_STEP_INVERSE = {1: 255, 2: 253, 4: 241}
 
 
 @numba.njit(nogil=True, cache=True)
-def _bit_depth(flat, table):
-    depth = 1
+def _grey_depth(image):
+    # Smallest grey bit depth (1, 2, 4 or 8) that holds every value of a 2-D uint8 image:
+    # the largest code at each depth, in one pass of uint8 arithmetic that vectorises.
+    flat = image.ravel()
+    worst1 = worst2 = worst4 = np.uint8(0)
     for i in range(flat.size):
-        needed = table[flat[i]]
-        if needed > depth:
-            if needed == 8:
-                return 8
-            depth = needed
-    return depth
+        value = flat[i]
+        worst1 = max(worst1, np.uint8(value * np.uint8(255)))
+        worst2 = max(worst2, np.uint8(value * np.uint8(253)))
+        worst4 = max(worst4, np.uint8(value * np.uint8(241)))
+    if worst1 <= 1:
+        return 1
+    if worst2 <= 3:
+        return 2
+    return 4 if worst4 <= 15 else 8
 
 
 def png_bit_depth(img: np.ndarray) -> int:
     """Smallest PNG grey bit depth (1, 2, 4 or 8) that holds a uint8 grey image exactly."""
-    return int(_bit_depth(np.ascontiguousarray(img).reshape(-1), _DEPTH_OF_VALUE))
+    return int(_grey_depth(np.ascontiguousarray(img)))
 
 
-def _code_table() -> np.ndarray:
-    codes = np.zeros((5, 256), np.uint8)
-    for depth in (1, 2, 4):
-        codes[depth] = np.arange(256) // (255 // ((1 << depth) - 1))
-    return codes
+def _row_packer(depth: int):
+    """A numba kernel writing the PNG scanlines of a grey image at ``depth`` bits.
+
+    ``pack(image, rows)`` fills ``rows`` (``H, 1 + ceil(W * depth / 8)``) with filter byte
+    2 ("Up": each byte minus the byte above, which suits mostly blank line drawings) and
+    the filtered packed samples. ``depth`` is a constant of the kernel, so the samples of a
+    byte are packed by straight-line code.
+    """
+    per_byte = 8 // depth
+    inverse = _STEP_INVERSE[depth]
+
+    @numba.njit(nogil=True, cache=True)
+    def pack(image, rows):
+        height, width = image.shape
+        whole = width // per_byte
+        for r in range(height):
+            pixels = image[r]
+            out = rows[r]
+            out[0] = 2  # PNG filter type Up
+            for b in range(whole):
+                packed = 0
+                for k in range(per_byte):
+                    packed = (packed << depth) | ((pixels[b * per_byte + k] * inverse) & 255)
+                out[b + 1] = packed
+            if whole < rows.shape[1] - 1:  # last byte, padded with zero samples
+                packed = 0
+                for k in range(per_byte):
+                    x = whole * per_byte + k
+                    packed = (packed << depth) | (((pixels[x] * inverse) & 255) if x < width else 0)
+                out[whole + 1] = packed
+        for r in range(height - 1, 0, -1):  # Up filter, bottom row first
+            out = rows[r]
+            above = rows[r - 1]
+            for b in range(1, rows.shape[1]):
+                out[b] = out[b] - above[b]
+
+    return pack
 
 
-#: 8-bit value -> sample code at 1, 2 and 4 bits (row index = depth).
-_CODES = _code_table()
+_PACK_1, _PACK_2, _PACK_4 = (_row_packer(depth) for depth in (1, 2, 4))
+
+
+def _row_bytes(width: int, depth: int) -> int:
+    return 1 + (width * depth + 7) // 8
 
 
 @numba.njit(nogil=True, cache=True)
-def _pack_rows(img, depth, codes, out):
-    """PNG scanlines of ``img`` at ``depth`` bits into ``out`` (``H, 1 + row bytes``).
-
-    ``codes`` maps 8-bit values to ``depth``-bit samples. Filter "Up" (byte minus the
-    byte above), which suits mostly-blank line drawings.
-    """
-    height, width = img.shape
-    per_byte = 8 // depth
-    n_bytes = out.shape[1] - 1
-    padded = np.zeros(n_bytes * per_byte, np.uint8)
-    previous = np.zeros(n_bytes, np.uint8)
-    for r in range(height):
-        for x in range(width):
-            padded[x] = codes[img[r, x]]
-        out[r, 0] = 2  # PNG filter type Up
-        for b in range(n_bytes):
-            packed = 0
-            base = b * per_byte
-            for k in range(per_byte):
-                packed = (packed << depth) | padded[base + k]
-            out[r, b + 1] = np.uint8(packed - previous[b])
-            previous[b] = packed
+def _pack_batch(images, rows, row_bytes):
+    # Bit depth of each grey image (N, H, W) and, below 8 bits, its filtered scanlines at
+    # the start of rows[n] (row_bytes[depth] bytes a row). Returns the depths.
+    count, height, _ = images.shape
+    depths = np.empty(count, np.int64)
+    for n in range(count):
+        image = images[n]
+        depth = _grey_depth(image)
+        depths[n] = depth
+        if depth < 8:
+            scanlines = rows[n, : height * row_bytes[depth]].reshape((height, row_bytes[depth]))
+            if depth == 1:
+                _PACK_1(image, scanlines)
+            elif depth == 2:
+                _PACK_2(image, scanlines)
+            else:
+                _PACK_4(image, scanlines)
+    return depths
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
@@ -145,26 +176,19 @@ def _deflate(data: np.ndarray, level: int) -> bytes:
     return zlib.compress(data.tobytes(), level)
 
 
-def _low_depth_png(img: np.ndarray, depth: int, level: int) -> bytes:
-    height, width = img.shape
-    rows = np.empty((height, 1 + (width * depth + 7) // 8), np.uint8)
-    _pack_rows(img, depth, _CODES[depth], rows)
+def _low_depth_png(scanlines: np.ndarray, width: int, height: int, depth: int, level: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
     return b"".join(
         (
             _PNG_SIGNATURE,
             _chunk(b"IHDR", header),
-            _chunk(b"IDAT", _deflate(rows, level)),
+            _chunk(b"IDAT", _deflate(scanlines, level)),
             _chunk(b"IEND", b""),
         )
     )
 
 
-def _encode_png(img: np.ndarray, level: int) -> bytes:
-    if img.ndim == 2:
-        depth = png_bit_depth(img)
-        if depth < 8:
-            return _low_depth_png(img, depth, level)
+def _library_png(img: np.ndarray, level: int) -> bytes:
     if _has("PNG"):
         return imagecodecs.png_encode(img, level=level)
     from PIL import Image
@@ -172,6 +196,27 @@ def _encode_png(img: np.ndarray, level: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(img).save(buffer, format="PNG", compress_level=level)
     return buffer.getvalue()
+
+
+def _grey_pngs(images: np.ndarray, level: int, threads: int) -> list[bytes]:
+    """PNGs of a C-contiguous uint8 grey batch ``(N, H, W)``: every image is measured and
+    packed in one numba call; deflate runs per image, on ``threads`` threads."""
+    _, height, width = images.shape
+    row_bytes = np.array([_row_bytes(width, depth) for depth in range(9)], np.int64)
+    rows = np.empty((len(images), height * row_bytes[4]), np.uint8)
+    depths = _pack_batch(images, rows, row_bytes)
+
+    def one(n: int) -> bytes:
+        depth = int(depths[n])
+        if depth == 8:
+            return _library_png(images[n], level)
+        scanlines = rows[n, : height * row_bytes[depth]]
+        return _low_depth_png(scanlines, width, height, depth, level)
+
+    if threads == 1 or len(images) < 2:
+        return [one(n) for n in range(len(images))]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(one, range(len(images))))
 
 
 def _encode_jpeg(img: np.ndarray, quality: int) -> bytes:
@@ -219,7 +264,9 @@ def encode_image(img: np.ndarray, fmt: str = "png", *, quality: int = 90, level:
     _check_options(quality, level)
     img = _check_image(img)
     if fmt == "png":
-        return _encode_png(img, int(level))
+        if img.ndim == 2:
+            return _grey_pngs(img[None], int(level), 1)[0]
+        return _library_png(img, int(level))
     if fmt == "jpg":
         return _encode_jpeg(img, int(quality))
     buffer = io.BytesIO()
@@ -236,6 +283,9 @@ def encode_batch(
     threads: int = 1,
 ) -> list[bytes]:
     """Encode a batch of images, optionally on a pool of ``threads`` threads.
+
+    A grey uint8 array batch goes to PNG in one pass: every image's bit depth and
+    scanlines come from one numba call, then each is deflated.
 
     Parameters
     ----------
@@ -257,6 +307,15 @@ def encode_batch(
         raise RenderError(f"threads must be a positive integer, got {threads!r}")
     if isinstance(images, np.ndarray) and images.ndim not in (3, 4):
         raise RenderError(f"a batch must be (N, H, W) or (N, H, W, 3), got shape {images.shape}")
+    if (
+        fmt == "png"
+        and isinstance(images, np.ndarray)
+        and images.dtype == np.uint8
+        and (images.ndim == 3 or images.shape[3] == 1)
+    ):
+        return _grey_pngs(
+            np.ascontiguousarray(images.reshape(images.shape[:3])), int(level), int(threads)
+        )
 
     def one(img: np.ndarray) -> bytes:
         return encode_image(img, fmt, quality=quality, level=level)

@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # Real EEG from synthetic training: render synthetic nights (engine.synth) as one central
-# EEG strip, train the tiny Qwen2-VL on them (CPU, one process, one thread), then stage
-# the real, AASM-scored Prerau segment with it, YASA beside it on the same epochs.
+# EEG strip with one neighbouring epoch on each side (context 1), train the tiny Qwen2-VL
+# on them (CPU, one process, one thread, class-weighted loss), then stage the real,
+# AASM-scored Prerau segment with it, YASA beside it on the same epochs. The model's raw
+# per-epoch stages are reported, and beside them the same probabilities decoded by a stage
+# HMM counted on synthetic hypnograms only (psgvlm eval --smooth hmm).
 #
-#   scripts/train_synth_eval_real.sh                 # defaults below; ~25 min on 2 busy cores
-#   PRERAU=/path/to/prerau NIGHTS=12 scripts/train_synth_eval_real.sh
+#   scripts/train_synth_eval_real.sh                 # defaults below; ~40 min on 2 busy cores
+#   PRERAU=/path/to/prerau NIGHTS=12 CONTEXT=1 scripts/train_synth_eval_real.sh
 #
+# The image size comes from the config's image_size (the tiny model is built for it).
 # Outputs under $RUN: nights/ (EDF), shards/, train/ (adapter, log.jsonl), eval/
 # (metrics.json, metrics.md, predictions.csv, confusion*.png), timings.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CONFIG=${CONFIG:-vlm/configs/synth_eeg_only.yaml}
-RUN=${RUN:-out/synth_eeg_only}
+RUN=${RUN:-out/synth_ctx1}
 NIGHTS=${NIGHTS:-12}
 HOURS=${HOURS:-8}
 PRERAU=${PRERAU:-../shared/data/prerau}
+CONTEXT=${CONTEXT:-1}
+SMOOTH=${SMOOTH:-hmm}
+SIZE=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['image_size'])" "$CONFIG")
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 mkdir -p "$RUN"
@@ -35,10 +42,10 @@ if [ ! -f "$RUN/nights/.complete" ]; then
     touch "$RUN/nights/.complete"
 fi
 step render psgvlm render "synthetic:$RUN/nights" --out "$RUN/shards" --montage eeg=C4-M1 \
-    --size 448x112 --split 1,0,0 --workers 2 --no-progress
+    --size "$SIZE" --context "$CONTEXT" --split 1,0,0 --workers 2 --no-progress
 step train accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process 1 \
     --mixed_precision no vlm/train.py --config "$CONFIG" --resume auto \
     --train_shards "$RUN/shards/train-*.tar" --output_dir "$RUN/train"
 step eval psgvlm eval "prerau:$PRERAU" --model tiny:qwen2vl --adapter "$RUN/train/adapter" \
-    --peers yasa --out "$RUN/eval"
+    --peers yasa --smooth "$SMOOTH" --out "$RUN/eval"
 cat "$RUN/eval/metrics.md"

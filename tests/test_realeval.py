@@ -25,6 +25,8 @@ from vlm.realeval import (
     model_windows,
     pick_model,
     read_render_setup,
+    synthetic_stage_hmm,
+    viterbi_stages,
     yasa_stage,
 )
 
@@ -188,7 +190,14 @@ def test_eval_on_a_20s_grid_edf(tiny_model, tmp_path, write_edf):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         metrics, preds = _eval(
-            [str(psg)], tiny_model, tmp_path / "out", "--hypnogram", str(hyp), "--peers"
+            [str(psg)],
+            tiny_model,
+            tmp_path / "out",
+            "--hypnogram",
+            str(hyp),
+            "--peers",
+            "--smooth",
+            "hmm",
         )
     assert metrics["model"]["n"] == 30 and metrics["epoch_lengths"] == ["20"]
     assert [r["true"] for r in preds] == stages
@@ -196,7 +205,10 @@ def test_eval_on_a_20s_grid_edf(tiny_model, tmp_path, write_edf):
     assert metrics["peers"] == {}
     accuracy = np.mean([r["true"] == r["model"] for r in preds])
     assert metrics["model"]["accuracy"] == pytest.approx(accuracy)
-    assert (tmp_path / "out" / "metrics.md").read_text().startswith("# Real recordings")
+    smoothed = np.mean([r["true"] == r["model_hmm"] for r in preds])
+    assert metrics["smoothed"]["model+hmm"]["accuracy"] == pytest.approx(smoothed)
+    report = (tmp_path / "out" / "metrics.md").read_text()
+    assert report.startswith("# Real recordings") and "model+hmm" in report
 
 
 def test_eval_on_prerau_slice_with_yasa_beside(tiny_model, shared_data, tmp_path):
@@ -230,6 +242,33 @@ def test_eval_on_prerau_slice_with_yasa_beside(tiny_model, shared_data, tmp_path
     assert [STAGE_NAMES[s] for s in full.stages[:20]] == [r["yasa"] for r in rows]
     accuracy = float(np.mean(full.stages == hyp.stages))
     assert 0.7 < accuracy < 0.97  # measured peer: 0.868 on the 167 epochs
+
+
+def test_synthetic_stage_hmm_is_a_floored_markov_chain():
+    hmm = synthetic_stage_hmm(nights=4, hours=8.0, floor=0.02)
+    np.testing.assert_allclose(hmm.transition.sum(axis=1), 1.0)
+    np.testing.assert_allclose(hmm.prior.sum(), 1.0)
+    assert hmm.transition.min() >= 0.02 / 5 - 1e-12  # never-seen transitions stay possible
+    assert np.all(np.diag(hmm.transition) > 0.5)  # stages persist from epoch to epoch
+    assert hmm.prior[Stage.N2] == hmm.prior.max()
+    with pytest.raises(DatasetError, match="floor"):
+        synthetic_stage_hmm(nights=1, floor=1.0)
+
+
+def test_viterbi_removes_a_blip_but_keeps_a_sustained_change():
+    hmm = synthetic_stage_hmm(nights=4)
+    n2, rem = np.eye(5)[Stage.N2] * 0.8 + 0.04, np.eye(5)[Stage.R] * 0.8 + 0.04
+    weak_rem = np.array([0.05, 0.05, 0.35, 0.05, 0.5])
+    blip = np.array([n2] * 10 + [weak_rem] + [n2] * 10)
+    assert blip.argmax(axis=1)[10] == Stage.R
+    assert viterbi_stages(blip, hmm).tolist() == [int(Stage.N2)] * 21
+    change = np.array([n2] * 10 + [rem] * 10)
+    assert viterbi_stages(change, hmm).tolist() == [int(Stage.N2)] * 10 + [int(Stage.R)] * 10
+    assert viterbi_stages(np.zeros((0, 5)), hmm).size == 0
+    # The class prior is divided out: a model trained with a uniform prior keeps rare W.
+    wake = np.tile([0.3, 0.1, 0.4, 0.1, 0.1], (6, 1))
+    assert set(viterbi_stages(wake, hmm, class_prior=np.full(5, 0.2)).tolist()) == {2}
+    assert set(viterbi_stages(wake, hmm).tolist()) == {int(Stage.W)}
 
 
 def test_yasa_refuses_low_rates_and_says_why():

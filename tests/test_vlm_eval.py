@@ -78,9 +78,15 @@ def test_scores_are_whole_answer_likelihoods(tiny, shards):
     probs = score_candidates(model, processor, images, prompts, batch_size=2)
     assert probs.shape == (3, 5)
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-9)
-    # Left padding and batching do not change the scores.
+    # Left padding and batching do not change the scores, nor a right-padding tokenizer.
     single = score_candidates(model, processor, images, prompts, batch_size=1)
     np.testing.assert_allclose(single, probs, atol=1e-5)
+    processor.tokenizer.padding_side = "right"
+    try:
+        right = score_candidates(model, processor, images, prompts, batch_size=2)
+    finally:
+        processor.tokenizer.padding_side = "left"
+    np.testing.assert_allclose(right, probs, atol=1e-5)
     # Log-probability ratio N2 : W equals the difference of the full-sequence sums.
     sums = [_answer_logp(model, processor, images[0], prompts[0], cand) for cand in ("W", "N2")]
     assert np.log(probs[0, 2] / probs[0, 0]) == pytest.approx(sums[1] - sums[0], abs=1e-4)

@@ -111,12 +111,16 @@ def score_candidates(
         for lo in range(0, len(images), batch_size):
             chunk = range(lo, min(lo + batch_size, len(images)))
             runs = [(i, k) for i in chunk for k in range(len(plans[prompts[i]][2]))]
+            # Left padding puts every prompt's last token in the last column.
             batch = processor(
                 images=[images[i] for i, _ in runs],
                 text=[plans[prompts[i]][0] for i, _ in runs],
                 padding=True,
+                padding_side="left",
                 return_tensors="pt",
             )
+            if not bool(batch["attention_mask"][:, -1].all()):
+                raise ModelError("the processor did not left-pad the prompts (padding_side)")
             contexts = [plans[prompts[i]][2][k] for i, k in runs]
             width = max(len(c) for c in contexts)
             inputs = _append_context(batch, contexts, width, pad_id)

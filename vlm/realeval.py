@@ -34,6 +34,13 @@ recording and is compared on the same epochs. Its limits, which this module does
 
 Outputs in ``--out``: ``metrics.json`` (per model/peer and per recording), ``metrics.md``
 (side-by-side table), ``predictions.csv`` and ``confusion.png`` (+ ``confusion-yasa.png``).
+
+Post-hoc smoothing (``--smooth hmm``), reported beside the raw per-epoch figures, never
+instead of them: each night's probability vectors are decoded by Viterbi with a stage
+transition matrix counted on :func:`engine.synth.synth_hypnogram` nights only
+(:func:`synthetic_stage_hmm`; nothing is estimated from the evaluated recordings), after
+dividing out the class prior the model was trained with (:func:`training_class_prior`).
+The column is ``model+hmm``; ``predictions.csv`` gains ``model_hmm``.
 """
 
 from __future__ import annotations
@@ -67,6 +74,11 @@ __all__ = [
     "RenderSetup",
     "StagingModel",
     "PeerResult",
+    "SMOOTHERS",
+    "StageHMM",
+    "synthetic_stage_hmm",
+    "training_class_prior",
+    "viterbi_stages",
     "read_render_setup",
     "find_render_setup",
     "available_roles",
@@ -88,6 +100,8 @@ PEERS: tuple[str, ...] = ("yasa",)
 _PRERAU_PREFIX = "prerau:"
 _YASA_MIN_FS = 80.0
 _YASA_EPOCH = 30.0
+#: Post-hoc smoothers of a night's per-epoch probabilities that ``--smooth`` accepts.
+SMOOTHERS: tuple[str, ...] = ("none", "hmm")
 
 
 # ----------------------------------------------------------------------------------------
@@ -573,6 +587,161 @@ def stage_recording(
 
 
 # ----------------------------------------------------------------------------------------
+# Post-hoc smoothing: a stage HMM estimated from synthetic hypnograms only
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StageHMM:
+    """First-order Markov model of the 30-s stage sequence.
+
+    Attributes
+    ----------
+    transition : numpy.ndarray
+        ``(5, 5)`` row-stochastic matrix, ``transition[a, b] = P(next = b | now = a)``.
+    prior : numpy.ndarray
+        ``(5,)`` stage frequencies of the hypnograms it was estimated from (used as the
+        initial distribution: a recording may start anywhere in a night).
+    source : str
+        Where it was estimated from.
+    """
+
+    transition: np.ndarray
+    prior: np.ndarray
+    source: str = ""
+
+
+def synthetic_stage_hmm(
+    nights: int = 200, hours: float = 8.0, seed: int = 100_000, floor: float = 0.02
+) -> StageHMM:
+    """A stage HMM counted on :func:`engine.synth.synth_hypnogram` nights (no real labels).
+
+    Parameters
+    ----------
+    nights : int
+        Synthetic hypnograms to count transitions on (seeds ``seed .. seed + nights - 1``).
+    hours : float
+        Length of each.
+    seed : int
+        First seed.
+    floor : float
+        Share of each row spread uniformly over the five stages: the generator's transition
+        structure is rule-based and narrower than real scoring (it never goes N2 -> N1, for
+        example); a transition it never makes must stay possible, only unlikely.
+
+    Returns
+    -------
+    StageHMM
+
+    Examples
+    --------
+    >>> hmm = synthetic_stage_hmm(nights=5)
+    >>> bool(np.allclose(hmm.transition.sum(axis=1), 1.0)), bool(hmm.transition[2, 2] > 0.9)
+    (True, True)
+    """
+    from engine.synth import EPOCH_LENGTH, synth_hypnogram
+
+    if int(nights) < 1 or hours <= 0:
+        raise DatasetError(
+            f"synthetic_stage_hmm: need nights >= 1 and hours > 0, got {nights}, {hours}"
+        )
+    if not 0.0 <= floor < 1.0:
+        raise DatasetError(f"synthetic_stage_hmm: floor must lie in [0, 1), got {floor}")
+    k = len(STAGE_NAMES)
+    counts = np.zeros((k, k))
+    occupancy = np.zeros(k)
+    n_epochs = int(round(hours * 3600.0 / EPOCH_LENGTH))
+    for night in range(int(nights)):
+        stages = synth_hypnogram(int(seed) + night, n_epochs).astype(np.int64)
+        np.add.at(counts, (stages[:-1], stages[1:]), 1.0)
+        occupancy += np.bincount(stages, minlength=k)
+    rows = counts.sum(axis=1, keepdims=True)
+    transition = np.divide(counts, rows, out=np.full_like(counts, 1.0 / k), where=rows > 0)
+    transition = (1.0 - floor) * transition + floor / k
+    return StageHMM(
+        transition,
+        occupancy / occupancy.sum(),
+        f"engine.synth hypnograms: {nights} nights x {hours:g} h, seeds {seed}+, floor {floor:g}",
+    )
+
+
+def training_class_prior(adapter: str | os.PathLike[str] | None, hmm: StageHMM) -> np.ndarray:
+    """The class prior a model's probabilities carry, from its training config.
+
+    A model trained with ``class_weights: auto`` saw the classes as equally frequent
+    (uniform prior); otherwise it learnt the frequencies of its synthetic training nights,
+    which are ``hmm.prior`` (the same generator's stage frequencies).
+    """
+    found = _training_config(Path(adapter)) if adapter else None
+    if found is not None and str(found[1].get("class_weights", "none")) == "auto":
+        return np.full(len(STAGE_NAMES), 1.0 / len(STAGE_NAMES))
+    return np.asarray(hmm.prior, dtype=np.float64)
+
+
+def viterbi_stages(
+    probs: np.ndarray, hmm: StageHMM, class_prior: np.ndarray | None = None
+) -> np.ndarray:
+    """Most likely stage sequence of consecutive epochs given per-epoch model probabilities.
+
+    Hybrid HMM decoding: the model's posterior divided by the class prior it was trained
+    with is a scaled likelihood ``p(image | stage) / p(image)``; the Viterbi path
+    maximises it times the HMM's transition probabilities.
+
+    Parameters
+    ----------
+    probs : numpy.ndarray
+        ``(n, 5)`` stage probabilities of ``n`` consecutive epochs.
+    hmm : StageHMM
+    class_prior : numpy.ndarray, optional
+        ``(5,)`` prior the probabilities carry (default: ``hmm.prior``).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 stage ids, shape ``(n,)``.
+
+    Examples
+    --------
+    >>> hmm = StageHMM(np.full((5, 5), 0.02) + np.eye(5) * 0.9, np.full(5, 0.2))
+    >>> p = np.tile([0.05, 0.05, 0.8, 0.05, 0.05], (5, 1)); p[2] = [0.05, 0.05, 0.4, 0.05, 0.45]
+    >>> viterbi_stages(p, hmm).tolist()
+    [2, 2, 2, 2, 2]
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    k = len(STAGE_NAMES)
+    if probs.ndim != 2 or probs.shape[1] != k:
+        raise ModelError(f"viterbi_stages: expected (n, {k}) probabilities, got {probs.shape}")
+    if probs.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    prior = hmm.prior if class_prior is None else np.asarray(class_prior, dtype=np.float64)
+    tiny = 1e-12
+    emission = np.log(np.maximum(probs, tiny)) - np.log(np.maximum(prior, tiny))
+    log_t = np.log(np.maximum(hmm.transition, tiny))
+    score = np.log(np.maximum(hmm.prior, tiny)) + emission[0]
+    back = np.zeros(probs.shape, dtype=np.int64)
+    for i in range(1, probs.shape[0]):
+        candidates = score[:, None] + log_t
+        back[i] = candidates.argmax(axis=0)
+        score = candidates.max(axis=0) + emission[i]
+    path = np.empty(probs.shape[0], dtype=np.int64)
+    path[-1] = int(score.argmax())
+    for i in range(probs.shape[0] - 1, 0, -1):
+        path[i - 1] = back[i, path[i]]
+    return path
+
+
+def _smooth_runs(
+    probs: np.ndarray, positions: np.ndarray, hmm: StageHMM, class_prior: np.ndarray
+) -> np.ndarray:
+    """Viterbi over each run of consecutive epoch positions (a gap restarts the chain)."""
+    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    return np.concatenate(
+        [
+            viterbi_stages(probs[run], hmm, class_prior)
+            for run in np.split(np.arange(positions.size), breaks)
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------------------
 # YASA
 # ----------------------------------------------------------------------------------------
 @dataclass
@@ -658,14 +827,21 @@ def _fmt(value: float) -> str:
 
 def comparison_markdown(results: Mapping[str, Any], title: str = "Real recordings") -> str:
     """Markdown: side-by-side metrics of the model and its peers, then per recording."""
-    columns = ["model", *results.get("peers", {})]
-    metric_sets = [results["model"], *results.get("peers", {}).values()]
+    smoothed = results.get("smoothed", {})
+    columns = ["model", *smoothed, *results.get("peers", {})]
+    metric_sets = [results["model"], *smoothed.values(), *results.get("peers", {}).values()]
     lines = [f"# {title}", ""]
     lines += [
         f"Compared on the same {results['model']['n']} scorer epochs "
         f"({', '.join(results['epoch_lengths'])}-s grid).",
         "",
     ]
+    if smoothed:
+        lines += [
+            f"`model+hmm`: the model's per-epoch probabilities decoded by Viterbi with "
+            f"a stage HMM from {results['smoothing']['hmm']} (no real labels).",
+            "",
+        ]
     lines += ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     rows = [("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("Cohen's κ", "kappa")]
     for label, key in rows:
@@ -786,6 +962,14 @@ def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
         help="compare only these scored epochs of each recording (peers still "
         "see the whole recording)",
     )
+    group.add_argument(
+        "--smooth",
+        choices=SMOOTHERS,
+        default="none",
+        help="also report the model's stages after post-hoc smoothing of each night's "
+        "probabilities: hmm = Viterbi with a stage transition matrix counted on synthetic "
+        "hypnograms (engine.synth), reported beside the raw per-epoch figures",
+    )
 
 
 def _models(args: argparse.Namespace) -> list[StagingModel]:
@@ -836,6 +1020,9 @@ def run_recordings(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     peers = [p for p in PEERS if _peer_available(p)] if args.peers is None else list(args.peers)
     recordings = load_recordings(inputs, args.hypnogram, args.scorer)
+    smooth = getattr(args, "smooth", "none")
+    hmm = synthetic_stage_hmm() if smooth == "hmm" else None
+    y_smooth: list[np.ndarray] = []
 
     y_true, y_model, peer_pred = [], [], {p: [] for p in peers}
     refusals: dict[str, str] = {}
@@ -888,6 +1075,13 @@ def run_recordings(args: argparse.Namespace) -> int:
                 int((~keep).sum()),
             )
         rec_metrics = {"model": _metrics_or_refusal(truth[keep], pred[keep], None)}
+        smoothed = None
+        if hmm is not None:
+            smoothed = _smooth_runs(
+                probs, positions, hmm, training_class_prior(chosen.adapter, hmm)
+            )
+            rec_metrics["model+hmm"] = _metrics_or_refusal(truth[keep], smoothed[keep], None)
+            y_smooth.append(smoothed[keep])
         for peer, stages in peer_stages.items():
             rec_metrics[peer] = _metrics_or_refusal(truth[keep], stages[keep], None)
             peer_pred[peer].append(stages[keep])
@@ -914,6 +1108,8 @@ def run_recordings(args: argparse.Namespace) -> int:
                 "true": STAGE_NAMES[truth[j]],
                 "model": STAGE_NAMES[pred[j]],
             }
+            if smoothed is not None:
+                row["model_hmm"] = STAGE_NAMES[smoothed[j]]
             row |= {peer: STAGE_NAMES[s[j]] for peer, s in peer_stages.items()}
             row |= {f"p_{n}": f"{q:.5f}" for n, q in zip(STAGE_NAMES, probs[j])}
             rows.append(row)
@@ -938,6 +1134,14 @@ def run_recordings(args: argparse.Namespace) -> int:
         "inputs": inputs,
         "epochs": args.epochs,
     }
+    if hmm is not None:
+        results["smoothed"] = {
+            "model+hmm": _metrics_or_refusal(truth_all, np.concatenate(y_smooth), None)
+        }
+        results["smoothing"] = {
+            "hmm": hmm.source,
+            "transition": np.round(hmm.transition, 5).tolist(),
+        }
     for peer in peers:
         if peer in refusals or len(peer_pred[peer]) != len(per_recording):
             results["peers"][peer] = {
@@ -949,7 +1153,11 @@ def run_recordings(args: argparse.Namespace) -> int:
             )
     line = " ".join(
         f"{name}: acc={m['accuracy']:.3f} macro_f1={m['macro_f1']:.3f} kappa={m['kappa']:.3f}"
-        for name, m in [("model", results["model"]), *results["peers"].items()]
+        for name, m in [
+            ("model", results["model"]),
+            *results.get("smoothed", {}).items(),
+            *results["peers"].items(),
+        ]
         if "accuracy" in m
     )
     print(f"n={results['model']['n']} {line}")
@@ -977,6 +1185,8 @@ def _write(out: Path, results: dict[str, Any], rows: list[dict[str, Any]]) -> No
         writer.writeheader()
         writer.writerows(rows)
     plot_confusion(results["model"]["confusion"], out / "confusion.png", "model")
+    for name, metrics in results.get("smoothed", {}).items():
+        plot_confusion(metrics["confusion"], out / f"confusion-{name.replace('+', '-')}.png", name)
     for peer, metrics in results["peers"].items():
         if "confusion" in metrics:
             plot_confusion(metrics["confusion"], out / f"confusion-{peer}.png", peer)

@@ -9,20 +9,21 @@ runs the Python source itself):
 * ``edge_y`` finds where the segment between the two samples either side of a pixel
   column's edge crosses that edge (so a one-sample spike is drawn and consecutive columns
   connect); NaN/inf samples break the line;
-* ``column_extent`` finds the vertical extent of a channel's polyline inside one pixel
-  column: the highest and lowest sample in the column (compared as raw float32 values,
-  then mapped once each: the µV → row map is monotonic) joined to its two edge crossings;
+* ``column_range`` finds the highest and lowest sample of a pixel column, compared as
+  float32 values (the µV → row map is monotonic, so only these two are mapped), and
+  ``column_extent`` joins their rows to the column's two edge crossings: the vertical
+  extent of a channel's polyline inside the column;
 * ``draw_span`` (anti-aliased or aliased, picked when the kernels are built) inks the
   rows of that extent, widened by half the line width: integer coverage quantised to the
   spec's ink levels, looked up in a per-channel shade table and combined with the page by
   ``min`` (darken), which does not depend on drawing order;
 * :func:`build_render_kernels` closes over these and returns two drivers that differ only
-  in their loops: a CPU kernel (``prange`` over epochs; per channel it finds the
-  ``W + 1`` edge crossings once, then sweeps the columns) and a CUDA kernel (one thread per
-  epoch × pixel column, owning that column, so no two threads write one pixel; it finds
-  its column's two edge crossings itself).
+  in their loops: a CPU kernel (``prange`` over epochs, then channel by channel, sweeping
+  the columns and handing each column's right edge crossing on as the next one's left)
+  and a CUDA kernel (one thread per epoch × pixel column, owning that column, so no two
+  threads write one pixel; it finds both of its column's edge crossings).
 
-Only one floating-point operation is done per mapped sample (``value * gain``, then
+Only one floating-point operation is done per mapped value (``value * gain``, then
 truncation to an integer); the rest is comparisons and integer arithmetic with
 precomputed column tables (:func:`column_edges`), so the CPU and CUDA builds (and the
 CUDA simulator) give identical bytes whatever the compiler's FMA-contraction rules.
@@ -123,10 +124,12 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
         ``sample_y(value, gain, mid_fx)``: fixed-point row (1/256 px) of a sample;
         ``edge_y(row, first, frac, edge, gain, mid_fx)``: fixed-point row where the line
         crosses column edge ``edge`` (``_EMPTY`` when it does not);
-        ``column_extent(row, start, stop, left, right, gain, mid_fx) -> (top, bottom)``
-        for the samples ``start:stop`` of a column and its edge crossings ``left`` and
-        ``right``; ``draw_span(page, width, column, top, bottom, first_row, last_row,
-        half_width, levels, shades)``.
+        ``column_range(row, start, stop, gain) -> (high, low)``: highest and lowest
+        value of the samples ``start:stop`` of a column, ``(-inf, inf)`` when none counts;
+        ``column_extent(high, low, left, right, gain, mid_fx) -> (top, bottom)``: their
+        rows joined to the column's edge crossings ``left`` and ``right``;
+        ``draw_span(page, width, column, top, bottom, first_row, last_row, half_width,
+        levels, shades)``.
     """
     jit = {"cpu": ngjit, "cuda": _cuda_device}[target]
 
