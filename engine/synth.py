@@ -553,8 +553,11 @@ class _Timeline:
         white = rng.standard_normal(self.n_env)
         size = max(1, int(round(period_s * self.env_rate)))
         smooth = uniform_filter1d(uniform_filter1d(white, size), size)
-        smooth /= max(float(smooth.std()), 1e-12)
-        return np.exp(sigma * smooth)
+        smooth -= smooth.mean()
+        spread = float(smooth.std())
+        if spread < 1e-9:  # a night shorter than the period: nothing to modulate
+            return np.ones(self.n_env)
+        return np.exp(sigma * smooth / spread)
 
     def add_bump(self, env: np.ndarray, start: float, end: float, height: float) -> None:
         """Add a raised-cosine bump (0.5-s edges) of ``height`` over [start, end] s."""

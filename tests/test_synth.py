@@ -299,3 +299,10 @@ def test_synth_report_against_real(tmp_path):
         synthetic = saved["synthetic"][stage]["relative"]["delta"]
         assert abs(synthetic - saved["real"][stage]["relative"]["delta"]) < 0.1, stage
     assert "real" in result["table"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_epoch_night_generates(seed):
+    night = synth_night(seed, n_epochs=1)
+    assert night.stages.shape == (1,)
+    assert all(np.isfinite(x).all() for x in night.signals.values())
