@@ -41,13 +41,41 @@ _add(Stage.W, "W", "Wake", "Wakefulness", "0", "Stage W", "Sleep stage W", "Slee
 _add(Stage.N1, "N1", "S1", "1", "Stage 1", "Stage N1", "NREM1", "Sleep stage 1", "Sleep stage N1")
 _add(Stage.N2, "N2", "S2", "2", "Stage 2", "Stage N2", "NREM2", "Sleep stage 2", "Sleep stage N2")
 _add(
-    Stage.N3, "N3", "S3", "S4", "3", "4", "Stage 3", "Stage 4", "Stage N3", "NREM3", "NREM4",
-    "Sleep stage 3", "Sleep stage 4", "Sleep stage N3", "Sleep stage N4",
+    Stage.N3,
+    "N3",
+    "S3",
+    "S4",
+    "3",
+    "4",
+    "Stage 3",
+    "Stage 4",
+    "Stage N3",
+    "NREM3",
+    "NREM4",
+    "Sleep stage 3",
+    "Sleep stage 4",
+    "Sleep stage N3",
+    "Sleep stage N4",
 )
 _add(Stage.R, "R", "REM", "5", "Stage R", "Stage REM", "Sleep stage R", "Sleep stage REM")
 _add(
-    Stage.UNK, "?", "UNK", "Unknown", "Sleep stage ?", "Movement time", "Movement", "MT", "M",
-    "6", "9", "Unscored", "Artefact", "Artifact", "-1", "L", "Lights on",
+    Stage.UNK,
+    "?",
+    "UNK",
+    "Unknown",
+    "Sleep stage ?",
+    "Movement time",
+    "Movement",
+    "MT",
+    "M",
+    "6",
+    "9",
+    "Unscored",
+    "Artefact",
+    "Artifact",
+    "-1",
+    "L",
+    "Lights on",
 )
 # NSRR EventConcept strings ("Wake|0", "Stage 1 sleep|1", ..., "REM sleep|5").
 _add(Stage.W, "Wake|0")

@@ -22,7 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("engine.pipeline", "render recordings into WebDataset shards"),
     "fetch": ("engine.fetch", "download a public dataset (Sleep-EDF Expanded)"),
     "bench": ("bench.cli", "throughput benchmarks (render, train, infer)"),
-    "tiny-model": ("vlm.tiny", "build a tiny randomly initialised Qwen2-VL / LLaVA for offline use"),
+    "tiny-model": (
+        "vlm.tiny",
+        "build a tiny randomly initialised Qwen2-VL / LLaVA for offline use",
+    ),
     "train": ("vlm.train", "LoRA / QLoRA fine-tuning on shards (wraps vlm/train.py)"),
     "eval": ("vlm.evaluate", "evaluate a model on shards or recordings"),
     "stage": ("vlm.stage", "stage a whole night: hypnogram CSV, EDF+, plot, statistics"),
