@@ -906,10 +906,9 @@ class _Night:
         if stage == W and rng.random() < (s.movement_probability if awakened else 0.05):
             d = rng.uniform(2.0, 10.0)
             start = t0 + rng.uniform(0.2, EPOCH_LENGTH - d - 0.2)
-            # Body movements swing every scalp lead by hundreds of uV, up to ~1 mV (real
-            # awakenings: the Prerau segment's W epochs reach 374-948 uV peak-to-peak).
-            pp = _loguniform(rng, 100.0, 1000.0)
-            self._event("artefact", start, d, epoch, "artefact", type="movement", pp=pp)
+            self._event(
+                "artefact", start, d, epoch, "artefact", type="movement", pp=rng.uniform(100, 300)
+            )
             self.twitches.append((start, start + d, rng.uniform(3.0, 8.0)))
         if rng.random() < s.pop_rate_per_hour * EPOCH_LENGTH / 3600.0:
             targets = [c for c in self.channels if c in EEG_CHANNELS + EOG_CHANNELS]

@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # Where the tiny model looks, and how it holds up: synthetic nights -> shards -> tiny
-# Qwen2-VL (CPU, one thread) -> heatmaps of one epoch per stage -> pointing game (planted
+# Qwen2-VL (vlm/configs/explain_tiny.yaml: vision LoRA, class-balanced loss; CPU, one
+# thread) -> heatmaps of one epoch per stage -> pointing game (planted
 # events; real YASA snippets and Prerau segment with detected events) -> channel importance
 # -> robustness curve (model and YASA on the same perturbed signals).
 #
-#   scripts/explain_report.sh                    # ~30-40 min on 2 busy cores
-#   WORK=/tmp/xr STEPS=300 scripts/explain_report.sh
+#   scripts/explain_report.sh                    # ~30 min on 2 busy cores
+#   WORK=/tmp/xr STEPS=700 scripts/explain_report.sh
 #
 # Steps whose outputs exist in $WORK are not redone (delete them to start over).
-# Outputs: $WORK/{nights,heldout,shards,run}, and under $OUT: epoch_*_{occlusion,gradxinput}.png
+# Outputs: $WORK/{nights,heldout,shards,run}, and under $OUT: eval/, epoch_*_{occlusion,gradxinput}.png
 # and .json, pointing_{synth,yasa,prerau}/, importance/, robustness/, timings.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${WORK:-out/explain_work}
 OUT=${OUT:-bench/out/explain}
-STEPS=${STEPS:-300}
+CONFIG=${CONFIG:-vlm/configs/explain_tiny.yaml}
+STEPS=${STEPS:-700}
 DATA=${DATA:-../shared/data}
 MONTAGE=eeg=C4-M1,eog=E1-M2,emg=chin
+SIZE=$(sed -n 's/^image_size: *//p' "$CONFIG")
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 mkdir -p "$WORK" "$OUT"
@@ -31,25 +34,29 @@ step() {  # step NAME COMMAND...: run and record the wall time
     printf '%s\t%d\n' "$name" $((t1 - t0)) | tee -a "$OUT/timings.tsv"
 }
 
-# 1. Five 3-h training nights (seeds 0-4) and one held-out night (seed 100).
-[ -f "$WORK/nights/synth-0004-PSG.edf" ] ||
-    step synth psgvlm synth --nights 5 --hours 3 --seed 0 --out "$WORK/nights"
+# 1. Twelve 2-h training nights (seeds 0-11: twelve subjects, each with its own random
+# gains) and one held-out 3-h night (seed 100).
+[ -f "$WORK/nights/synth-0011-PSG.edf" ] ||
+    step synth psgvlm synth --nights 12 --hours 2 --seed 0 --out "$WORK/nights"
 [ -f "$WORK/heldout/synth-0100-PSG.edf" ] ||
     step synth-heldout psgvlm synth --nights 1 --hours 3 --seed 100 --out "$WORK/heldout"
 [ -f "$WORK/shards/manifest.json" ] ||
     step render psgvlm render "synthetic:$WORK/nights" --out "$WORK/shards" --montage "$MONTAGE" \
-        --size 224x224 --split 1,0,0 --no-progress
+        --size "$SIZE" --split 1,0,0 --no-progress
 
-# 2. Train the tiny model briefly (tiny_cpu config, class-balanced loss).
+# 2. Train the tiny model (vision LoRA, class-balanced loss: $CONFIG).
 [ -f "$WORK/run/adapter/adapter_config.json" ] ||
-    step train psgvlm train --config vlm/configs/tiny_cpu.yaml --train_shards "$WORK/shards/train-*.tar" \
+    step train psgvlm train --config "$CONFIG" --train_shards "$WORK/shards/train-*.tar" \
         --eval_shards null --output_dir "$WORK/run" --tiny_cache_dir "$WORK/tiny" \
         --max_steps "$STEPS" --class_weights auto --save_steps "$STEPS"
 
-BASE="$WORK/tiny/tiny-qwen2vl-224x224"
+BASE="$WORK/tiny/tiny-qwen2vl-$SIZE"
 MODEL=(--model "$BASE" --adapter "$WORK/run/adapter")
 NIGHT="$WORK/heldout/synth-0100-PSG.edf"
 HYP="$WORK/heldout/synth-0100-Hypnogram.edf"
+
+# Clean accuracy on the whole held-out night, beside YASA.
+step eval psgvlm eval "$NIGHT" --hypnogram "$HYP" "${MODEL[@]}" --device cpu --out "$OUT/eval"
 
 # 3. One epoch of each stage: the middle of the first long run of that stage.
 EPOCHS=$(python - "$HYP" <<'EOF'
@@ -93,5 +100,5 @@ step importance psgvlm explain "$NIGHT" --channel-importance "${MODEL[@]}" --hyp
 
 # 6. Robustness: 120 epochs (W, N1, N2, N3 and R) re-rendered under each perturbation.
 step robustness psgvlm eval "$NIGHT" --hypnogram "$HYP" "${MODEL[@]}" --epochs 100:220 \
-    --perturb 'noise:snr=20,10,5,0;gain:0.5,2;line:50,60;wander;pops;drop:eog,emg;size:448x448' \
+    --perturb 'noise:snr=20,10,5,0;gain:0.5,2;line:50,60;wander;pops;drop:eog,emg;size:448x224' \
     --out "$OUT/robustness"
