@@ -105,6 +105,22 @@ def _cuda_device(function):
     return cuda.jit(device=True)(function)
 
 
+def _cpu_piece(tag: str):
+    """``ngjit`` giving each piece a stable id, so kernels built on it hit numba's disk cache.
+
+    numba keys the cache of a closure by a pickle of its cells, and a jitted function
+    pickles with a random per-process id: without a stable one, every new process (pool
+    worker, test subprocess) would compile the render kernels again (~6 s).
+    """
+
+    def jit(function):
+        dispatcher = ngjit(function)
+        dispatcher._set_uuid(f"psgvlm.raster.{tag}.{function.__name__}")
+        return dispatcher
+
+    return jit
+
+
 @functools.cache
 def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
     """Compile the drawing functions for ``target`` (``"cpu"`` or ``"cuda"``).
@@ -131,7 +147,8 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
         ``draw_span(page, width, column, top, bottom, first_row, last_row, half_width,
         levels, shades)``.
     """
-    jit = {"cpu": ngjit, "cuda": _cuda_device}[target]
+    tag = f"{'aa' if antialias else 'aliased'}-{'rgb' if color else 'grey'}"
+    jit = _cpu_piece(tag) if target == "cpu" else _cuda_device
 
     @jit
     def sample_y(value, gain, mid_fx):
