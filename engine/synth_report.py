@@ -27,15 +27,13 @@ from pathlib import Path
 import numpy as np
 from scipy import signal as sps
 
-from .errors import HypnogramError, PSGError
+from .io.prerau import load_prerau
 from .preprocess import preprocess
 from .stages import STAGE_NAMES, Stage
 from .synth import EEG_CHANNELS, EPOCH_LENGTH, SynthError, synth_night
 
 __all__ = [
     "BANDS",
-    "RealDataError",
-    "load_prerau",
     "stage_spectra",
     "relative_band_powers",
     "synth_report",
@@ -59,62 +57,6 @@ _WELCH_SECONDS = 4.0
 _PRERAU_FS = 100.0
 _PRERAU_GRID_START = 10.01
 _PRERAU_CODES = {5: Stage.W, 4: Stage.R, 3: Stage.N1, 2: Stage.N2, 1: Stage.N3}
-
-
-class RealDataError(PSGError):
-    """The real reference segment is missing or malformed."""
-
-
-def load_prerau(directory: str | os.PathLike) -> tuple[np.ndarray, float, np.ndarray, float]:
-    """Read the Prerau segment.
-
-    Parameters
-    ----------
-    directory : path
-        Folder holding ``segment_data.csv`` and ``segment_stages.csv``.
-
-    Returns
-    -------
-    signal : numpy.ndarray
-        float64 uV.
-    fs : float
-        100 Hz.
-    stages : numpy.ndarray
-        int8 stage id per complete 30-s epoch of the grid.
-    grid_start : float
-        Seconds from the first sample to the first epoch (10.01).
-
-    Raises
-    ------
-    RealDataError
-        When the signal file is missing or not numeric.
-    HypnogramError
-        When the stage file is missing, malformed or uses unknown codes.
-    """
-    folder = Path(directory)
-    data_path, stage_path = folder / "segment_data.csv", folder / "segment_stages.csv"
-    try:
-        signal = np.loadtxt(data_path, dtype=np.float64, ndmin=1)
-    except (OSError, ValueError) as err:
-        raise RealDataError(f"{data_path}: expected one uV sample per line ({err})") from err
-    if signal.ndim != 1 or signal.size < _PRERAU_FS * (EPOCH_LENGTH + _PRERAU_GRID_START):
-        raise RealDataError(f"{data_path}: expected a single column of at least one epoch")
-    try:
-        table = np.loadtxt(stage_path, delimiter=",", skiprows=1, ndmin=2)
-    except (OSError, ValueError) as err:
-        raise HypnogramError(f"{stage_path}: expected 'Time,Stage' rows ({err})") from err
-    if table.shape[1] != 2 or table.shape[0] == 0:
-        raise HypnogramError(f"{stage_path}: expected two columns Time,Stage")
-    unknown = sorted({int(c) for c in table[:, 1]} - set(_PRERAU_CODES))
-    if unknown:
-        raise HypnogramError(f"{stage_path}: unknown stage codes {unknown}; expected 1-5")
-    n_epochs = int((signal.size / _PRERAU_FS - _PRERAU_GRID_START) // EPOCH_LENGTH)
-    onsets = _PRERAU_GRID_START + EPOCH_LENGTH * np.arange(n_epochs)
-    row = np.searchsorted(table[:, 0], onsets + 1e-3, side="right") - 1
-    if (row < 0).any():
-        raise HypnogramError(f"{stage_path}: first stage change after the first epoch")
-    stages = np.array([_PRERAU_CODES[int(c)] for c in table[row, 1]], dtype=np.int8)
-    return signal, _PRERAU_FS, stages, _PRERAU_GRID_START
 
 
 def stage_spectra(
@@ -223,8 +165,12 @@ def synth_report(
             total[1] += n
     curves = {"synthetic": {s: (p / n, n) for s, (p, n) in sums.items()}}
     if real is not None:
-        signal, fs, stages, start = load_prerau(real)
-        freqs_real, curves["real"] = stage_spectra(signal, fs, stages, start)
+        recording = load_prerau(real)
+        (label,) = recording.signals
+        hypnogram = recording.hypnogram
+        freqs_real, curves["real"] = stage_spectra(
+            recording.signals[label], recording.fs[label], hypnogram.stages, hypnogram.onsets[0]
+        )
         if not np.allclose(freqs_real, freqs):
             raise SynthError("synthetic and real spectra have different frequency grids")
     result: dict = {
