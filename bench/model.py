@@ -29,11 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from engine.raster.layout import parse_size
 
 from .report import (
     BenchError,
@@ -67,13 +68,6 @@ _MONTAGE = "eeg=C4-M1,eog=E1-M2,emg=chin"
 def default_config(model: str) -> Path:
     """The shipped training config for a model: ``tiny_cpu.yaml`` or ``qwen2vl_lora.yaml``."""
     return _CONFIGS / ("tiny_cpu.yaml" if model.startswith("tiny:") else "qwen2vl_lora.yaml")
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match:
-        raise BenchError(f"image size {text!r}: expected WIDTHxHEIGHT, e.g. 448x224")
-    return int(match[1]), int(match[2])
 
 
 def render_bench_shards(out: Path, size: tuple[int, int], epochs: int) -> Path:
@@ -420,7 +414,7 @@ def add_arguments(parser: argparse.ArgumentParser, which: str = "train") -> None
 
 def run(args: argparse.Namespace) -> int:
     """Run ``psgvlm bench train`` or ``psgvlm bench infer`` and write its report."""
-    size = _parse_size(args.image_size)
+    size = parse_size(args.image_size)
     if args.which == "train":
         report = bench_train(
             args.model, config=args.config, steps=args.steps, warmup=args.warmup,

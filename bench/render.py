@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import re
 import shutil
 import sys
 import tempfile
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from engine.raster.layout import parse_size
 
 from .report import (
     BenchError,
@@ -122,13 +123,7 @@ def montage_for(channels: int) -> str:
 
 def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     """``"448x224,448x448"`` -> ``((448, 224), (448, 448))``."""
-    sizes = []
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", part)
-        if not match:
-            raise BenchError(f"--sizes: expected WIDTHxHEIGHT[,WIDTHxHEIGHT...], got {text!r}")
-        sizes.append((int(match[1]), int(match[2])))
-    return tuple(dict.fromkeys(sizes))
+    return tuple(dict.fromkeys(parse_size(part) for part in text.split(",")))
 
 
 def parse_workers(text: str) -> tuple[int, ...]:

@@ -55,6 +55,7 @@ import numpy as np
 from . import __version__
 from .errors import DatasetError, PSGError, RenderError, ShardError
 from .io.datasets import RecordingPair, resolve_inputs
+from .raster.layout import parse_size
 from .shards import (
     IMAGE_FORMATS,
     SPLITS,
@@ -878,10 +879,10 @@ def render_dataset(
 # Command line
 # ----------------------------------------------------------------------------------------
 def _parse_size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 448x224, got {text!r}")
-    return int(match[1]), int(match[2])
+    try:
+        return parse_size(text)
+    except RenderError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _parse_bytes(text: str) -> int:

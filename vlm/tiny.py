@@ -17,7 +17,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from engine.errors import ModelError
+from engine.errors import ModelError, RenderError
+from engine.raster.layout import parse_size
 from engine.stages import STAGE_NAMES
 
 __all__ = [
@@ -90,14 +91,10 @@ def parse_image_size(text: str) -> tuple[int, int]:
     ModelError
         When the text is not two positive integers joined by ``x``.
     """
-    parts = text.lower().split("x")
     try:
-        width, height = (int(p) for p in parts)
-    except ValueError:
-        raise ModelError(f"image size {text!r}: expected WIDTHxHEIGHT, e.g. 448x224") from None
-    if width <= 0 or height <= 0:
-        raise ModelError(f"image size {text!r}: width and height must be positive")
-    return width, height
+        return parse_size(text)
+    except RenderError as err:
+        raise ModelError(str(err)) from None
 
 
 def _corpus() -> list[str]:

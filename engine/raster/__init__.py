@@ -22,12 +22,13 @@ import numpy as np
 from ..errors import RenderError
 from .gpu import cuda_available, render_cuda, render_gpu
 from .kernels import build_render_kernels, column_edges
-from .layout import DEFAULT_SIZES, ROLE_SCALES, RenderSpec, layout_for
+from .layout import DEFAULT_SIZES, ROLE_SCALES, RenderSpec, layout_for, parse_size
 
 __all__ = [
     "RenderSpec",
     "ROLE_SCALES",
     "DEFAULT_SIZES",
+    "parse_size",
     "render",
     "render_cuda",
     "render_gpu",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -25,6 +26,7 @@ from .glyphs import label_bitmap
 __all__ = [
     "ROLE_SCALES",
     "DEFAULT_SIZES",
+    "parse_size",
     "FX_ONE",
     "RenderSpec",
     "Layout",
@@ -42,6 +44,24 @@ ROLE_SCALES: dict[str, float] = {"eeg": 75.0, "eog": 150.0, "emg": 50.0, "ecg": 
 
 #: Image sizes offered by default (width, height); both sides are multiples of 28.
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((448, 224), (448, 448))
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``"448x224"`` (width x height) into ``(448, 224)``.
+
+    Raises
+    ------
+    RenderError
+        When the text is not two positive integers joined by ``x``.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not match:
+        raise RenderError(f"image size {text!r}: expected WIDTHxHEIGHT, e.g. 448x224")
+    width, height = int(match[1]), int(match[2])
+    if width <= 0 or height <= 0:
+        raise RenderError(f"image size {text!r}: width and height must be positive")
+    return width, height
+
 
 #: One pixel in the kernels' fixed-point unit.
 FX_ONE = 256
