@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Real EEG from synthetic training: render synthetic nights (engine.synth) as one central
-# EEG strip, train the tiny Qwen2-VL on them (CPU, one process, one thread), then stage
+# EEG strip (the target epoch with one neighbour on each side), train the tiny Qwen2-VL on them (CPU, one process, one thread), then stage
 # the real, AASM-scored Prerau segment with it, YASA beside it on the same epochs. The
 # model's raw per-epoch stages are reported, and beside them the same probabilities decoded
 # by a stage HMM counted on synthetic hypnograms only (psgvlm eval --smooth hmm).
 #
-#   scripts/train_synth_eval_real.sh                 # defaults below; ~25 min on 2 busy cores
-#   PRERAU=/path/to/prerau NIGHTS=12 CONTEXT=1 RUN=out/ctx1 \
-#       CONFIG=my_672x112.yaml scripts/train_synth_eval_real.sh   # a variant
+#   scripts/train_synth_eval_real.sh                 # defaults below; ~20 min on 2 cores
+#   PRERAU=/path/to/prerau NIGHTS=12 CONTEXT=0 RUN=out/ctx0 \
+#       CONFIG=my_448x112.yaml scripts/train_synth_eval_real.sh   # a variant
 #
 # The image size comes from the config's image_size (the tiny model is built for it).
 # Outputs under $RUN: nights/ (EDF), shards/, train/ (adapter, log.jsonl), eval/
@@ -20,7 +20,7 @@ RUN=${RUN:-out/synth_eeg_only}
 NIGHTS=${NIGHTS:-12}
 HOURS=${HOURS:-8}
 PRERAU=${PRERAU:-../shared/data/prerau}
-CONTEXT=${CONTEXT:-0}
+CONTEXT=${CONTEXT:-1}
 SMOOTH=${SMOOTH:-hmm}
 SIZE=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['image_size'])" "$CONFIG")
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
