@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import logging
 import math
@@ -227,28 +226,25 @@ def _training_config(adapter: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 def find_render_setup(adapter: str | os.PathLike[str]) -> RenderSetup:
-    """The render setup of the shards an adapter was trained on.
+    """The render setup an adapter was trained with.
 
-    Follows ``config.yaml`` (written by ``vlm/train.py`` in the run directory that holds
-    ``adapter/`` and ``checkpoint-*/adapter/``) to its ``train_shards``.
+    Read through :func:`vlm.stage.load_render_config`: the ``render.json`` that
+    ``vlm/train.py`` saves beside every adapter, else the training ``config.yaml``'s shards.
 
     Raises
     ------
     ModelError
-        When no training config is found next to the adapter (pass ``--render-from``).
+        When neither is found (pass ``--render-from SHARDS``).
     """
-    found = _training_config(Path(adapter))
-    if found is None:
-        raise ModelError(
-            f"{adapter}: no training config.yaml beside the adapter to find its shards; "
-            "give --render-from SHARDS (the shards it was trained on)"
-        )
-    config, values = found
-    shards = str(values["train_shards"])
-    if not glob.glob(shards) and not os.path.isabs(shards):
-        beside = str(config.parent / shards)  # relative to the run directory instead of here
-        shards = beside if glob.glob(beside) else shards
-    return read_render_setup(shards)
+    from .stage import load_render_config
+
+    try:
+        config = load_render_config(adapter)
+    except ModelError as err:
+        raise ModelError(f"{err} (psgvlm eval: --render-from SHARDS)") from None
+    render = {**config.render, "format": config.image_format, "quality": config.quality}
+    meta = {"channels": config.channels, "render": render, "preprocessing": config.preprocessing}
+    return RenderSetup.from_meta(meta, source=config.source)
 
 
 # ----------------------------------------------------------------------------------------
