@@ -24,6 +24,7 @@ except the answer tokens (and the end-of-turn token) to -100.
 from __future__ import annotations
 
 import glob
+import io
 import logging
 import os
 import tarfile
@@ -55,6 +56,7 @@ __all__ = [
     "encode_chats",
     "ChatCollator",
     "read_samples",
+    "images_as_trained",
 ]
 
 logger = logging.getLogger(__name__)
@@ -163,6 +165,20 @@ def expand_shards(spec: str | Path | Sequence[str], split: str | None = None) ->
     if missing:
         raise ShardError(f"shard files not found: {missing[:3]}")
     return urls
+
+
+def images_as_trained(pixels: np.ndarray, fmt: str = "png", quality: int = 90) -> list:
+    """Rendered uint8 images -> RGB PIL images exactly as training decoded them from shards.
+
+    JPEG shards are lossy, so the images take the same encode/decode round trip; PNG and
+    npy are lossless and the rendered pixels are what training saw.
+    """
+    if fmt == "jpg":
+        from engine.encode import encode_batch
+
+        blobs = encode_batch(pixels, "jpg", quality=quality)
+        return [Image.open(io.BytesIO(blob)).convert("RGB") for blob in blobs]
+    return [Image.fromarray(np.ascontiguousarray(p)).convert("RGB") for p in pixels]
 
 
 def _to_sample(raw: dict[str, Any]) -> dict[str, Any]:

@@ -503,22 +503,11 @@ def model_windows(source, positions: np.ndarray, window_s: float) -> np.ndarray:
 
 def _images(signals: np.ndarray, setup: RenderSetup) -> list:
     """Draw and (for JPEG) encode/decode, as the training shards went through."""
-    import io
-
-    from PIL import Image
-
     from engine.raster import render
 
-    pixels = render(signals, setup.spec)
-    images = []
-    if setup.fmt == "jpg":
-        from engine.encode import encode_batch
+    from .data import images_as_trained
 
-        for blob in encode_batch(pixels, "jpg", quality=setup.quality):
-            images.append(Image.open(io.BytesIO(blob)).convert("RGB"))
-    else:  # PNG and npy are lossless: the decoded pixels are the rendered ones
-        images = [Image.fromarray(p).convert("RGB") for p in pixels]
-    return images
+    return images_as_trained(render(signals, setup.spec), setup.fmt, setup.quality)
 
 
 def epoch_source(recording: ArrayRecording, setup: RenderSetup):

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -360,14 +359,9 @@ def open_source(
 
 def model_images(pixels: np.ndarray, config: RenderConfig) -> list:
     """Rendered uint8 images → RGB PIL images exactly as training decoded them from shards."""
-    from PIL import Image
+    from .data import images_as_trained
 
-    if config.image_format == "jpg":
-        from engine.encode import encode_batch
-
-        blobs = encode_batch(pixels, "jpg", quality=config.quality)
-        return [Image.open(io.BytesIO(blob)).convert("RGB") for blob in blobs]
-    return [Image.fromarray(np.ascontiguousarray(p)).convert("RGB") for p in pixels]
+    return images_as_trained(pixels, config.image_format, config.quality)
 
 
 # -- staging ----------------------------------------------------------------------------
