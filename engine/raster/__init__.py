@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import RenderError
 from .gpu import cuda_available, render_cuda, render_gpu
-from .kernels import build_render_kernels, column_edges
+from .kernels import build_render_kernels, column_tables
 from .layout import DEFAULT_SIZES, ROLE_SCALES, RenderSpec, layout_for, parse_size
 
 __all__ = [
@@ -75,11 +75,12 @@ def render(signals: np.ndarray, spec: RenderSpec, *, out: np.ndarray | None = No
     ):
         raise RenderError(f"out must be a C-contiguous uint8 array of shape {shape}")
     render_cpu, _ = build_render_kernels(spec.antialias, spec.color)
-    first, frac = column_edges(signals.shape[2], spec.width)
+    columns = column_tables(signals.shape[2], spec.width)
     render_cpu(
-        signals, layout.template.reshape(-1), out.reshape(shape[0], -1), spec.width, first,
-        frac, layout.gain, layout.mid_fx, layout.row_first, layout.row_last, layout.shades,
-        layout.half_width_fx, layout.levels,
+        signals, layout.template.reshape(-1), out.reshape(shape[0], -1), spec.width,
+        columns.frac, columns.before, columns.after, columns.query_a, columns.query_b,
+        columns.n_levels, layout.gain, layout.mid_fx, layout.row_first, layout.row_last,
+        layout.shades, layout.half_width_fx, layout.levels,
     )  # fmt: skip
     return out if spec.color else out.reshape(shape[:3])
 

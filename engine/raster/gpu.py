@@ -15,7 +15,7 @@ import numpy as np
 from numba import cuda
 
 from ..errors import RenderError
-from .kernels import build_render_kernels, column_edges
+from .kernels import build_render_kernels, column_tables
 from .layout import RenderSpec, layout_for
 
 try:
@@ -58,10 +58,12 @@ def _check_signals(shape: tuple[int, ...], dtype: np.dtype, spec: RenderSpec) ->
 def _layout_arrays(spec: RenderSpec, n_samples: int) -> tuple[np.ndarray, ...]:
     """Kernel arguments after ``out``, in order, as host arrays."""
     layout = layout_for(spec)
-    first, frac = column_edges(n_samples, spec.width)
+    columns = column_tables(n_samples, spec.width)
     return (
-        first,
-        frac,
+        columns.first,
+        columns.frac,
+        columns.before,
+        columns.after,
         layout.gain,
         layout.mid_fx,
         layout.row_first,

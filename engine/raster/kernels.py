@@ -6,26 +6,29 @@ the CPU, ``numba.cuda.jit(device=True)`` for CUDA, which under numba's CUDA simu
 runs the Python source itself):
 
 * ``sample_y`` maps one µV sample to a fixed-point row position (1/256 px);
-* ``edge_y`` finds where the segment between the two samples either side of a pixel
-  column's edge crosses that edge (so a one-sample spike is drawn and consecutive columns
-  connect); NaN/inf samples break the line;
+* ``crossing_y`` (and ``edge_y``, which reads its two samples) finds where the segment
+  between the two samples either side of a pixel column's edge crosses that edge (so a
+  one-sample spike is drawn and consecutive columns connect); NaN samples break the line;
 * ``column_range`` finds the highest and lowest sample of a pixel column, compared as
   float32 values (the µV → row map is monotonic, so only these two are mapped), and
   ``column_extent`` joins their rows to the column's two edge crossings: the vertical
   extent of a channel's polyline inside the column;
-* ``draw_span`` (anti-aliased or aliased, picked when the kernels are built) inks the
-  rows of that extent, widened by half the line width: integer coverage quantised to the
+* ``span_bounds`` widens that extent by half the line width and clips it to the strip,
+  and ``draw_span`` (anti-aliased or aliased, picked when the kernels are built) inks
+  its rows: integer coverage quantised to the
   spec's ink levels, looked up in a per-channel shade table and combined with the page by
   ``min`` (darken), which does not depend on drawing order;
 * :func:`build_render_kernels` closes over these and returns two drivers that differ only
-  in their loops: a CPU kernel (``prange`` over epochs, then channel by channel, sweeping
-  the columns and handing each column's right edge crossing on as the next one's left)
-  and a CUDA kernel (one thread per epoch × pixel column, owning that column, so no two
-  threads write one pixel; it finds both of its column's edge crossings).
+  in their loops: a CPU kernel (``prange`` over epochs, then channel by channel in
+  branch-free passes over arrays that LLVM vectorises: a sparse table of running
+  highs/lows answers every column's range with two lookups, then all edge crossings,
+  then all spans' bounds, and last the drawing) and a CUDA kernel (one thread per epoch × pixel
+  column, owning that column, so no two threads write one pixel; it scans its column's
+  samples with ``column_range`` and finds both of its edge crossings).
 
 Only one floating-point operation is done per mapped value (``value * gain``, then
-truncation to an integer); the rest is comparisons and integer arithmetic with
-precomputed column tables (:func:`column_edges`), so the CPU and CUDA builds (and the
+clamping and truncation to an integer); the rest is comparisons and integer arithmetic with
+precomputed column tables (:func:`column_tables`), so the CPU and CUDA builds (and the
 CUDA simulator) give identical bytes whatever the compiler's FMA-contraction rules.
 """
 
@@ -41,6 +44,8 @@ from numba import cuda
 __all__ = [
     "ngjit",
     "column_edges",
+    "column_tables",
+    "ColumnTables",
     "Pieces",
     "build_pieces",
     "build_render_kernels",
@@ -50,6 +55,8 @@ __all__ = [
 
 #: numba.njit for kernel pieces: no GIL, no fastmath, cached on disk.
 ngjit = numba.njit(nogil=True, cache=True)
+#: The same, inlined into its callers by numba (LLVM leaves larger pieces as calls).
+_inline_ngjit = numba.njit(nogil=True, cache=True, inline="always")
 
 #: Fixed-point positions are clamped to ± this (about ±4 million pixels).
 Y_LIMIT_FX = 1 << 30
@@ -91,13 +98,66 @@ def column_edges(n_samples: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return first, frac
 
 
+class ColumnTables(NamedTuple):
+    """Where each pixel column finds its samples, for the CPU and CUDA kernels.
+
+    Attributes
+    ----------
+    first, frac : int64 (width + 1,)
+        From :func:`column_edges`.
+    before, after : int64 (width + 1,)
+        Samples either side of each column edge (``first - 1`` and ``first``), clamped
+        into the signal so they can always be read; ``frac < 0`` marks the edges no
+        segment crosses.
+    query_a, query_b : int64 (width,)
+        Column ``j``'s highest sample is ``max(table[query_a[j]], table[query_b[j]])`` in
+        the sparse table of running maxima (level ``k`` holds the maximum of ``2 ** k``
+        samples, at ``k * n_samples``), and likewise for the lowest; an empty column
+        points both at the sentinel ``n_levels * n_samples``.
+    n_levels : int
+        Levels of the sparse table (1 + floor(log2(most samples in a column))).
+    """
+
+    first: np.ndarray
+    frac: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    query_a: np.ndarray
+    query_b: np.ndarray
+    n_levels: int
+
+
+@functools.lru_cache(maxsize=64)
+def column_tables(n_samples: int, width: int) -> ColumnTables:
+    """The :class:`ColumnTables` of ``n_samples`` samples drawn across ``width`` columns."""
+    first, frac = column_edges(n_samples, width)
+    before = np.clip(first - 1, 0, n_samples - 1)
+    after = np.clip(first, 0, n_samples - 1)
+    start, stop = first[:-1], first[1:]
+    lengths = stop - start
+    level = np.zeros(width, np.int64)
+    filled = lengths > 0
+    level[filled] = np.floor(np.log2(lengths[filled])).astype(np.int64)
+    level[filled & (np.left_shift(1, level + 1) <= lengths)] += 1  # guard log2 rounding
+    n_levels = int(level.max()) + 1
+    sentinel = n_levels * n_samples
+    query_a = np.where(filled, level * n_samples + start, sentinel)
+    query_b = np.where(filled, level * n_samples + stop - np.left_shift(1, level), sentinel)
+    tables = ColumnTables(first, frac, before, after, query_a, query_b, n_levels)
+    for array in tables[:-1]:
+        array.setflags(write=False)
+    return tables
+
+
 class Pieces(NamedTuple):
     """The drawing functions compiled for one target."""
 
     sample_y: object
+    crossing_y: object
     edge_y: object
     column_range: object
     column_extent: object
+    span_bounds: object
     draw_span: object
 
 
@@ -114,7 +174,7 @@ def _cpu_piece(tag: str):
     """
 
     def jit(function):
-        dispatcher = ngjit(function)
+        dispatcher = _inline_ngjit(function)
         dispatcher._set_uuid(f"psgvlm.raster.{tag}.{function.__name__}")
         return dispatcher
 
@@ -138,14 +198,18 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
     -------
     Pieces
         ``sample_y(value, gain, mid_fx)``: fixed-point row (1/256 px) of a sample;
-        ``edge_y(row, first, frac, edge, gain, mid_fx)``: fixed-point row where the line
-        crosses column edge ``edge`` (``_EMPTY`` when it does not);
+        ``crossing_y(before, after, frac, gain, mid_fx)``: fixed-point row where the
+        segment between samples ``before`` and ``after`` crosses a column edge at
+        ``frac`` (``_EMPTY`` when it does not); ``edge_y(row, before, after, frac, edge,
+        gain, mid_fx)`` reads the samples of edge ``edge`` (:class:`ColumnTables`);
         ``column_range(row, start, stop, gain) -> (high, low)``: highest and lowest
         value of the samples ``start:stop`` of a column, ``(-inf, inf)`` when none counts;
         ``column_extent(high, low, left, right, gain, mid_fx) -> (top, bottom)``: their
         rows joined to the column's edge crossings ``left`` and ``right``;
-        ``draw_span(page, width, column, top, bottom, first_row, last_row, half_width,
-        levels, shades)``.
+        ``span_bounds(top, bottom, half_width, first_row, last_row) -> (upper, lower)``:
+        the fixed-point rows the column's ink covers, clipped to a strip (``upper >=
+        lower`` when none); ``draw_span(page, width, column, upper, lower, levels,
+        shades)`` inks them.
     """
     tag = f"{'aa' if antialias else 'aliased'}-{'rgb' if color else 'grey'}"
     jit = _cpu_piece(tag) if target == "cpu" else _cuda_device
@@ -153,26 +217,24 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
     @jit
     def sample_y(value, gain, mid_fx):
         # Larger values go up. NaN -> _EMPTY (a gap); infinities clamp far off the image.
+        # Branch-free (selects), so that loops over it vectorise; truncation of the clamped
+        # value is the same on every target.
         scaled = value * gain
-        if scaled >= Y_LIMIT_FX:
-            return mid_fx - Y_LIMIT_FX
-        if scaled <= -Y_LIMIT_FX:
-            return mid_fx + Y_LIMIT_FX
-        if scaled == scaled:
-            return mid_fx - np.int64(scaled)  # truncation: the same on every target
-        return _EMPTY
+        clamped = min(max(scaled, -Y_LIMIT_FX), Y_LIMIT_FX) if scaled == scaled else 0.0
+        row = mid_fx - np.int64(np.int32(clamped))
+        return row if scaled == scaled else _EMPTY
 
     @jit
-    def edge_y(row, first, frac, edge, gain, mid_fx):
-        # y where the segment (first[edge] - 1, first[edge]) crosses edge x = edge.
-        edge_frac = frac[edge]
-        if edge_frac < 0:
-            return _EMPTY
-        ya = sample_y(row[first[edge] - 1], gain, mid_fx)
-        yb = sample_y(row[first[edge]], gain, mid_fx)
-        if ya == _EMPTY or yb == _EMPTY:
-            return _EMPTY
-        return ya + (((yb - ya) * edge_frac) >> _FRAC_SHIFT)
+    def crossing_y(before, after, edge_frac, gain, mid_fx):
+        # y where the segment from sample value `before` to `after` crosses the edge.
+        ya = sample_y(before, gain, mid_fx)
+        yb = sample_y(after, gain, mid_fx)
+        y = ya + (((yb - ya) * edge_frac) >> _FRAC_SHIFT)
+        return y if edge_frac >= 0 and ya != _EMPTY and yb != _EMPTY else _EMPTY
+
+    @jit
+    def edge_y(row, before, after, frac, edge, gain, mid_fx):
+        return crossing_y(row[before[edge]], row[after[edge]], frac[edge], gain, mid_fx)
 
     @jit
     def column_range(row, start, stop, gain):
@@ -193,18 +255,14 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
     @jit
     def column_extent(high, low, left, right, gain, mid_fx):
         # Rows of a column's highest and lowest value joined to its edge crossings left and
-        # right; top > bottom when empty.
-        top = _EMPTY
-        bottom = -_EMPTY
-        if high >= low:
-            top = sample_y(high, gain, mid_fx)
-            bottom = sample_y(low, gain, mid_fx)
-        if left != _EMPTY:
-            top = min(top, left)
-            bottom = max(bottom, left)
-        if right != _EMPTY:
-            top = min(top, right)
-            bottom = max(bottom, right)
+        # right; top > bottom when empty. Selects only, so the CPU loop over it vectorises.
+        filled = high >= low
+        top = sample_y(high, gain, mid_fx) if filled else _EMPTY
+        bottom = sample_y(low, gain, mid_fx) if filled else -_EMPTY
+        top = min(top, left) if left != _EMPTY else top
+        bottom = max(bottom, left) if left != _EMPTY else bottom
+        top = min(top, right) if right != _EMPTY else top
+        bottom = max(bottom, right) if right != _EMPTY else bottom
         return top, bottom
 
     if antialias:
@@ -228,114 +286,181 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
 
         @jit
         def ink_pixel(page, index, shades, level):
+            # Darken: an unconditional store of the min (a branch here mispredicts).
             for p in range(3):
                 value = shades[level, p]
-                if value < page[index + p]:
-                    page[index + p] = value
+                old = page[index + p]
+                page[index + p] = value if value < old else old
 
     else:
 
         @jit
         def ink_pixel(page, index, shades, level):
+            # Darken: an unconditional store of the min (a branch here mispredicts).
             value = shades[level, 0]
-            if value < page[index]:
-                page[index] = value
+            old = page[index]
+            page[index] = value if value < old else old
 
     planes = 3 if color else 1
 
     @jit
-    def draw_span(page, width, column, top, bottom, first_row, last_row, half_width, levels,
-                  shades):  # fmt: skip
-        # Ink rows first_row..last_row of the column over [top - hw, bottom + hw).
+    def span_bounds(top, bottom, half_width, first_row, last_row):
+        # The column's ink, [top - hw, bottom + hw) (at least min_extent tall), clipped to
+        # rows first_row..last_row; upper >= lower when nothing is drawn. Selects only.
+        filled = top <= bottom
         upper = top - half_width
         lower = bottom + half_width
-        shortfall = min_extent - (lower - upper)
-        if shortfall > 0:
-            upper -= shortfall >> 1
-            lower += shortfall - (shortfall >> 1)
-        row_start = max(first_row, upper >> _FX_SHIFT)
-        row_stop = min(last_row, (lower - 1) >> _FX_SHIFT)
-        if row_start > row_stop:
-            return
+        shortfall = max(min_extent - (lower - upper), 0)
+        upper -= shortfall >> 1
+        lower += shortfall - (shortfall >> 1)
+        upper = max(upper, first_row << _FX_SHIFT)
+        lower = min(lower, (last_row + 1) << _FX_SHIFT)
+        return (upper, lower) if filled else (0, 0)
+
+    @jit
+    def draw_span(page, width, column, upper, lower, levels, shades):
+        # Ink the rows of the column that [upper, lower) covers (upper < lower).
+        row_start = upper >> _FX_SHIFT
+        row_stop = (lower - 1) >> _FX_SHIFT
         stride = width * planes
-        # End rows may be partly covered; the rows between them are fully covered.
+        # End rows may be partly covered; the rows between them are fully covered. Level 0
+        # is white, and a one-row span inks its row twice at the same level, so the ends
+        # need no branches.
         index = (row_start * width + column) * planes
-        level = row_level(row_start, upper, lower, levels)
-        if level > 0:
-            ink_pixel(page, index, shades, level)
+        ink_pixel(page, index, shades, row_level(row_start, upper, lower, levels))
         for _ in range(row_start + 1, row_stop):
             index += stride
             ink_pixel(page, index, shades, levels)
-        if row_stop > row_start:
-            level = row_level(row_stop, upper, lower, levels)
-            if level > 0:
-                ink_pixel(page, index + stride, shades, level)
+        index = (row_stop * width + column) * planes
+        ink_pixel(page, index, shades, row_level(row_stop, upper, lower, levels))
 
-    return Pieces(sample_y, edge_y, column_range, column_extent, draw_span)
+    return Pieces(
+        sample_y, crossing_y, edge_y, column_range, column_extent, span_bounds, draw_span
+    )
+
+
+@ngjit
+def _fill_tables(row, unit, highs, lows, n_levels):
+    """Sparse tables of running maxima / minima of ``row * unit`` (NaN dropped).
+
+    Level ``k`` (at ``k * len(row)``) holds the max/min of samples ``i .. i + 2**k - 1``;
+    the sentinel after the last level is -inf / +inf (an empty column). Samples that
+    ``sample_y`` drops (NaN, and infinities when ``unit`` is 0) count as -inf / +inf.
+    """
+    n_samples = row.shape[0]
+    for i in range(n_samples):
+        value = row[i] * unit
+        kept = value == value
+        highs[i] = value if kept else np.float32(-_INF)
+        lows[i] = value if kept else np.float32(_INF)
+    for level in range(1, n_levels):
+        half = 1 << (level - 1)
+        count = n_samples - (1 << level) + 1
+        source = (level - 1) * n_samples
+        target = level * n_samples
+        high_a, high_b = highs[source : source + count], highs[source + half : source + half + count]
+        low_a, low_b = lows[source : source + count], lows[source + half : source + half + count]
+        high_out, low_out = highs[target : target + count], lows[target : target + count]
+        for i in range(count):
+            high_out[i] = max(high_a[i], high_b[i])
+            low_out[i] = min(low_a[i], low_b[i])
+    highs[n_levels * n_samples] = np.float32(-_INF)
+    lows[n_levels * n_samples] = np.float32(_INF)
+
+
+_fill_tables._set_uuid("psgvlm.raster.fill_tables")
 
 
 @functools.cache
 def build_render_kernels(antialias: bool, color: bool):
     """Build the CPU and the CUDA render kernel from the same drawing functions.
 
-    Both take ``(signals, blank, pages, width, first, frac, gain, mid_fx, first_row,
-    last_row, shades, half_width, levels)``: ``signals`` float32 ``(N, C, S)``, ``blank``
-    the background flattened to uint8 ``(H * W * P,)``, ``pages`` the output as uint8
-    ``(N, H * W * P)``, ``first``/``frac`` from :func:`column_edges`, the rest from
-    :class:`~engine.raster.layout.Layout`. Pixels combine by ``min``, so the two loop
-    orders give the same bytes.
+    Both start ``(signals, blank, pages, width, ...)``: ``signals`` float32 ``(N, C, S)``,
+    ``blank`` the background flattened to uint8 ``(H * W * P,)``, ``pages`` the output as
+    uint8 ``(N, H * W * P)``, and end ``(gain, mid_fx, first_row, last_row, shades,
+    half_width, levels)`` from :class:`~engine.raster.layout.Layout`. Between them come
+    the :class:`ColumnTables` fields each one reads: ``frac, before, after, query_a,
+    query_b, n_levels`` for the CPU, ``first, frac, before, after`` for CUDA. Pixels
+    combine by ``min``, so the two loop orders give the same bytes.
 
     Returns
     -------
     render_cpu : numba dispatcher
-        Parallel (``prange``) over epochs; draws channel by channel so a strip stays in
-        cache, and hands each column's right edge crossing on as the next one's left.
+        Parallel (``prange``) over epochs; per channel, vectorisable passes compute every
+        column's extent (sparse-table range lookups, edge crossings, extents), then a
+        last pass draws the spans.
     render_cuda : numba CUDA kernel
         Launched on a 2-D grid of (epoch, column) threads; each thread owns one pixel
         column of one image, so no two threads write the same pixel.
     """
     cpu = build_pieces("cpu", antialias, color)
     gpu = build_pieces("cuda", antialias, color)
-    cpu_edge, cpu_range, cpu_extent, cpu_draw = (
-        cpu.edge_y, cpu.column_range, cpu.column_extent, cpu.draw_span
+    cpu_crossing, cpu_extent, cpu_bounds, cpu_draw = (
+        cpu.crossing_y, cpu.column_extent, cpu.span_bounds, cpu.draw_span
     )  # fmt: skip
-    gpu_edge, gpu_range, gpu_extent, gpu_draw = (
-        gpu.edge_y, gpu.column_range, gpu.column_extent, gpu.draw_span
+    gpu_edge, gpu_range, gpu_extent, gpu_bounds, gpu_draw = (
+        gpu.edge_y, gpu.column_range, gpu.column_extent, gpu.span_bounds, gpu.draw_span
     )  # fmt: skip
     planes = 3 if color else 1
 
     @numba.njit(parallel=True, nogil=True, cache=True)
     def render_cpu(
-        signals, blank, pages, width, first, frac, gain, mid_fx, first_row, last_row, shades,
-        half_width, levels,
+        signals, blank, pages, width, frac, before, after, query_a, query_b, n_levels, gain,
+        mid_fx, first_row, last_row, shades, half_width, levels,
     ):  # fmt: skip
+        n_samples = signals.shape[2]
         for n in numba.prange(signals.shape[0]):
             page = pages[n]
             for index in range(blank.shape[0]):  # compiles to memcpy (page[:] = blank: no)
                 page[index] = blank[index]
+            highs = np.empty(n_levels * n_samples + 1, np.float32)
+            lows = np.empty(n_levels * n_samples + 1, np.float32)
+            column_high = np.empty(width, np.float32)
+            column_low = np.empty(width, np.float32)
+            value_before = np.empty(width + 1, np.float32)
+            value_after = np.empty(width + 1, np.float32)
+            crossing = np.empty(width + 1, np.int64)
+            uppers = np.empty(width, np.int64)
+            lowers = np.empty(width, np.int64)
+            lefts, rights = crossing[:width], crossing[1:]
             for c in range(signals.shape[1]):
                 row = signals[n, c]
                 channel_gain = gain[c]
                 channel_mid = mid_fx[c]
+                _fill_tables(row, np.float32(1.0 if channel_gain > 0 else 0.0), highs, lows,
+                             n_levels)  # fmt: skip
+                for column in range(width):
+                    a, b = query_a[column], query_b[column]
+                    column_high[column] = max(highs[a], highs[b])
+                    column_low[column] = min(lows[a], lows[b])
+                for edge in range(width + 1):
+                    value_before[edge] = row[before[edge]]
+                    value_after[edge] = row[after[edge]]
+                for edge in range(width + 1):
+                    crossing[edge] = cpu_crossing(
+                        value_before[edge], value_after[edge], frac[edge], channel_gain,
+                        channel_mid,
+                    )  # fmt: skip
                 channel_first = first_row[c]
                 channel_last = last_row[c]
-                channel_shades = shades[c]
-                left = cpu_edge(row, first, frac, 0, channel_gain, channel_mid)
                 for column in range(width):
-                    right = cpu_edge(row, first, frac, column + 1, channel_gain, channel_mid)
-                    high, low = cpu_range(row, first[column], first[column + 1], channel_gain)
-                    top, bottom = cpu_extent(high, low, left, right, channel_gain, channel_mid)
-                    if top <= bottom:
-                        cpu_draw(
-                            page, width, column, top, bottom, channel_first, channel_last,
-                            half_width, levels, channel_shades,
-                        )  # fmt: skip
-                    left = right
+                    top, bottom = cpu_extent(
+                        column_high[column], column_low[column], lefts[column], rights[column],
+                        channel_gain, channel_mid,
+                    )  # fmt: skip
+                    uppers[column], lowers[column] = cpu_bounds(
+                        top, bottom, half_width, channel_first, channel_last
+                    )
+                channel_shades = shades[c]
+                for column in range(width):
+                    if uppers[column] < lowers[column]:
+                        cpu_draw(page, width, column, uppers[column], lowers[column], levels,
+                                 channel_shades)  # fmt: skip
 
     @cuda.jit
     def render_cuda(
-        signals, blank, pages, width, first, frac, gain, mid_fx, first_row, last_row, shades,
-        half_width, levels,
+        signals, blank, pages, width, first, frac, before, after, gain, mid_fx, first_row,
+        last_row, shades, half_width, levels,
     ):  # fmt: skip
         n, column = cuda.grid(2)
         if n < pages.shape[0] and column < width:
@@ -345,14 +470,12 @@ def build_render_kernels(antialias: bool, color: bool):
                     page[index + p] = blank[index + p]
             for c in range(signals.shape[1]):
                 row = signals[n, c]
-                left = gpu_edge(row, first, frac, column, gain[c], mid_fx[c])
-                right = gpu_edge(row, first, frac, column + 1, gain[c], mid_fx[c])
+                left = gpu_edge(row, before, after, frac, column, gain[c], mid_fx[c])
+                right = gpu_edge(row, before, after, frac, column + 1, gain[c], mid_fx[c])
                 high, low = gpu_range(row, first[column], first[column + 1], gain[c])
                 top, bottom = gpu_extent(high, low, left, right, gain[c], mid_fx[c])
-                if top <= bottom:
-                    gpu_draw(
-                        page, width, column, top, bottom, first_row[c], last_row[c], half_width,
-                        levels, shades[c],
-                    )  # fmt: skip
+                upper, lower = gpu_bounds(top, bottom, half_width, first_row[c], last_row[c])
+                if upper < lower:
+                    gpu_draw(page, width, column, upper, lower, levels, shades[c])
 
     return render_cpu, render_cuda
