@@ -334,9 +334,7 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
         index = (row_stop * width + column) * planes
         ink_pixel(page, index, shades, row_level(row_stop, upper, lower, levels))
 
-    return Pieces(
-        sample_y, crossing_y, edge_y, column_range, column_extent, span_bounds, draw_span
-    )
+    return Pieces(sample_y, crossing_y, edge_y, column_range, column_extent, span_bounds, draw_span)
 
 
 @ngjit
@@ -358,7 +356,10 @@ def _fill_tables(row, unit, highs, lows, n_levels):
         count = n_samples - (1 << level) + 1
         source = (level - 1) * n_samples
         target = level * n_samples
-        high_a, high_b = highs[source : source + count], highs[source + half : source + half + count]
+        high_a, high_b = (
+            highs[source : source + count],
+            highs[source + half : source + half + count],
+        )
         low_a, low_b = lows[source : source + count], lows[source + half : source + half + count]
         high_out, low_out = highs[target : target + count], lows[target : target + count]
         for i in range(count):
