@@ -110,6 +110,7 @@ _GOAL_RASTER_VS_TUNED = 100.0
 _GOAL_PNG_VS_NAIVE = 100.0
 _GOAL_PNG_VS_TUNED = 20.0
 _GOAL_E2E_VS_CEILING = 0.8
+_GOAL_PNG_VS_ENCODER = 0.8
 _GOAL_RASTER_RATE = 20_000.0
 _GOAL_RASTER_RATE_AT = (6, (448, 224))
 
@@ -607,7 +608,7 @@ def _ratios_and_goals(
         add("raster+JPEG per core / matplotlib tuned", _find(stages, "raster_jpg", size, 1),
             tuned, None)  # fmt: skip
         add("raster+PNG / PNG encoder alone, per core", png1, _find(stages, "encode_png", size, 1),
-            None)  # fmt: skip
+            _GOAL_PNG_VS_ENCODER)  # fmt: skip
         for workers in settings.workers:
             ceiling = _find(stages, "encode_png", size, min(workers, cores))
             e2e = _find(stages, "e2e", size, workers)
