@@ -6,6 +6,7 @@
 # by a stage HMM counted on synthetic hypnograms only (psgvlm eval --smooth hmm).
 #
 #   scripts/train_synth_eval_real.sh                 # defaults below; ~20 min on 2 cores
+#   SEED=100 RUN=out/seed100 scripts/train_synth_eval_real.sh   # other subjects and seed
 #   PRERAU=/path/to/prerau NIGHTS=12 CONTEXT=0 RUN=out/ctx0 \
 #       CONFIG=my_448x112.yaml scripts/train_synth_eval_real.sh   # a variant
 #
@@ -21,6 +22,7 @@ NIGHTS=${NIGHTS:-12}
 HOURS=${HOURS:-8}
 PRERAU=${PRERAU:-../shared/data/prerau}
 CONTEXT=${CONTEXT:-1}
+SEED=${SEED:-0}  # first synthetic subject's seed, and the training seed
 SMOOTH=${SMOOTH:-hmm}
 SIZE=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['image_size'])" "$CONFIG")
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
@@ -38,13 +40,13 @@ step() {  # step NAME COMMAND...: run and record the wall time
 
 if [ ! -f "$RUN/nights/.complete" ]; then
     step synth psgvlm synth --nights "$NIGHTS" --hours "$HOURS" --fs 100 \
-        --channels "EEG C4-M1" --seed 0 --out "$RUN/nights"
+        --channels "EEG C4-M1" --seed "$SEED" --out "$RUN/nights"
     touch "$RUN/nights/.complete"
 fi
 step render psgvlm render "synthetic:$RUN/nights" --out "$RUN/shards" --montage eeg=C4-M1 \
     --size "$SIZE" --context "$CONTEXT" --split 1,0,0 --workers 2 --no-progress
 step train accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process 1 \
-    --mixed_precision no vlm/train.py --config "$CONFIG" --resume auto \
+    --mixed_precision no vlm/train.py --config "$CONFIG" --resume auto --seed "$SEED" \
     --train_shards "$RUN/shards/train-*.tar" --output_dir "$RUN/train"
 step eval psgvlm eval "prerau:$PRERAU" --model tiny:qwen2vl --adapter "$RUN/train/adapter" \
     --peers yasa --smooth "$SMOOTH" --out "$RUN/eval"

@@ -282,3 +282,65 @@ def _no_yasa() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("yasa") is None
+
+
+def test_ensemble_averages_the_members_probabilities(tiny_model, tmp_path, write_edf):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from psgvlm.cli import main
+    from vlm.stage import RenderConfig
+
+    with tarfile.open(next(tiny_model["shards"].glob("*.tar"))) as tar:
+        meta = json.loads(tar.extractfile(tar.getmembers()[0]).read())
+    config = RenderConfig.from_sample_meta(meta, "label")
+    members = []
+    for i, scale in enumerate((0.0, 0.5)):
+        base = AutoModelForImageTextToText.from_pretrained(tiny_model["base"])
+        model = PeftModel.from_pretrained(base, tiny_model["adapter"])
+        torch.manual_seed(i)
+        with torch.no_grad():
+            for name, weight in model.named_parameters():
+                if "modules_to_save" in name:  # the trained lm_head copy: make members differ
+                    weight.add_(scale * torch.randn_like(weight))
+        folder = tmp_path / f"member{i}" / "adapter"
+        model.save_pretrained(folder)
+        config.save(folder)
+        members.append(folder)
+
+    rng = np.random.default_rng(1)
+    psg = write_edf(tmp_path / "rec.edf", [("EEG C4-M1", rng.normal(0, 20, 6000), 100.0, "uV")])
+    hyp = tmp_path / "rec-hypnogram.csv"
+    hyp.write_text("onset,duration,stage\n" + "".join(f"{30 * i},30,N2\n" for i in range(2)))
+
+    def probabilities(out, *adapters):
+        args = ["eval", str(psg), "--hypnogram", str(hyp), "--model", str(tiny_model["base"])]
+        args += ["--adapter", str(adapters[0])]
+        if len(adapters) > 1:
+            args += ["--adapters", *map(str, adapters[1:]), "--ensemble"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert main([*args, "--peers", "--device", "cpu", "--out", str(out)]) == 0
+        with open(out / "predictions.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        return np.array([[float(r[f"p_{n}"]) for n in STAGE_NAMES] for r in rows]), out
+
+    first, _ = probabilities(tmp_path / "a", members[0])
+    second, _ = probabilities(tmp_path / "b", members[1])
+    assert np.abs(first - second).max() > 1e-3  # the members really differ
+    both, out = probabilities(tmp_path / "ab", *members)
+    np.testing.assert_allclose(both, (first + second) / 2, atol=2e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ensemble"] is True and len(metrics["models"]) == 2
+    assert "+" in metrics["recordings"][0]["model"]
+
+
+def test_ensemble_needs_two_members_of_one_montage(tiny_model, capsys):
+    from psgvlm.cli import main
+
+    code = main(["eval", "x.edf", "--model", str(tiny_model["base"]), "--adapter",
+                 str(tiny_model["adapter"]), "--render-from", str(tiny_model["shards"]),
+                 "--ensemble", "--out", "unused"])  # fmt: skip
+    assert code != 0
+    assert "--ensemble needs at least two adapters" in capsys.readouterr().err

@@ -17,7 +17,10 @@ signal on each side, and the prediction is the 20-s epoch's.
 Montage-specific models. Several adapters may be given (``--adapter A --adapters B C``);
 each recording is staged by the model whose montage it can fill with the most channels
 (:func:`pick_model` on :func:`available_roles`): an EEG-only recording goes to the
-EEG-only model, a full PSG to the EEG+EOG+EMG model.
+EEG-only model, a full PSG to the EEG+EOG+EMG model. With ``--ensemble`` the adapters
+are instead members of one ensemble (same montage, e.g. the same configuration trained on
+other synthetic subjects and seeds): every recording is staged by all of them and their
+per-epoch stage probabilities are averaged.
 
 Peer: YASA (``--peers yasa``; the ``peers`` extra). ``yasa.SleepStaging`` runs on the same
 recording and is compared on the same epochs. Its limits, which this module does not hide:
@@ -923,6 +926,12 @@ def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
         "one whose montage it fills with the most channels",
     )
     group.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="average the stage probabilities of all the adapters (one montage) "
+        "instead of picking one per recording",
+    )
+    group.add_argument(
         "--render-from",
         metavar="SHARDS",
         help="shards whose render setup to use (default: the adapter's "
@@ -992,6 +1001,12 @@ def _models(args: argparse.Namespace) -> list[StagingModel]:
     for i, m in enumerate(models):
         if names[m.name] > 1:
             m.name = f"{m.name}-{i}"
+    if getattr(args, "ensemble", False):
+        if len(models) < 2:
+            raise ModelError("--ensemble needs at least two adapters (--adapter A --adapters B)")
+        montages = {m.setup.montage for m in models}
+        if len(montages) > 1:
+            raise ModelError(f"--ensemble members must share one montage; got {sorted(montages)}")
     return models
 
 
@@ -1007,6 +1022,7 @@ def run_recordings(args: argparse.Namespace) -> int:
     recordings = load_recordings(inputs, args.hypnogram, args.scorer)
     smooth = getattr(args, "smooth", "none")
     hmm = synthetic_stage_hmm() if smooth == "hmm" else None
+    ensemble = getattr(args, "ensemble", False)
     y_smooth: list[np.ndarray] = []
 
     y_true, y_model, peer_pred = [], [], {p: [] for p in peers}
@@ -1020,8 +1036,9 @@ def run_recordings(args: argparse.Namespace) -> int:
         resolved = resolve_montage(chosen.setup.montage, labels, source=item.recording)
         if isinstance(item, _EDFInput):
             item = item.load(sorted({c.label for c in resolved}, key=labels.index))
-        source = epoch_source(item, chosen.setup)
-        hyp = source.hypnogram
+        members = models if ensemble else [chosen]
+        sources = [epoch_source(item, m.setup) for m in members]
+        hyp = sources[0].hypnogram
         scored = np.flatnonzero(hyp.stages != int(Stage.UNK))
         if scored.size == 0:
             raise DatasetError(f"{item.recording}: no scored epochs")
@@ -1034,8 +1051,12 @@ def run_recordings(args: argparse.Namespace) -> int:
             positions.size,
             chosen.name,
         )
-        probs = stage_recording(
-            source, chosen, positions, device, args.batch_size, args.quantization
+        probs = np.mean(
+            [
+                stage_recording(source, m, positions, device, args.batch_size, args.quantization)
+                for source, m in zip(sources, members)
+            ],
+            axis=0,
         )
         truth = hyp.stages[positions].astype(np.int64)
         pred = probs.argmax(axis=1)
@@ -1062,9 +1083,8 @@ def run_recordings(args: argparse.Namespace) -> int:
         rec_metrics = {"model": _metrics_or_refusal(truth[keep], pred[keep], None)}
         smoothed = None
         if hmm is not None:
-            smoothed = _smooth_runs(
-                probs, positions, hmm, training_class_prior(chosen.adapter, hmm)
-            )
+            prior = np.mean([training_class_prior(m.adapter, hmm) for m in members], axis=0)
+            smoothed = _smooth_runs(probs, positions, hmm, prior)
             rec_metrics["model+hmm"] = _metrics_or_refusal(truth[keep], smoothed[keep], None)
             y_smooth.append(smoothed[keep])
         for peer, stages in peer_stages.items():
@@ -1074,7 +1094,7 @@ def run_recordings(args: argparse.Namespace) -> int:
             {
                 "dataset": item.dataset,
                 "recording": item.recording,
-                "model": chosen.name,
+                "model": "+".join(m.name for m in members),
                 "n": int(keep.sum()),
                 "epoch_length": hyp.epoch_length,
                 "metrics": rec_metrics,
@@ -1116,6 +1136,7 @@ def run_recordings(args: argparse.Namespace) -> int:
             }
             for m in models
         ],
+        "ensemble": ensemble,
         "inputs": inputs,
         "epochs": args.epochs,
     }
