@@ -20,7 +20,6 @@ from engine.preprocess import Preprocessing
 from engine.raster import RenderSpec
 from engine.stages import STAGE_NAMES, Stage
 from vlm.realeval import (
-    RenderSetup,
     available_roles,
     model_windows,
     pick_model,
@@ -29,6 +28,7 @@ from vlm.realeval import (
     viterbi_stages,
     yasa_stage,
 )
+from vlm.stage import RenderConfig
 
 IMAGE = (224, 56)  # tiny model and render size: small, multiples of 28
 
@@ -145,10 +145,11 @@ def tiny_model(tmp_path_factory):
 
 def test_render_setup_round_trips_the_shard_json(tiny_model):
     setup = read_render_setup(tiny_model["shards"])
-    assert isinstance(setup, RenderSetup)
-    assert setup.montage == "eeg=C4-M1" and setup.roles == ("eeg",)
-    assert (setup.spec.width, setup.spec.height, setup.spec.scales_uv) == (*IMAGE, (75.0,))
-    assert setup.window_seconds == 30.0 and setup.preprocessing.target_fs == 100.0
+    assert isinstance(setup, RenderConfig)
+    assert setup.montage == "eeg=C4-M1" and setup.roles == ["eeg"]
+    spec = setup.spec()
+    assert (spec.width, spec.height, spec.scales_uv) == (*IMAGE, (75.0,))
+    assert setup.window_seconds == 30.0 and setup.preprocessing_params().target_fs == 100.0
 
 
 def _eval(inputs, tiny_model, out, *extra):

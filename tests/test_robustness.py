@@ -11,15 +11,15 @@ from engine.errors import PSGError
 from engine.io.hypnogram import Hypnogram
 from engine.io.prerau import ArrayRecording
 from engine.perturb import parse_perturb_spec
-from engine.preprocess import Preprocessing
 from engine.raster import RenderSpec
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from psgvlm.cli import main as cli  # noqa: E402
-from vlm.realeval import RenderSetup, StagingModel  # noqa: E402
+from vlm.realeval import StagingModel  # noqa: E402
 from vlm.robustness import evaluate_perturbed, plot_robustness, robustness_markdown  # noqa: E402
+from vlm.stage import RenderConfig  # noqa: E402
 from vlm.tiny import build_tiny_model  # noqa: E402
 
 SIZE = 56
@@ -33,7 +33,7 @@ def model(tmp_path_factory):
     channels = tuple({"role": r, "name": n} for r, n in (("eeg", "C4-M1"), ("eog", "E1-M2"),
                                                          ("emg", "chin")))  # fmt: skip
     spec = RenderSpec.for_roles(["eeg", "eog", "emg"], width=SIZE, height=SIZE)
-    setup = RenderSetup("eeg=C4-M1,eog=E1-M2,emg=chin", channels, spec, Preprocessing())
+    setup = RenderConfig(channels=list(channels), render=spec.to_dict())
     return StagingModel(str(path), None, setup, "tiny")
 
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -57,7 +58,7 @@ import os
 import tarfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,12 @@ from engine.errors import ChannelNotFoundError, DatasetError, ModelError, ShardE
 from engine.io.hypnogram import Hypnogram
 from engine.io.prerau import ArrayRecording, load_prerau
 from engine.montage import ALIASES, ROLES, Montage, resolve_montage
-from engine.preprocess import Preprocessing
-from engine.raster import RenderSpec
 from engine.stages import STAGE_NAMES, Stage, to_stage
+
+from .stage import RenderConfig, load_render_config
 
 __all__ = [
     "PEERS",
-    "RenderSetup",
     "StagingModel",
     "PeerResult",
     "SMOOTHERS",
@@ -109,82 +109,7 @@ SMOOTHERS: tuple[str, ...] = ("none", "hmm")
 # ----------------------------------------------------------------------------------------
 # How the model's training images were made
 # ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RenderSetup:
-    """Everything needed to draw an epoch as the training shards drew it.
-
-    Attributes
-    ----------
-    montage : str
-        Montage spec rebuilt from the shard's channels (``eeg=C4-M1,eog=E1-M2``).
-    channels : tuple of dict
-        ``{"role", "name"}`` per image row, as named in the training prompts.
-    spec : RenderSpec
-        The rasterizer settings (size, scales, context, labels, colour...).
-    preprocessing : Preprocessing
-        Filters and target rate applied before drawing.
-    fmt : str
-        Image encoding of the shards (``png``, ``jpg``, ``npy``); ``quality`` for JPEG.
-    source : str
-        The shard the setup was read from.
-    """
-
-    montage: str
-    channels: tuple[dict[str, str], ...]
-    spec: RenderSpec
-    preprocessing: Preprocessing
-    fmt: str = "png"
-    quality: int = 90
-    source: str = ""
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        """Role of each image row."""
-        return tuple(c["role"] for c in self.channels)
-
-    @property
-    def window_seconds(self) -> float:
-        """Seconds of signal one image shows (target epoch and its context)."""
-        return self.spec.epoch_seconds * self.spec.epochs_per_image
-
-    @classmethod
-    def from_meta(cls, meta: Mapping[str, Any], source: str = "") -> RenderSetup:
-        """Build from a shard sample's ``json`` (keys ``channels``, ``render``, ``preprocessing``).
-
-        Raises
-        ------
-        ShardError
-            When the metadata lacks the render description.
-        """
-        where = source or "sample metadata"
-        try:
-            channels = tuple(
-                {"role": str(c["role"]), "name": str(c["name"])} for c in meta["channels"]
-            )
-            render = dict(meta["render"])
-        except (KeyError, TypeError) as err:
-            raise ShardError(
-                f"{where}: no channels/render description in the json ({err})"
-            ) from None
-        if not channels:
-            raise ShardError(f"{where}: the json lists no channels")
-        fmt = str(render.pop("format", "png"))
-        quality = int(render.pop("quality", 90))
-        known = {f.name for f in fields(RenderSpec)}
-        kwargs = {k: v for k, v in render.items() if k in known}
-        for key in ("scales_uv", "labels"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = tuple(kwargs[key])
-        spec = RenderSpec(**kwargs)
-        pre = dict(meta.get("preprocessing") or {})
-        if "bands" in pre:
-            pre["bands"] = {r: tuple(b) if b else None for r, b in pre["bands"].items()}
-        preprocessing = Preprocessing(**pre)
-        montage = ",".join(f"{c['role']}={c['name']}" for c in channels)
-        return cls(montage, channels, spec, preprocessing, fmt, quality, where)
-
-
-def read_render_setup(shards: str | os.PathLike[str]) -> RenderSetup:
+def read_render_setup(shards: str | os.PathLike[str]) -> RenderConfig:
     """The render setup of a shard directory, glob or file (its first sample's json).
 
     Raises
@@ -206,7 +131,7 @@ def read_render_setup(shards: str | os.PathLike[str]) -> RenderSetup:
                 for member in tar:
                     if member.name.endswith(".json"):
                         meta = json.loads(tar.extractfile(member).read())
-                        return RenderSetup.from_meta(meta, source=url)
+                        return RenderConfig.from_sample_meta(meta, source=url)
         except (OSError, tarfile.TarError, json.JSONDecodeError) as err:
             raise ShardError(f"{url}: cannot read a sample's json ({err})") from None
     raise ShardError(f"{shards}: no sample json in {len(urls)} shard(s)")
@@ -228,7 +153,7 @@ def _training_config(adapter: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
-def find_render_setup(adapter: str | os.PathLike[str]) -> RenderSetup:
+def find_render_setup(adapter: str | os.PathLike[str]) -> RenderConfig:
     """The render setup an adapter was trained with.
 
     Read through :func:`vlm.stage.load_render_config`: the ``render.json`` that
@@ -239,15 +164,10 @@ def find_render_setup(adapter: str | os.PathLike[str]) -> RenderSetup:
     ModelError
         When neither is found (pass ``--render-from SHARDS``).
     """
-    from .stage import load_render_config
-
     try:
-        config = load_render_config(adapter)
+        return load_render_config(adapter)
     except ModelError as err:
         raise ModelError(f"{err} (psgvlm eval: --render-from SHARDS)") from None
-    render = {**config.render, "format": config.image_format, "quality": config.quality}
-    meta = {"channels": config.channels, "render": render, "preprocessing": config.preprocessing}
-    return RenderSetup.from_meta(meta, source=config.source)
 
 
 # ----------------------------------------------------------------------------------------
@@ -263,21 +183,21 @@ class StagingModel:
         Base model id or directory (``tiny:qwen2vl`` is resolved in the tiny-model cache).
     adapter : str or None
         LoRA adapter directory (None: zero-shot).
-    setup : RenderSetup
+    setup : vlm.stage.RenderConfig
     name : str
         Short name for reports (the adapter's run directory).
     """
 
     base: str
     adapter: str | None
-    setup: RenderSetup
+    setup: RenderConfig
     name: str = ""
     _loaded: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def roles(self) -> tuple[str, ...]:
         """Roles of the montage this model reads."""
-        return self.setup.roles
+        return tuple(self.setup.roles)
 
     def load(self, device: str, quantization: str | None = None) -> tuple[Any, Any]:
         """``(model, processor)``, loaded once."""
@@ -293,14 +213,15 @@ class StagingModel:
         return self._loaded
 
 
-def _resolve_base(base: str, adapter: str | None, setup: RenderSetup) -> str:
+def _resolve_base(base: str, adapter: str | None, setup: RenderConfig) -> str:
     """Turn ``tiny:FAMILY`` into the built tiny model the adapter was trained on."""
     from .tiny import TINY_PREFIX, resolve_tiny_model
 
     if not base.startswith(TINY_PREFIX):
         return base
     cache = "~/.cache/psgvlm/tiny"
-    size = (setup.spec.width, setup.spec.height)
+    spec = setup.spec()
+    size = (spec.width, spec.height)
     found = _training_config(Path(adapter)) if adapter else None
     if found is not None:
         cache = str(found[1].get("tiny_cache_dir", cache))
@@ -504,16 +425,16 @@ def model_windows(source, positions: np.ndarray, window_s: float) -> np.ndarray:
     return out
 
 
-def _images(signals: np.ndarray, setup: RenderSetup) -> list:
+def _images(signals: np.ndarray, setup: RenderConfig) -> list:
     """Draw and (for JPEG) encode/decode, as the training shards went through."""
     from engine.raster import render
 
     from .data import images_as_trained
 
-    return images_as_trained(render(signals, setup.spec), setup.fmt, setup.quality)
+    return images_as_trained(render(signals, setup.spec()), setup.image_format, setup.quality)
 
 
-def epoch_source(recording: ArrayRecording, setup: RenderSetup):
+def epoch_source(recording: ArrayRecording, setup: RenderConfig):
     """The recording's scorer epochs, preprocessed as the model's training data was.
 
     Its ``hypnogram`` holds the epochs that lie inside the signal: epoch positions used
@@ -526,7 +447,7 @@ def epoch_source(recording: ArrayRecording, setup: RenderSetup):
         recording.fs,
         recording.hypnogram,
         Montage.parse(setup.montage),
-        setup.preprocessing,
+        setup.preprocessing_params(),
         source=recording.source,
     )
     names = [c.name for c in source.channels]
@@ -987,15 +908,7 @@ def _models(args: argparse.Namespace) -> list[StagingModel]:
                     f"--montage {args.montage}: roles differ from the model's "
                     f"training montage {setup.montage}"
                 )
-            setup = RenderSetup(
-                str(montage),
-                tuple({"role": r, "name": n} for r, n in wanted),
-                setup.spec,
-                setup.preprocessing,
-                setup.fmt,
-                setup.quality,
-                setup.source,
-            )
+            setup = dataclasses.replace(setup, channels=[{"role": r, "name": n} for r, n in wanted])
         models.append(StagingModel(args.model, adapter, setup, str(adapter or "zero-shot")))
     names = Counter(m.name for m in models)
     for i, m in enumerate(models):

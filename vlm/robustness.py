@@ -120,8 +120,8 @@ def evaluate_perturbed(
         staged = model
         if condition is not None and condition.image_size is not None:
             width, height = condition.image_size
-            spec = dataclasses.replace(setup.spec, width=width, height=height)
-            staged = dataclasses.replace(model, setup=dataclasses.replace(setup, spec=spec))
+            render = {**setup.render, "width": width, "height": height}
+            staged = dataclasses.replace(model, setup=dataclasses.replace(setup, render=render))
         predicted, scored, peer_stages, peer_note = [], [], [], None
         for i, (recording, channels, chosen) in enumerate(zip(recordings, montages, positions)):
             labels = [c.label for c in channels]

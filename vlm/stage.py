@@ -131,6 +131,12 @@ class RenderConfig:
         """Channel roles, top to bottom."""
         return [str(c["role"]).lower() for c in self.channels]
 
+    @property
+    def window_seconds(self) -> float:
+        """Seconds of signal one image shows (the target epoch and its context)."""
+        spec = self.spec()
+        return spec.epoch_seconds * spec.epochs_per_image
+
     def spec(self):
         """The :class:`engine.raster.RenderSpec`."""
         from engine.raster import RenderSpec
