@@ -50,6 +50,16 @@ SIMULATED = textwrap.dedent(
         assert gpu.shape == cpu.shape and gpu.dtype == np.uint8, (kwargs, gpu.shape)
         assert np.array_equal(cpu, gpu), (kwargs, int((cpu != gpu).sum()))
         assert (cpu < 255).any()
+    # The CPU build answers column ranges from sparse tables, CUDA scans each column:
+    # many samples per column (level 5), one to two (levels 0 and 1), one each.
+    for n_samples, width in ((3000, 64), (90, 64), (64, 64)):
+        dense = (60 * rng.standard_normal((1, 2, n_samples))).astype(np.float32)
+        dense[0, 0, ::9] = np.nan
+        dense[0, 1, 5] = -np.inf
+        dense[0, 1, n_samples // 2] = 1e30
+        spec = RenderSpec(scales_uv=(75.0, 0.001), width=width, height=32)
+        cpu, gpu = render(dense, spec), np.asarray(render_cuda(dense, spec))
+        assert np.array_equal(cpu, gpu), (n_samples, width, int((cpu != gpu).sum()))
     sparse = np.array([[[-80.0, 80.0, -80.0, 80.0, 0.0]]], np.float32)
     spec = RenderSpec(scales_uv=(75.0,), width=40, height=32)
     assert np.array_equal(render(sparse, spec), render_gpu(sparse, spec))
