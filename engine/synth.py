@@ -652,6 +652,27 @@ _BACKGROUND_MIX: dict[str, tuple[float, float, float]] = {
 #: Level (uV rms before topography weights) of each continuous component per stage (W, N1,
 #: N2, N3, R) for a unit-gain subject; tuned so that C4-M1 matches the Prerau segment's
 #: relative band powers with ``psgvlm synth-report``.
+#: Within a NREM episode slow-wave activity builds up over ~10-20 min (Achermann &
+#: Borbely 1990; Dijk et al. 1993): N2 at an episode's start carries this fraction of the
+#: background and delta of the N2 that precedes N3, rising with time constant below.
+_LIGHT_N2_FLOOR = 0.6
+_BUILDUP_MINUTES = 12.0
+
+
+def _nrem_buildup(stages: np.ndarray) -> np.ndarray:
+    """Per-epoch SWA build-up factor: ``_LIGHT_N2_FLOOR`` at a NREM episode's first epoch,
+    rising towards 1 with the minutes of N2/N3 since then (W or R ends an episode)."""
+    minutes = np.zeros(stages.size)
+    elapsed = 0.0
+    for i, stage in enumerate(stages):
+        if stage in (W, R):
+            elapsed = 0.0
+        elif stage in (N2, N3):
+            minutes[i] = elapsed
+            elapsed += EPOCH_LENGTH / 60.0
+    return 1.0 - (1.0 - _LIGHT_N2_FLOOR) * np.exp(-minutes / _BUILDUP_MINUTES)
+
+
 _LEVELS: dict[str, tuple[float, float, float, float, float]] = {
     "background": (9.0, 9.0, 11.0, 9.0, 7.5),
     "delta": (3.0, 10.0, 13.0, 7.0, 3.0),
@@ -707,6 +728,7 @@ class _Night:
         )
         # Process S: slow-wave activity decays across the night (Achermann & Borbely, ~4 h).
         self.decay = np.exp(-hours_asleep / 4.2)
+        self.buildup = _nrem_buildup(stages)
         self.eyes_closed = np.zeros(self.n_epochs, dtype=bool)
 
     def noise_rng(self) -> np.random.Generator:
@@ -965,13 +987,16 @@ class _Night:
         )
         add(out, full, muscle, env, _RHYTHM_TOPOGRAPHY["muscle"])
         background = _amplitude(low.n, low.fs, _aperiodic(s.aperiodic_exponent), s)
-        env = low.steps(self._level("background")) * low.wobble(self.noise_rng(), 0.15, 20.0)
+        light = np.where(self.stages == N2, self.buildup, 1.0)  # light N2 early in an episode
+        env = low.steps(self._level("background") * light) * low.wobble(
+            self.noise_rng(), 0.15, 20.0
+        )
         for i in range(3):
             mix = {c: _BACKGROUND_MIX[c][i] / np.linalg.norm(_BACKGROUND_MIX[c]) for c in labels}
             add(slow, low, background, env, mix)
         # SWA declines across the night (process S), so does NREM delta.
         nrem = np.isin(self.stages, (N2, N3))
-        delta = self._level("delta") * np.where(nrem, 0.85 + 0.25 * self.decay, 1.0)
+        delta = self._level("delta") * np.where(nrem, 0.85 + 0.25 * self.decay, 1.0) * light
         rhythms = {
             "delta": (_band(0.5, 5.0, 1.5, (0.3, 2.0)), delta, 0.25, 10.0),
             "theta": (_peak(s.theta_freq, 1.2), self._level("theta"), 0.3, 5.0),

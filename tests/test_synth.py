@@ -303,3 +303,16 @@ def test_one_epoch_night_generates(seed):
     night = synth_night(seed, n_epochs=1)
     assert night.stages.shape == (1,)
     assert all(np.isfinite(x).all() for x in night.signals.values())
+
+
+def test_light_n2_at_an_episode_start_is_quieter_than_n2_before_n3():
+    # SWA builds up across a NREM episode: the first N2 epochs after W carry less
+    # background and delta than N2 twenty minutes in (same subject, no randomisation).
+    stages = [W] * 4 + [N2] * 60 + [R] * 4 + [N2] * 4
+    night = synth_night(5, stages=stages, fs=100.0, channels=["EEG C4-M1"], randomize=False)
+    rms = night.signals["EEG C4-M1"].reshape(len(stages), 3000)
+    sos = sps.butter(2, [0.5, 4.0], btype="band", fs=100.0, output="sos")
+    delta = sps.sosfiltfilt(sos, rms.astype(np.float64), axis=1).std(axis=1)
+    early, late, after_rem = delta[5:9].mean(), delta[50:64].mean(), delta[69:72].mean()
+    assert early < 0.8 * late
+    assert after_rem < 0.8 * late  # REM ends the episode: the build-up starts again
