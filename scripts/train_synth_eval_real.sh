@@ -5,7 +5,7 @@
 # model's raw per-epoch stages are reported, and beside them the same probabilities decoded
 # by a stage HMM counted on synthetic hypnograms only (psgvlm eval --smooth hmm).
 #
-#   scripts/train_synth_eval_real.sh                 # defaults below; ~20 min on 2 cores
+#   scripts/train_synth_eval_real.sh                 # defaults below; ~8 min on 2 cores
 #   SEED=100 RUN=out/seed100 scripts/train_synth_eval_real.sh   # other subjects and seed
 #   PRERAU=/path/to/prerau NIGHTS=12 CONTEXT=0 RUN=out/ctx0 \
 #       CONFIG=my_448x112.yaml scripts/train_synth_eval_real.sh   # a variant
