@@ -392,16 +392,21 @@ def _cpu_stages(
         blobs = encode_one_thread(tuned.render(tuned_signals), "png")
         return len(blobs), sum(map(len, blobs))
 
+    # One reused page buffer, as the render pipeline draws (engine.pipeline._Drawer).
+    pages = np.empty((settings.batch_size, spec.height, spec.width, 3 if spec.color else 1),
+                     np.uint8)  # fmt: skip
+
     def raster() -> tuple[int, int]:
         for s in parts:
-            render(signals[s], spec)
+            render(signals[s], spec, out=pages[: s.stop - s.start])
         return len(signals), raw * len(signals)
 
     def raster_encode(fmt: str, encoder: Callable) -> Callable[[], tuple[int, int]]:
         def work() -> tuple[int, int]:
             total = 0
             for s in parts:
-                total += sum(map(len, encoder(render(signals[s], spec), fmt)))
+                images = render(signals[s], spec, out=pages[: s.stop - s.start])
+                total += sum(map(len, encoder(images, fmt)))
             return len(signals), total
 
         return work

@@ -294,10 +294,27 @@ def _encode(images: np.ndarray, settings: RenderSettings) -> list[bytes]:
     return encode_batch(images, settings.fmt, quality=settings.quality)
 
 
-def _draw(signals: np.ndarray, spec: Any, device: str) -> np.ndarray:
-    from .raster import render, render_gpu
+class _Drawer:
+    """Draws batches; on the CPU into one reused page buffer (no fresh pages per batch).
 
-    return render_gpu(signals, spec) if device == "cuda" else render(signals, spec)
+    The images of a batch are a view of the buffer: encode them before the next call.
+    """
+
+    def __init__(self, spec: Any, device: str) -> None:
+        self.spec = spec
+        self.device = device
+        self.buffer: np.ndarray | None = None
+
+    def __call__(self, signals: np.ndarray) -> np.ndarray:
+        from .raster import render, render_gpu
+
+        if self.device == "cuda":
+            return render_gpu(signals, self.spec)
+        n = len(signals)
+        if self.buffer is None or self.buffer.shape[0] < n:
+            planes = 3 if self.spec.color else 1
+            self.buffer = np.empty((n, self.spec.height, self.spec.width, planes), np.uint8)
+        return render(signals, self.spec, out=self.buffer[:n])
 
 
 def render_recording(task: RecordingTask) -> dict[str, Any]:
@@ -362,6 +379,7 @@ def render_recording(task: RecordingTask) -> dict[str, Any]:
 
         emg_reference = _emg_reference(source, roles, task)
         channel_labels = [c.label for c in channels]
+    draw = _Drawer(spec, task.device)
     with ShardSink(
         parts, task.split, "{shard:06d}.tar", maxcount=settings.maxcount, maxsize=settings.maxsize
     ) as sink:
@@ -370,7 +388,7 @@ def render_recording(task: RecordingTask) -> dict[str, Any]:
         ):
             if len(batch.index) == 0:
                 continue
-            images = _draw(batch.signals, spec, task.device)
+            images = draw(batch.signals)
             blobs = _encode(images, settings)
             features = None
             if settings.features:
