@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Real EEG from synthetic training, as an ensemble: train the committed configuration
+# (scripts/train_synth_eval_real.sh, one central EEG) on several sets of synthetic
+# subjects, one per seed, PARALLEL at a time (each training uses one thread), then stage
+# the real Prerau segment with all of them at once (psgvlm eval --ensemble: the mean of
+# their stage probabilities), YASA beside it on the same epochs.
+#
+#   scripts/train_synth_ensemble.sh                           # 4 seeds, ~20 min on 2 cores
+#   SEEDS="0 100" ROOT=out/ens2 scripts/train_synth_ensemble.sh
+#
+# Outputs: $ROOT/seed<S>/ (each run, as train_synth_eval_real.sh writes it, its log in
+# $ROOT/seed<S>.log) and $ROOT/eval/ (metrics.json, metrics.md, predictions.csv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+read -r -a seeds <<< "${SEEDS:-0 100 200 300}"
+ROOT=${ROOT:-out/synth_ensemble}
+PRERAU=${PRERAU:-../shared/data/prerau}
+PARALLEL=${PARALLEL:-2}
+if [ "${#seeds[@]}" -lt 2 ]; then
+    echo "SEEDS must name at least two seeds, got '${seeds[*]}'" >&2
+    exit 2
+fi
+mkdir -p "$ROOT"
+
+for ((i = 0; i < ${#seeds[@]}; i += PARALLEL)); do
+    pids=()
+    for seed in "${seeds[@]:i:PARALLEL}"; do
+        echo "training seed $seed -> $ROOT/seed$seed (log: $ROOT/seed$seed.log)"
+        SEED=$seed RUN="$ROOT/seed$seed" PRERAU="$PRERAU" \
+            scripts/train_synth_eval_real.sh > "$ROOT/seed$seed.log" 2>&1 &
+        pids+=("$!")
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || { echo "a run failed: see $ROOT/seed*.log" >&2; exit 1; }
+    done
+done
+
+adapters=()
+for seed in "${seeds[@]}"; do
+    adapters+=("$ROOT/seed$seed/train/adapter")
+done
+psgvlm eval "prerau:$PRERAU" --model tiny:qwen2vl --adapter "${adapters[0]}" \
+    --adapters "${adapters[@]:1}" --ensemble --peers yasa --smooth hmm --out "$ROOT/eval"
+cat "$ROOT/eval/metrics.md"
