@@ -950,8 +950,12 @@ def run_recordings(args: argparse.Namespace) -> int:
         if isinstance(item, _EDFInput):
             item = item.load(sorted({c.label for c in resolved}, key=labels.index))
         members = models if ensemble else [chosen]
-        sources = [epoch_source(item, m.setup) for m in members]
-        hyp = sources[0].hypnogram
+        first = epoch_source(item, members[0].setup)
+        # Members drawn the same way (the usual ensemble) share one preprocessed source.
+        sources = [
+            first if m.setup == members[0].setup else epoch_source(item, m.setup) for m in members
+        ]
+        hyp = first.hypnogram
         scored = np.flatnonzero(hyp.stages != int(Stage.UNK))
         if scored.size == 0:
             raise DatasetError(f"{item.recording}: no scored epochs")
