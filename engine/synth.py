@@ -649,12 +649,10 @@ _BACKGROUND_MIX: dict[str, tuple[float, float, float]] = {
     "EEG O2-M1": (0.6, -0.55, 0.58),
 }
 
-#: Level (uV rms before topography weights) of each continuous component per stage (W, N1,
-#: N2, N3, R) for a unit-gain subject; tuned so that C4-M1 matches the Prerau segment's
-#: relative band powers with ``psgvlm synth-report``.
 #: Within a NREM episode slow-wave activity builds up over ~10-20 min (Achermann &
 #: Borbely 1990; Dijk et al. 1993): N2 at an episode's start carries this fraction of the
-#: background and delta of the N2 that precedes N3, rising with time constant below.
+#: background and delta of the N2 that precedes N3, rising with time constant below
+#: (floor set from the Prerau segment's early-to-late N2 amplitude ratio, ~0.65).
 _LIGHT_N2_FLOOR = 0.6
 _BUILDUP_MINUTES = 12.0
 
@@ -673,6 +671,9 @@ def _nrem_buildup(stages: np.ndarray) -> np.ndarray:
     return 1.0 - (1.0 - _LIGHT_N2_FLOOR) * np.exp(-minutes / _BUILDUP_MINUTES)
 
 
+#: Level (uV rms before topography weights) of each continuous component per stage (W, N1,
+#: N2, N3, R) for a unit-gain subject; tuned so that C4-M1 matches the Prerau segment's
+#: relative band powers with ``psgvlm synth-report``.
 _LEVELS: dict[str, tuple[float, float, float, float, float]] = {
     "background": (9.0, 9.0, 11.0, 9.0, 7.5),
     "delta": (3.0, 10.0, 13.0, 7.0, 3.0),
