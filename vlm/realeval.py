@@ -43,7 +43,10 @@ instead of them: each night's probability vectors are decoded by Viterbi with a 
 transition matrix counted on :func:`engine.synth.synth_hypnogram` nights only
 (:func:`synthetic_stage_hmm`; nothing is estimated from the evaluated recordings), after
 dividing out the class prior the model was trained with (:func:`training_class_prior`).
-The column is ``model+hmm``; ``predictions.csv`` gains ``model_hmm``.
+The column is ``model+hmm``; ``predictions.csv`` gains ``model_hmm``. Known bias: dividing by
+the training prior multiplies N1 (~5 % of synthetic epochs) about tenfold against N2, and
+on the real Prerau segment it lowered the accuracy of most models by turning light N2
+into N1 runs, while it usually helped REM (bench/RESULTS.md).
 """
 
 from __future__ import annotations
