@@ -8,6 +8,7 @@ independent computations, render parameters are found the ways the docs say.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -327,3 +328,45 @@ def test_reference_alignment():
         align_reference(Hypnogram.from_stages([0, 1], start=10.0), onsets, 30.0)
     with pytest.raises(HypnogramError, match="20-s epochs"):
         align_reference(Hypnogram.from_stages([0, 1], epoch_length=20.0), onsets, 30.0)
+
+
+def test_ensemble_stages_with_the_mean_of_its_members(tmp_path, night, model_dirs):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from psgvlm.cli import main
+
+    _, psg, hyp = night
+    base, adapter = model_dirs
+    other = tmp_path / "other"
+    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), adapter)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:  # zero at initialisation: give this member its own weights
+                weight.add_(0.5 * torch.randn_like(weight))
+    model.save_pretrained(other)
+    make_render_config().save(other)
+
+    def probabilities(out: Path, *extra: str) -> np.ndarray:
+        code = main(["stage", str(psg), "--model", str(base), "--adapter", *extra, "--out",
+                     str(out), "--hypnogram", str(hyp), "--no-progress", "--device", "cpu"])  # fmt: skip
+        assert code == 0
+        rows = _read_csv(out / "hypnogram.csv")
+        return np.array([[float(r[f"p_{s}"]) for s in STAGE_NAMES] for r in rows])
+
+    first = probabilities(tmp_path / "a", str(adapter))
+    second = probabilities(tmp_path / "b", str(other))
+    assert np.abs(first - second).max() > 1e-3
+    both = probabilities(tmp_path / "ab", str(adapter), "--ensemble", str(other))
+    np.testing.assert_allclose(both, (first + second) / 2, atol=2e-4)
+    summary = json.loads((tmp_path / "ab" / "summary.json").read_text())
+    assert summary["ensemble"] == [str(adapter), str(other)]
+
+    # A member drawn differently is refused, naming it.
+    odd = tmp_path / "odd"
+    model.save_pretrained(odd)
+    dataclasses.replace(make_render_config(), image_format="jpg").save(odd)
+    assert main(["stage", str(psg), "--model", str(base), "--adapter", str(adapter),
+                 "--ensemble", str(odd), "--out", str(tmp_path / "x"), "--device", "cpu"]) != 0  # fmt: skip

@@ -590,19 +590,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", type=Path, help="scored hypnogram to measure agreement")
     parser.add_argument("--batch-size", type=int, default=16, help="epochs per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--ensemble", type=Path, nargs="+", default=[], metavar="ADAPTER",
+        help="more adapters trained with the same render parameters (e.g. other seeds): "
+        "each epoch's stage probabilities are the mean over --adapter and these",
+    )  # fmt: skip
 
 
 def load_model(args: argparse.Namespace):
     """Model + processor for parsed ``add_model_arguments`` options."""
+    return _load_model(args, args.adapter)
+
+
+def _load_model(args: argparse.Namespace, adapter: Path | None):
     import torch
 
     from .model import load_model_and_processor
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, processor, _ = load_model_and_processor(
-        args.model, adapter=args.adapter, quantization=args.quantization, device=device
+        args.model, adapter=adapter, quantization=args.quantization, device=device
     )
     return model, processor
+
+
+def _ensemble_members(args: argparse.Namespace, config: RenderConfig) -> list[Path]:
+    """``--adapter`` and the ``--ensemble`` adapters, checked to draw epochs alike."""
+    members = list(getattr(args, "ensemble", None) or [])
+    if not members:
+        return [args.adapter]
+    if args.adapter is None:
+        raise ModelError("--ensemble needs --adapter (the first member)")
+    for member in members:
+        if load_render_config(member) != config:
+            raise ModelError(
+                f"--ensemble {member}: its training images were drawn differently from "
+                f"{args.adapter}'s (render.json differs); members must share one render setup"
+            )
+    return [args.adapter, *members]
 
 
 def read_grid(path: Path | None, recording: Path):
@@ -623,10 +648,22 @@ def run(args: argparse.Namespace) -> int:
     reference = read_grid(args.reference, args.recording)
     grid = read_grid(args.hypnogram, args.recording) if args.hypnogram else reference
     source = open_source(args.recording, config, grid, args.montage)
-    model, processor = load_model(args)
-    result = stage_source(
-        source, model, processor, config, args.batch_size, progress=not args.no_progress
-    )
+    members = _ensemble_members(args, config)
+    results = []
+    for adapter in members:
+        model, processor = _load_model(args, adapter)
+        results.append(
+            stage_source(
+                source, model, processor, config, args.batch_size, progress=not args.no_progress
+            )
+        )
+        del model, processor
+    result = results[0]
+    if len(results) > 1:
+        mean = np.mean([r.probabilities for r in results], axis=0)
+        result = dataclasses.replace(
+            result, probabilities=mean, stages=mean.argmax(axis=1).astype(np.int8)
+        )
     aligned = None
     if reference is not None:
         aligned = align_reference(reference, result.onsets, result.epoch_length)
@@ -634,6 +671,7 @@ def run(args: argparse.Namespace) -> int:
         "recording": str(args.recording),
         "model": str(args.model),
         "adapter": str(args.adapter) if args.adapter else None,
+        "ensemble": [str(m) for m in members] if len(members) > 1 else None,
         "render_config": config.source,
         "grid": str(args.hypnogram or args.reference or f"{result.epoch_length:g}-s epochs "
                     "from the recording start"),
