@@ -27,6 +27,10 @@ Render parameters come from, in order: ``--render-config`` (a ``render.json`` or
 directory/file), ``ADAPTER/render.json`` or ``ADAPTER/../render.json``, and finally the
 training run's ``ADAPTER/../config.yaml`` → ``train_shards`` → the first sample's
 metadata (``channels``, ``render``, ``preprocessing``) and ``answer_mode``.
+
+Ensembles: ``--ensemble B C`` stages the night with ``--adapter`` and with B and C (each
+loaded in turn, e.g. one configuration trained on other synthetic subjects and seeds, whose
+``render.json`` must equal the first's) and writes the mean of their stage probabilities.
 """
 
 from __future__ import annotations
