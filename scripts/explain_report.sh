@@ -25,14 +25,8 @@ export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 mkdir -p "$WORK" "$OUT"
 : > "$OUT/timings.tsv"
-step() {  # step NAME COMMAND...: run and record the wall time
-    local name=$1 t0 t1
-    shift
-    t0=$(date +%s)
-    "$@"
-    t1=$(date +%s)
-    printf '%s\t%d\n' "$name" $((t1 - t0)) | tee -a "$OUT/timings.tsv"
-}
+TIMINGS="$OUT/timings.tsv"
+. scripts/lib/timing.sh  # step NAME COMMAND...: run and record the wall time
 
 # 1. Twelve 2-h training nights (seeds 0-11: twelve subjects, each with its own random
 # gains) and one held-out 3-h night (seed 100).

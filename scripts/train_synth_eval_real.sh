@@ -29,14 +29,8 @@ export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 mkdir -p "$RUN"
 printf "run\t%s\n" "$(date -Is)" >> "$RUN/timings.tsv"
-step() {  # step NAME COMMAND...: run and record the wall time
-    local name=$1 t0 t1
-    shift
-    t0=$(date +%s)
-    "$@"
-    t1=$(date +%s)
-    printf '%s\t%d\n' "$name" $((t1 - t0)) | tee -a "$RUN/timings.tsv"
-}
+TIMINGS="$RUN/timings.tsv"
+. scripts/lib/timing.sh  # step NAME COMMAND...: run and record the wall time
 
 if [ ! -f "$RUN/nights/.complete" ]; then
     step synth psgvlm synth --nights "$NIGHTS" --hours "$HOURS" --fs 100 \
