@@ -60,6 +60,13 @@ SIMULATED = textwrap.dedent(
         spec = RenderSpec(scales_uv=(75.0, 0.001), width=width, height=32)
         cpu, gpu = render(dense, spec), np.asarray(render_cuda(dense, spec))
         assert np.array_equal(cpu, gpu), (n_samples, width, int((cpu != gpu).sum()))
+    # The CPU build sweeps a channel's band of rows in chunks of 254: a tall page whose
+    # traces cross it (overlap) takes several chunks.
+    tall = (400 * rng.standard_normal((1, 2, 120))).astype(np.float32)
+    spec = RenderSpec(scales_uv=(5.0, 20.0), width=32, height=600, overlap=True, line_width=3.0)
+    cpu, gpu = render(tall, spec), np.asarray(render_cuda(tall, spec))
+    assert np.array_equal(cpu, gpu), ("tall", int((cpu != gpu).sum()))
+    assert (cpu[0, 300:, :] < 255).any() and (cpu[0, :254, :] < 255).any()
     sparse = np.array([[[-80.0, 80.0, -80.0, 80.0, 0.0]]], np.float32)
     spec = RenderSpec(scales_uv=(75.0,), width=40, height=32)
     assert np.array_equal(render(sparse, spec), render_gpu(sparse, spec))

@@ -68,7 +68,7 @@ def _layout_arrays(spec: RenderSpec, n_samples: int) -> tuple[np.ndarray, ...]:
         layout.mid_fx,
         layout.row_first,
         layout.row_last,
-        layout.shades,
+        layout.ink,
     )
 
 

@@ -13,23 +13,27 @@ runs the Python source itself):
   float32 values (the µV → row map is monotonic, so only these two are mapped), and
   ``column_extent`` joins their rows to the column's two edge crossings: the vertical
   extent of a channel's polyline inside the column;
-* ``span_bounds`` widens that extent by half the line width and clips it to the strip,
-  and ``draw_span`` (anti-aliased or aliased, picked when the kernels are built) inks
-  its rows: integer coverage quantised to the
-  spec's ink levels, looked up in a per-channel shade table and combined with the page by
-  ``min`` (darken), which does not depend on drawing order;
+* ``span_bounds`` widens that extent by half the line width and clips it to the strip;
+  ``span_rows`` gives the first and last row it touches, ``row_level`` a row's coverage
+  quantised to the spec's ink levels (anti-aliased or aliased, picked when the kernels
+  are built), and ``ink_shade`` the pixel value of a level of a channel's ink; pixels
+  combine with the page by ``min`` (darken), which does not depend on drawing order;
+  ``draw_span`` inks one column's span with them;
 * :func:`build_render_kernels` closes over these and returns two drivers that differ only
   in their loops: a CPU kernel (``prange`` over epochs, then channel by channel in
   branch-free passes over arrays that LLVM vectorises: a sparse table of running
   highs/lows answers every column's range with two lookups, then all edge crossings,
-  then all spans' bounds, and last the drawing) and a CUDA kernel (one thread per epoch × pixel
-  column, owning that column, so no two threads write one pixel; it scans its column's
-  samples with ``column_range`` and finds both of its edge crossings).
+  all spans' bounds, their end rows' levels and inks, and last a row-major sweep of the
+  channel's band of rows that inks every pixel from its column's span, 32 uint8 lanes at a
+  time) and a CUDA kernel (one thread per epoch × pixel column, owning that column, so no
+  two threads write one pixel; it scans its column's samples with ``column_range``, finds
+  both of its edge crossings and draws its spans with ``draw_span``).
 
 Only one floating-point operation is done per mapped value (``value * gain``, then
-clamping and truncation to an integer); the rest is comparisons and integer arithmetic with
-precomputed column tables (:func:`column_tables`), so the CPU and CUDA builds (and the
-CUDA simulator) give identical bytes whatever the compiler's FMA-contraction rules.
+clamping and truncation to an integer), plus ``ink_shade``'s division, whose result is
+exact; the rest is comparisons and integer arithmetic with precomputed column tables
+(:func:`column_tables`), so the CPU and CUDA builds (and the CUDA simulator) give
+identical bytes whatever the compiler's FMA-contraction rules.
 """
 
 from __future__ import annotations
@@ -158,6 +162,9 @@ class Pieces(NamedTuple):
     column_range: object
     column_extent: object
     span_bounds: object
+    span_rows: object
+    row_level: object
+    ink_shade: object
     draw_span: object
 
 
@@ -207,9 +214,11 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
         ``column_extent(high, low, left, right, gain, mid_fx) -> (top, bottom)``: their
         rows joined to the column's edge crossings ``left`` and ``right``;
         ``span_bounds(top, bottom, half_width, first_row, last_row) -> (upper, lower)``:
-        the fixed-point rows the column's ink covers, clipped to a strip (``upper >=
-        lower`` when none); ``draw_span(page, width, column, upper, lower, levels,
-        shades)`` inks them.
+        the fixed-point rows the column's ink covers, clipped to a strip (``(0, 0)`` when
+        none); ``span_rows(upper, lower) -> (first, last)``: the rows they touch;
+        ``row_level(row, upper, lower, levels)``: a row's ink level (0 = none);
+        ``ink_shade(level, ink, levels)``: the pixel value of ``level`` of an ink value;
+        ``draw_span(page, width, column, upper, lower, levels, ink)`` inks a span.
     """
     tag = f"{'aa' if antialias else 'aliased'}-{'rgb' if color else 'grey'}"
     jit = _cpu_piece(tag) if target == "cpu" else _cuda_device
@@ -282,31 +291,28 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
 
         min_extent = _FX_ONE
 
-    if color:
-
-        @jit
-        def ink_pixel(page, index, shades, level):
-            # Darken: an unconditional store of the min (a branch here mispredicts).
-            for p in range(3):
-                value = shades[level, p]
-                old = page[index + p]
-                page[index + p] = value if value < old else old
-
-    else:
-
-        @jit
-        def ink_pixel(page, index, shades, level):
-            # Darken: an unconditional store of the min (a branch here mispredicts).
-            value = shades[level, 0]
-            old = page[index]
-            page[index] = value if value < old else old
-
     planes = 3 if color else 1
+
+    @jit
+    def ink_shade(level, ink, levels):
+        # 255 - floor(level * (255 - ink) / levels): a pixel inked to `level` of `levels`.
+        # Exact in float32 (the product is below 2**16 and the quotient below 256, so its
+        # rounding error is far below the 1 / levels between a fraction and an integer),
+        # which lets the CPU passes vectorise it where an integer division would not.
+        return 255 - np.int32(np.float32(level * (255 - ink)) / np.float32(levels))
+
+    @jit
+    def ink_pixel(page, index, ink, level, levels):
+        # Darken: an unconditional store of the min (a branch here mispredicts).
+        for p in range(planes):
+            value = ink_shade(level, np.int32(ink[p]), levels)
+            old = page[index + p]
+            page[index + p] = value if value < old else old
 
     @jit
     def span_bounds(top, bottom, half_width, first_row, last_row):
         # The column's ink, [top - hw, bottom + hw) (at least min_extent tall), clipped to
-        # rows first_row..last_row; upper >= lower when nothing is drawn. Selects only.
+        # rows first_row..last_row; (0, 0) when nothing is drawn. Selects only.
         filled = top <= bottom
         upper = top - half_width
         lower = bottom + half_width
@@ -315,26 +321,33 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
         lower += shortfall - (shortfall >> 1)
         upper = max(upper, first_row << _FX_SHIFT)
         lower = min(lower, (last_row + 1) << _FX_SHIFT)
-        return (upper, lower) if filled else (0, 0)
+        return (upper, lower) if filled and upper < lower else (0, 0)
 
     @jit
-    def draw_span(page, width, column, upper, lower, levels, shades):
-        # Ink the rows of the column that [upper, lower) covers (upper < lower).
+    def span_rows(upper, lower):
+        # First and last row a span [upper, lower) touches (row 0 twice when empty).
         row_start = upper >> _FX_SHIFT
-        row_stop = (lower - 1) >> _FX_SHIFT
+        return row_start, max((lower - 1) >> _FX_SHIFT, row_start)
+
+    @jit
+    def draw_span(page, width, column, upper, lower, levels, ink):
+        # Ink the rows of the column that [upper, lower) covers (upper < lower).
+        row_start, row_stop = span_rows(upper, lower)
         stride = width * planes
-        # End rows may be partly covered; the rows between them are fully covered. Level 0
-        # is white, and a one-row span inks its row twice at the same level, so the ends
-        # need no branches.
+        # End rows may be partly covered; the rows between them are fully covered. A
+        # one-row span inks its row twice at the same level, so the ends need no branches.
         index = (row_start * width + column) * planes
-        ink_pixel(page, index, shades, row_level(row_start, upper, lower, levels))
+        ink_pixel(page, index, ink, row_level(row_start, upper, lower, levels), levels)
         for _ in range(row_start + 1, row_stop):
             index += stride
-            ink_pixel(page, index, shades, levels)
+            ink_pixel(page, index, ink, levels, levels)
         index = (row_stop * width + column) * planes
-        ink_pixel(page, index, shades, row_level(row_stop, upper, lower, levels))
+        ink_pixel(page, index, ink, row_level(row_stop, upper, lower, levels), levels)
 
-    return Pieces(sample_y, crossing_y, edge_y, column_range, column_extent, span_bounds, draw_span)
+    return Pieces(
+        sample_y, crossing_y, edge_y, column_range, column_extent, span_bounds, span_rows,
+        row_level, ink_shade, draw_span,
+    )  # fmt: skip
 
 
 @ngjit
@@ -378,7 +391,7 @@ def build_render_kernels(antialias: bool, color: bool):
 
     Both start ``(signals, blank, pages, width, ...)``: ``signals`` float32 ``(N, C, S)``,
     ``blank`` the background flattened to uint8 ``(H * W * P,)``, ``pages`` the output as
-    uint8 ``(N, H * W * P)``, and end ``(gain, mid_fx, first_row, last_row, shades,
+    uint8 ``(N, H * W * P)``, and end ``(gain, mid_fx, first_row, last_row, ink,
     half_width, levels)`` from :class:`~engine.raster.layout.Layout`. Between them come
     the :class:`ColumnTables` fields each one reads: ``frac, before, after, query_a,
     query_b, n_levels`` for the CPU, ``first, frac, before, after`` for CUDA. Pixels
@@ -388,28 +401,32 @@ def build_render_kernels(antialias: bool, color: bool):
     -------
     render_cpu : numba dispatcher
         Parallel (``prange``) over epochs; per channel, vectorisable passes compute every
-        column's extent (sparse-table range lookups, edge crossings, extents), then a
-        last pass draws the spans.
+        column's span (sparse-table range lookups, edge crossings, extents, bounds, end
+        rows and their inks), then a row-major sweep of the channel's rows draws them.
     render_cuda : numba CUDA kernel
         Launched on a 2-D grid of (epoch, column) threads; each thread owns one pixel
         column of one image, so no two threads write the same pixel.
     """
     cpu = build_pieces("cpu", antialias, color)
     gpu = build_pieces("cuda", antialias, color)
-    cpu_crossing, cpu_extent, cpu_bounds, cpu_draw = (
-        cpu.crossing_y, cpu.column_extent, cpu.span_bounds, cpu.draw_span
+    cpu_crossing, cpu_extent, cpu_bounds, cpu_rows, cpu_level, cpu_shade = (
+        cpu.crossing_y, cpu.column_extent, cpu.span_bounds, cpu.span_rows, cpu.row_level,
+        cpu.ink_shade,
     )  # fmt: skip
     gpu_edge, gpu_range, gpu_extent, gpu_bounds, gpu_draw = (
         gpu.edge_y, gpu.column_range, gpu.column_extent, gpu.span_bounds, gpu.draw_span
     )  # fmt: skip
     planes = 3 if color else 1
+    white = np.uint8(255)
 
     @numba.njit(parallel=True, nogil=True, cache=True)
     def render_cpu(
         signals, blank, pages, width, frac, before, after, query_a, query_b, n_levels, gain,
-        mid_fx, first_row, last_row, shades, half_width, levels,
+        mid_fx, first_row, last_row, ink, half_width, levels,
     ):  # fmt: skip
         n_samples = signals.shape[2]
+        line = width * planes
+        levels32 = np.int32(levels)
         for n in numba.prange(signals.shape[0]):
             page = pages[n]
             for index in range(blank.shape[0]):  # compiles to memcpy (page[:] = blank: no)
@@ -421,9 +438,20 @@ def build_render_kernels(antialias: bool, color: bool):
             value_before = np.empty(width + 1, np.float32)
             value_after = np.empty(width + 1, np.float32)
             crossing = np.empty(width + 1, np.int64)
+            lefts, rights = crossing[:width], crossing[1:]
             uppers = np.empty(width, np.int64)
             lowers = np.empty(width, np.int64)
-            lefts, rights = crossing[:width], crossing[1:]
+            start_rows = np.empty(width, np.int64)
+            stop_rows = np.empty(width, np.int64)
+            start_levels = np.empty(width, np.int32)
+            stop_levels = np.empty(width, np.int32)
+            # Per sub-pixel of a page line: the ink of the span's first and last row and of
+            # the rows between, and the span's first and last row as marks (below).
+            start_inks = np.empty(line, np.uint8)
+            stop_inks = np.empty(line, np.uint8)
+            full_inks = np.empty(line, np.uint8)
+            start_marks = np.empty(line, np.uint8)
+            stop_marks = np.empty(line, np.uint8)
             for c in range(signals.shape[1]):
                 row = signals[n, c]
                 channel_gain = gain[c]
@@ -452,16 +480,60 @@ def build_render_kernels(antialias: bool, color: bool):
                     uppers[column], lowers[column] = cpu_bounds(
                         top, bottom, half_width, channel_first, channel_last
                     )
-                channel_shades = shades[c]
+                # Rows and coverage levels of each span's ends; the band of rows inked.
+                band_top = channel_last + 1
+                band_bottom = channel_first - 1
                 for column in range(width):
-                    if uppers[column] < lowers[column]:
-                        cpu_draw(page, width, column, uppers[column], lowers[column], levels,
-                                 channel_shades)  # fmt: skip
+                    upper, lower = uppers[column], lowers[column]
+                    filled = upper < lower
+                    row_start, row_stop = cpu_rows(upper, lower)
+                    start_rows[column] = row_start
+                    stop_rows[column] = row_stop
+                    start_levels[column] = (
+                        cpu_level(row_start, upper, lower, levels) if filled else 0
+                    )
+                    stop_levels[column] = cpu_level(row_stop, upper, lower, levels) if filled else 0
+                    band_top = min(band_top, row_start) if filled else band_top
+                    band_bottom = max(band_bottom, row_stop) if filled else band_bottom
+                for p in range(planes):
+                    channel_ink = np.int32(ink[c, p])
+                    full = np.uint8(cpu_shade(levels32, channel_ink, levels32))
+                    for column in range(width):
+                        k = column * planes + p
+                        start_inks[k] = np.uint8(
+                            cpu_shade(start_levels[column], channel_ink, levels32)
+                        )
+                        stop_inks[k] = np.uint8(
+                            cpu_shade(stop_levels[column], channel_ink, levels32)
+                        )
+                        full_inks[k] = full
+                # Row-major sweep over the band, in chunks of 254 rows: a span's first and
+                # last row become marks row - base + 1 clamped to 0..255, so the chunk's rows
+                # (marks 1..254) compare as uint8 lanes.
+                for base in range(band_top, band_bottom + 1, 254):
+                    for column in range(width):
+                        start_mark = np.uint8(min(max(start_rows[column] - base + 1, 0), 255))
+                        stop_mark = np.uint8(min(max(stop_rows[column] - base + 1, 0), 255))
+                        for p in range(planes):
+                            start_marks[column * planes + p] = start_mark
+                            stop_marks[column * planes + p] = stop_mark
+                    for page_row in range(base, min(base + 254, band_bottom + 1)):
+                        pixels = page[page_row * line : (page_row + 1) * line]
+                        mark = np.uint8(page_row - base + 1)
+                        for k in range(line):
+                            # Every load unconditional: a load under a select does not vectorise.
+                            first, last = start_marks[k], stop_marks[k]
+                            first_ink, last_ink, full = start_inks[k], stop_inks[k], full_inks[k]
+                            value = full if (first < mark) & (mark < last) else white
+                            value = first_ink if mark == first else value
+                            value = last_ink if mark == last else value
+                            old = pixels[k]
+                            pixels[k] = value if value < old else old
 
     @cuda.jit
     def render_cuda(
         signals, blank, pages, width, first, frac, before, after, gain, mid_fx, first_row,
-        last_row, shades, half_width, levels,
+        last_row, ink, half_width, levels,
     ):  # fmt: skip
         n, column = cuda.grid(2)
         if n < pages.shape[0] and column < width:
@@ -477,6 +549,6 @@ def build_render_kernels(antialias: bool, color: bool):
                 top, bottom = gpu_extent(high, low, left, right, gain[c], mid_fx[c])
                 upper, lower = gpu_bounds(top, bottom, half_width, first_row[c], last_row[c])
                 if upper < lower:
-                    gpu_draw(page, width, column, upper, lower, levels, shades[c])
+                    gpu_draw(page, width, column, upper, lower, levels, ink[c])
 
     return render_cpu, render_cuda

@@ -279,8 +279,6 @@ class Layout:
         Rows a channel may draw into (its strip, or the whole image with ``overlap``).
     ink : uint8 (C, P)
         Trace colour per channel, ``P`` = 1 (grey) or 3 (RGB).
-    shades : uint8 (C, levels + 1, P)
-        Pixel value of each coverage level of each channel's ink (level 0 = white).
     half_width_fx : int
         Half the line width in fixed point.
     levels : int
@@ -294,7 +292,6 @@ class Layout:
     row_first: np.ndarray
     row_last: np.ndarray
     ink: np.ndarray
-    shades: np.ndarray
     half_width_fx: int
     levels: int
     template: np.ndarray
@@ -321,9 +318,6 @@ def layout_for(spec: RenderSpec) -> Layout:
     else:
         ink = np.zeros((spec.channels, 1), np.uint8)
     levels = spec.ink_levels if spec.antialias else 1
-    # shade = 255 - level * (255 - ink) / levels, in integers (floor).
-    level = np.arange(levels + 1, dtype=np.int64)[None, :, None]
-    shades = (255 - (level * (255 - ink.astype(np.int64)[:, None, :])) // levels).astype(np.uint8)
     template = _background(spec, r0, r1, planes)
     layout = Layout(
         gain=gain,
@@ -331,7 +325,6 @@ def layout_for(spec: RenderSpec) -> Layout:
         row_first=row_first.astype(np.int64),
         row_last=row_last.astype(np.int64),
         ink=ink,
-        shades=np.ascontiguousarray(shades),
         half_width_fx=int(round(spec.line_width * FX_ONE / 2)),
         levels=levels,
         template=template,
@@ -342,7 +335,6 @@ def layout_for(spec: RenderSpec) -> Layout:
         layout.row_first,
         layout.row_last,
         layout.ink,
-        layout.shades,
         layout.template,
     ):
         array.setflags(write=False)
