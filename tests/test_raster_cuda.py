@@ -51,8 +51,9 @@ SIMULATED = textwrap.dedent(
         assert np.array_equal(cpu, gpu), (kwargs, int((cpu != gpu).sum()))
         assert (cpu < 255).any()
     # The CPU build answers column ranges from sparse tables, CUDA scans each column:
-    # many samples per column (level 5), one to two (levels 0 and 1), one each.
-    for n_samples, width in ((3000, 64), (90, 64), (64, 64)):
+    # many samples per column (level 5), two to three (first level built: 1), one to two
+    # (levels 0 and 1), one each.
+    for n_samples, width in ((3000, 64), (150, 64), (90, 64), (64, 64)):
         dense = (60 * rng.standard_normal((1, 2, n_samples))).astype(np.float32)
         dense[0, 0, ::9] = np.nan
         dense[0, 1, 5] = -np.inf

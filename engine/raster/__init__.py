@@ -79,8 +79,8 @@ def render(signals: np.ndarray, spec: RenderSpec, *, out: np.ndarray | None = No
     render_cpu(
         signals, layout.template.reshape(-1), out.reshape(shape[0], -1), spec.width,
         columns.frac, columns.before, columns.after, columns.query_a, columns.query_b,
-        columns.n_levels, layout.gain, layout.mid_fx, layout.row_first, layout.row_last,
-        layout.ink, layout.half_width_fx, layout.levels,
+        columns.n_levels, columns.first_level, layout.gain, layout.mid_fx, layout.row_first,
+        layout.row_last, layout.ink, layout.half_width_fx, layout.levels,
     )  # fmt: skip
     return out if spec.color else out.reshape(shape[:3])
 

@@ -120,6 +120,10 @@ class ColumnTables(NamedTuple):
         points both at the sentinel ``n_levels * n_samples``.
     n_levels : int
         Levels of the sparse table (1 + floor(log2(most samples in a column))).
+    first_level : int
+        The lowest level any column reads, at most 2: the CPU kernel builds it straight
+        from the samples (windows of 1, 2 or 4) and the levels above by doubling; the
+        levels below it are never read, so never built.
     """
 
     first: np.ndarray
@@ -129,6 +133,7 @@ class ColumnTables(NamedTuple):
     query_a: np.ndarray
     query_b: np.ndarray
     n_levels: int
+    first_level: int
 
 
 @functools.lru_cache(maxsize=64)
@@ -147,8 +152,9 @@ def column_tables(n_samples: int, width: int) -> ColumnTables:
     sentinel = n_levels * n_samples
     query_a = np.where(filled, level * n_samples + start, sentinel)
     query_b = np.where(filled, level * n_samples + stop - np.left_shift(1, level), sentinel)
-    tables = ColumnTables(first, frac, before, after, query_a, query_b, n_levels)
-    for array in tables[:-1]:
+    first_level = min(int(level[filled].min()), 2)
+    tables = ColumnTables(first, frac, before, after, query_a, query_b, n_levels, first_level)
+    for array in tables[:-2]:
         array.setflags(write=False)
     return tables
 
@@ -350,21 +356,52 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
     )  # fmt: skip
 
 
+@_inline_ngjit
+def _high(value):
+    return value if value == value else np.float32(-_INF)
+
+
+@_inline_ngjit
+def _low(value):
+    return value if value == value else np.float32(_INF)
+
+
+_high._set_uuid("psgvlm.raster.high")
+_low._set_uuid("psgvlm.raster.low")
+
+
 @ngjit
-def _fill_tables(row, unit, highs, lows, n_levels):
+def _fill_tables(row, unit, highs, lows, first_level, n_levels):
     """Sparse tables of running maxima / minima of ``row * unit`` (NaN dropped).
 
     Level ``k`` (at ``k * len(row)``) holds the max/min of samples ``i .. i + 2**k - 1``;
     the sentinel after the last level is -inf / +inf (an empty column). Samples that
     ``sample_y`` drops (NaN, and infinities when ``unit`` is 0) count as -inf / +inf.
+    Level ``first_level`` (0, 1 or 2) is built straight from the samples, the levels
+    above it by doubling; the levels below it are left unwritten.
     """
     n_samples = row.shape[0]
-    for i in range(n_samples):
-        value = row[i] * unit
-        kept = value == value
-        highs[i] = value if kept else np.float32(-_INF)
-        lows[i] = value if kept else np.float32(_INF)
-    for level in range(1, n_levels):
+    span = 1 << first_level
+    count = n_samples - span + 1
+    start = first_level * n_samples
+    high_out, low_out = highs[start : start + count], lows[start : start + count]
+    if first_level == 0:
+        for i in range(count):
+            value = row[i] * unit
+            high_out[i] = _high(value)
+            low_out[i] = _low(value)
+    elif first_level == 1:
+        for i in range(count):
+            a, b = row[i] * unit, row[i + 1] * unit
+            high_out[i] = max(_high(a), _high(b))
+            low_out[i] = min(_low(a), _low(b))
+    else:
+        for i in range(count):
+            a, b = row[i] * unit, row[i + 1] * unit
+            c, d = row[i + 2] * unit, row[i + 3] * unit
+            high_out[i] = max(max(_high(a), _high(b)), max(_high(c), _high(d)))
+            low_out[i] = min(min(_low(a), _low(b)), min(_low(c), _low(d)))
+    for level in range(first_level + 1, n_levels):
         half = 1 << (level - 1)
         count = n_samples - (1 << level) + 1
         source = (level - 1) * n_samples
@@ -394,7 +431,7 @@ def build_render_kernels(antialias: bool, color: bool):
     uint8 ``(N, H * W * P)``, and end ``(gain, mid_fx, first_row, last_row, ink,
     half_width, levels)`` from :class:`~engine.raster.layout.Layout`. Between them come
     the :class:`ColumnTables` fields each one reads: ``frac, before, after, query_a,
-    query_b, n_levels`` for the CPU, ``first, frac, before, after`` for CUDA. Pixels
+    query_b, n_levels, first_level`` for the CPU, ``first, frac, before, after`` for CUDA. Pixels
     combine by ``min``, so the two loop orders give the same bytes.
 
     Returns
@@ -421,8 +458,8 @@ def build_render_kernels(antialias: bool, color: bool):
 
     @numba.njit(parallel=True, nogil=True, cache=True)
     def render_cpu(
-        signals, blank, pages, width, frac, before, after, query_a, query_b, n_levels, gain,
-        mid_fx, first_row, last_row, ink, half_width, levels,
+        signals, blank, pages, width, frac, before, after, query_a, query_b, n_levels,
+        first_level, gain, mid_fx, first_row, last_row, ink, half_width, levels,
     ):  # fmt: skip
         n_samples = signals.shape[2]
         line = width * planes
@@ -457,7 +494,7 @@ def build_render_kernels(antialias: bool, color: bool):
                 channel_gain = gain[c]
                 channel_mid = mid_fx[c]
                 _fill_tables(row, np.float32(1.0 if channel_gain > 0 else 0.0), highs, lows,
-                             n_levels)  # fmt: skip
+                             first_level, n_levels)  # fmt: skip
                 for column in range(width):
                     a, b = query_a[column], query_b[column]
                     column_high[column] = max(highs[a], highs[b])
