@@ -1,7 +1,9 @@
-"""``psgvlm bench {render,train,infer}``: throughput benchmarks written as reports.
+"""``psgvlm bench {render,kernel,train,infer}``: throughput benchmarks written as reports.
 
 - ``render``: matplotlib (naive and tuned) against psgvlm's rasterizer, encoder and
   end-to-end pipeline on the same synthetic epochs (:mod:`bench.render`).
+- ``kernel``: the CPU render kernel of a git revision against the working tree's, both
+  in one process in alternating rounds (:mod:`bench.kernel`).
 - ``train``: samples/s of LoRA training steps (:mod:`bench.model`).
 - ``infer``: epochs/s of staging by candidate scoring (:mod:`bench.model`).
 
@@ -12,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 
-from . import model, render
+from . import kernel, model, render
 
 __all__ = ["BENCHMARKS", "add_arguments", "run"]
 
 #: benchmark -> one-line help
 BENCHMARKS: dict[str, str] = {
     "render": "images/s: matplotlib vs psgvlm raster, encode and end-to-end",
+    "kernel": "A/B of the CPU render kernel: a git revision vs the working tree",
     "train": "samples/s of LoRA training steps",
     "infer": "epochs/s of staging with score_candidates",
 }
@@ -31,10 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub = benchmarks.add_parser(which, help=help_, description=help_)
         if which == "render":
             render.add_arguments(sub)
+        elif which == "kernel":
+            kernel.add_arguments(sub)
         else:
             model.add_arguments(sub, which)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark."""
-    return render.run(args) if args.which == "render" else model.run(args)
+    runners = {"render": render.run, "kernel": kernel.run}
+    return runners.get(args.which, model.run)(args)

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth-report": ("engine.synth_report", "plot synthetic vs real per-stage EEG spectra"),
     "render": ("engine.pipeline", "render recordings into WebDataset shards"),
     "fetch": ("engine.fetch", "download a public dataset (Sleep-EDF Expanded)"),
-    "bench": ("bench.cli", "throughput benchmarks (render, train, infer)"),
+    "bench": ("bench.cli", "throughput benchmarks (render, kernel, train, infer)"),
     "tiny-model": (
         "vlm.tiny",
         "build a tiny randomly initialised Qwen2-VL / LLaVA for offline use",

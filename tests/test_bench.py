@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,22 @@ def test_model_benchmarks_structure(tmp_path):
         text = (out / f"{name}.md").read_text()
         assert text.startswith(f"# psgvlm {name} throughput")
         assert sum(line.startswith("|") for line in text.splitlines()) >= 3
+
+
+@pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[1] / ".git").exists(), reason="needs a git checkout"
+)
+def test_kernel_ab_report(tmp_path, capsys):
+    """``psgvlm bench kernel``: both kernels compiled in one process, same bytes, a ratio."""
+    argv = ["bench", "kernel", "--base", "HEAD", "--size", "64x32", "--channels", "2",
+            "--epochs", "8", "--rounds", "2", "--batch-size", "4", "--hours", "0.05",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "kernel.json").read_text())
+    assert report["same_bytes"] is True
+    assert report["settings"]["base"] == "HEAD" and report["settings"]["size"] == "64x32"
+    assert report["us_per_image"]["A"]["repeats"] == 2 == report["ratio"]["repeats"]
+    assert report["ratio"]["min"] > 0
+    assert "Same bytes: yes" in (tmp_path / "kernel.md").read_text()
+    assert main(argv[:3] + ["no-such-revision", *argv[4:]]) == 2
+    assert "no-such-revision" in capsys.readouterr().err
