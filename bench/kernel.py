@@ -77,6 +77,7 @@ def _caller(module: types.ModuleType, spec: Any, signals: np.ndarray) -> Callabl
     render_cpu, _ = module.build_render_kernels(spec.antialias, spec.color)
     columns = module.column_tables(signals.shape[2], spec.width)
     layout = layout_for(spec)
+    # Kernels before git 31dff2f took a per-channel table of shades instead of the ink.
     levels = layout.levels
     fade = 255 - layout.ink.astype(np.int64)[:, None, :]
     level = np.arange(levels + 1, dtype=np.int64)[None, :, None]
