@@ -33,7 +33,7 @@ from vlm.chat import HELP, EpochChat  # noqa: E402
 from vlm.stage import load_render_config, open_source, read_grid  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_stage import STAGES, build_adapter, write_test_night  # noqa: E402
+from test_stage import STAGES, build_adapter, perturbed_adapter, write_test_night  # noqa: E402
 
 N2, N3, R, W = STAGES.index(2), STAGES.index(3), STAGES.index(4), STAGES.index(0)
 
@@ -234,6 +234,28 @@ def test_ask_command_prints_json_and_saves_the_image(night, model_dirs, tmp_path
     assert answer["claims_flagged"] == [] and answer["claims_checked"] >= 1
     assert Path(answer["image_path"]) == tmp_path / f"epoch_{N3:05d}.png"
     assert Path(answer["image_path"]).is_file()
+
+
+def test_ask_with_an_ensemble_gives_the_members_mean(night, model_dirs, tmp_path, capsys):
+    from psgvlm.cli import main
+
+    base, adapter = model_dirs
+    other = tmp_path / "other"
+    perturbed_adapter(base, adapter, other)
+
+    def probabilities(*extra: str) -> np.ndarray:
+        argv = _cli(night, model_dirs, "ask", "--epoch", str(N2), "how confident are you?")
+        if extra:  # a member other than the fixture's adapter
+            argv[argv.index("--adapter") + 1] = extra[0]
+            argv += list(extra[1:])
+        assert main([*argv, "--out", str(tmp_path), "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        return np.array([answer["probabilities"][s] for s in STAGE_NAMES])
+
+    first, second = probabilities(), probabilities(str(other))
+    assert np.abs(first - second).max() > 1e-3
+    both = probabilities(str(adapter), "--ensemble", str(other))
+    np.testing.assert_allclose(both, (first + second) / 2, atol=2e-4)
 
 
 def test_chat_loop_moves_between_epochs(night, model_dirs, tmp_path, capsys, monkeypatch):

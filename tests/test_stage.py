@@ -330,24 +330,30 @@ def test_reference_alignment():
         align_reference(Hypnogram.from_stages([0, 1], epoch_length=20.0), onsets, 30.0)
 
 
-def test_ensemble_stages_with_the_mean_of_its_members(tmp_path, night, model_dirs):
+def perturbed_adapter(base: Path, adapter: Path, out: Path, seed: int = 3):
+    """A second ensemble member: ``adapter`` with its own LoRA B weights, saved to ``out``."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
+    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), adapter)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:  # zero at initialisation: give this member its own weights
+                weight.add_(0.5 * torch.randn_like(weight))
+    model.save_pretrained(out)
+    make_render_config().save(out)
+    return model
+
+
+def test_ensemble_stages_with_the_mean_of_its_members(tmp_path, night, model_dirs):
     from psgvlm.cli import main
 
     _, psg, hyp = night
     base, adapter = model_dirs
     other = tmp_path / "other"
-    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), adapter)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if "lora_B" in name:  # zero at initialisation: give this member its own weights
-                weight.add_(0.5 * torch.randn_like(weight))
-    model.save_pretrained(other)
-    make_render_config().save(other)
+    model = perturbed_adapter(base, adapter, other)
 
     def probabilities(out: Path, *extra: str) -> np.ndarray:
         code = main(["stage", str(psg), "--model", str(base), "--adapter", *extra, "--out",

@@ -25,6 +25,11 @@ Command line::
 
     psgvlm ask night.edf --epoch 120 "why not N3?" --model M --adapter A [--out DIR]
     psgvlm chat night.edf --model M --adapter A [--epoch 120] [--out DIR]
+    psgvlm ask night.edf --epoch 120 "what stage is this?" --model M --adapter A --ensemble B C
+
+With ``--ensemble`` the stage probabilities are the mean over ``--adapter`` and the other
+members (as in ``psgvlm stage --ensemble``); "where did you look?" and generated
+explanations use the first member.
 
 ``chat`` reads questions from standard input; ``:next``, ``:prev``, ``:goto N``, ``:help``
 and ``:quit`` move between epochs and leave.
@@ -37,6 +42,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -336,6 +342,9 @@ class EpochChat:
         Length limit of generated explanations.
     epoch : int
         Starting epoch.
+    members : sequence of (model, processor), optional
+        More ensemble members drawn like ``config``: the stage probabilities are the mean
+        over ``model`` and these. Occlusion maps and generated text use ``model``.
     """
 
     def __init__(
@@ -348,6 +357,7 @@ class EpochChat:
         generate: bool | None = None,
         max_new_tokens: int = 96,
         epoch: int = 0,
+        members: Sequence[tuple[Any, Any]] = (),
     ) -> None:
         if len(source) == 0:
             raise PSGError(f"{source}: no epochs")
@@ -356,6 +366,7 @@ class EpochChat:
         self.source = source
         self.model = model
         self.processor = processor
+        self.members = [(model, processor), *members]
         self.config = config
         self.spec = config.spec()
         self.question = config.question()
@@ -448,7 +459,10 @@ class EpochChat:
 
         batch = self.source.epoch(index, context=self.spec.context)
         image = model_images(render(batch.signals, self.spec), self.config)[0]
-        probs = score_candidates(self.model, self.processor, [image], [self.question])[0]
+        probs = np.mean(
+            [score_candidates(m, p, [image], [self.question])[0] for m, p in self.members],
+            axis=0,
+        )
         target = self.source.epoch(index).signals[0]
         features = epoch_features(
             target,
@@ -735,7 +749,7 @@ def chat_loop(chat: EpochChat, stdin: IO[str], stdout: IO[str]) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser, command: str = "ask") -> None:
     """Options of ``psgvlm ask`` (one question) and ``psgvlm chat`` (interactive)."""
-    from .stage import add_model_arguments
+    from .stage import add_ensemble_argument, add_model_arguments
 
     if command not in ("ask", "chat"):
         raise ValueError(f"command must be 'ask' or 'chat', got {command!r}")
@@ -747,6 +761,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "ask") -> None
     else:
         parser.add_argument("--epoch", type=int, default=0, help="first epoch (default 0)")
     add_model_arguments(parser)
+    add_ensemble_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("."), help="where epoch images go")
     parser.add_argument(
         "--generate", choices=("auto", "on", "off"), default="auto",
@@ -757,17 +772,19 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "ask") -> None
 
 def run(args: argparse.Namespace) -> int:
     """``psgvlm ask`` / ``psgvlm chat``."""
-    from .stage import load_model, load_render_config, open_source, read_grid
+    from .stage import ensemble_members, load_model, load_render_config, open_source, read_grid
 
     config = load_render_config(args.adapter, args.render_config)
     source = open_source(
         args.recording, config, read_grid(args.hypnogram, args.recording), args.montage
     )
-    model, processor = load_model(args)
+    first, *others = ensemble_members(args, config)
+    model, processor = load_model(args, first)
     chat = EpochChat(
         source, model, processor, config, args.out,
         generate={"auto": None, "on": True, "off": False}[args.generate],
         max_new_tokens=args.max_new_tokens, epoch=args.epoch,
+        members=[load_model(args, adapter) for adapter in others],
     )  # fmt: skip
     if getattr(args, "command", "ask") == "chat":
         return chat_loop(chat, sys.stdin, sys.stdout)

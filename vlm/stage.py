@@ -63,6 +63,8 @@ __all__ = [
     "align_reference",
     "write_outputs",
     "add_model_arguments",
+    "add_ensemble_argument",
+    "ensemble_members",
     "load_model",
     "read_grid",
     "add_arguments",
@@ -594,6 +596,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", type=Path, help="scored hypnogram to measure agreement")
     parser.add_argument("--batch-size", type=int, default=16, help="epochs per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_ensemble_argument(parser)
+
+
+def add_ensemble_argument(parser: argparse.ArgumentParser) -> None:
+    """``--ensemble ADAPTER...``: more members beside ``--adapter`` (:func:`ensemble_members`)."""
     parser.add_argument(
         "--ensemble", type=Path, nargs="+", default=[], metavar="ADAPTER",
         help="more adapters trained with the same render parameters (e.g. other seeds): "
@@ -601,9 +608,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def load_model(args: argparse.Namespace):
-    """Model + processor for parsed ``add_model_arguments`` options."""
-    return _load_model(args, args.adapter)
+def load_model(args: argparse.Namespace, adapter: Path | None = None):
+    """Model + processor for parsed ``add_model_arguments`` options.
+
+    ``adapter`` overrides ``args.adapter`` (an ensemble member).
+    """
+    return _load_model(args, args.adapter if adapter is None else adapter)
 
 
 def _load_model(args: argparse.Namespace, adapter: Path | None):
@@ -618,7 +628,7 @@ def _load_model(args: argparse.Namespace, adapter: Path | None):
     return model, processor
 
 
-def _ensemble_members(args: argparse.Namespace, config: RenderConfig) -> list[Path]:
+def ensemble_members(args: argparse.Namespace, config: RenderConfig) -> list[Path]:
     """``--adapter`` and the ``--ensemble`` adapters, checked to draw epochs alike."""
     members = list(getattr(args, "ensemble", None) or [])
     if not members:
@@ -652,10 +662,10 @@ def run(args: argparse.Namespace) -> int:
     reference = read_grid(args.reference, args.recording)
     grid = read_grid(args.hypnogram, args.recording) if args.hypnogram else reference
     source = open_source(args.recording, config, grid, args.montage)
-    members = _ensemble_members(args, config)
+    members = ensemble_members(args, config)
     results = []
     for adapter in members:
-        model, processor = _load_model(args, adapter)
+        model, processor = load_model(args, adapter)
         results.append(
             stage_source(
                 source, model, processor, config, args.batch_size, progress=not args.no_progress
