@@ -70,12 +70,12 @@ def load_kernel_module(source: str, name: str) -> types.ModuleType:
     return module
 
 
-def _caller(module: types.ModuleType, spec: Any, signals: np.ndarray) -> Callable[..., Any]:
+def _caller(module: types.ModuleType, spec: Any, n_samples: int) -> Callable[..., Any]:
     """``draw(batch, pages)`` with this revision's CPU kernel, arguments matched by name."""
     from engine.raster.layout import layout_for
 
     render_cpu, _ = module.build_render_kernels(spec.antialias, spec.color)
-    columns = module.column_tables(signals.shape[2], spec.width)
+    columns = module.column_tables(n_samples, spec.width)
     layout = layout_for(spec)
     # Kernels before git 31dff2f took a per-channel table of shades instead of the ink.
     levels = layout.levels
@@ -138,8 +138,12 @@ def bench_kernel(
     spec = RenderSpec.for_roles(roles, width=width, height=height, labels=names)
     numba.set_num_threads(1)
     kernels = {
-        "A": _caller(load_kernel_module(kernel_source(base), "kernels_base"), spec, signals),
-        "B": _caller(load_kernel_module(kernel_source(None), "kernels_tree"), spec, signals),
+        "A": _caller(
+            load_kernel_module(kernel_source(base), "kernels_base"), spec, signals.shape[2]
+        ),
+        "B": _caller(
+            load_kernel_module(kernel_source(None), "kernels_tree"), spec, signals.shape[2]
+        ),
     }
     planes = 3 if spec.color else 1
     pages = {k: np.empty((batch_size, height * width * planes), np.uint8) for k in kernels}

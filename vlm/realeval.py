@@ -428,15 +428,6 @@ def model_windows(source, positions: np.ndarray, window_s: float) -> np.ndarray:
     return out
 
 
-def _images(signals: np.ndarray, setup: RenderConfig) -> list:
-    """Draw and (for JPEG) encode/decode, as the training shards went through."""
-    from engine.raster import render
-
-    from .data import images_as_trained
-
-    return images_as_trained(render(signals, setup.spec()), setup.image_format, setup.quality)
-
-
 def epoch_source(recording: ArrayRecording, setup: RenderConfig):
     """The recording's scorer epochs, preprocessed as the model's training data was.
 
@@ -479,8 +470,11 @@ def stage_recording(
     device, batch_size, quantization
         Where and how to run the model.
     """
+    from engine.raster import render
+
     from .data import build_question
     from .evaluate import score_candidates
+    from .stage import model_images
 
     setup = model.setup
     prompt = build_question({"channels": [dict(c) for c in setup.channels]})
@@ -489,7 +483,7 @@ def stage_recording(
     chunk = 64
     for lo in range(0, positions.size, chunk):
         windows = model_windows(source, positions[lo : lo + chunk], setup.window_seconds)
-        images = _images(windows, setup)
+        images = model_images(render(windows, setup.spec()), setup)
         probs.append(
             score_candidates(
                 net, processor, images, [prompt] * len(images), STAGE_NAMES, batch_size

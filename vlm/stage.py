@@ -613,17 +613,16 @@ def load_model(args: argparse.Namespace, adapter: Path | None = None):
 
     ``adapter`` overrides ``args.adapter`` (an ensemble member).
     """
-    return _load_model(args, args.adapter if adapter is None else adapter)
-
-
-def _load_model(args: argparse.Namespace, adapter: Path | None):
     import torch
 
     from .model import load_model_and_processor
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, processor, _ = load_model_and_processor(
-        args.model, adapter=adapter, quantization=args.quantization, device=device
+        args.model,
+        adapter=args.adapter if adapter is None else adapter,
+        quantization=args.quantization,
+        device=device,
     )
     return model, processor
 
