@@ -304,8 +304,10 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
         # 255 - floor(level * (255 - ink) / levels): a pixel inked to `level` of `levels`.
         # Exact in float32 (the product is below 2**16 and the quotient below 256, so its
         # rounding error is far below the 1 / levels between a fraction and an integer),
-        # which lets the CPU passes vectorise it where an integer division would not.
-        return 255 - np.int32(np.float32(level * (255 - ink)) / np.float32(levels))
+        # which lets the CPU passes vectorise it where an integer division would not. The
+        # factors are converted before multiplying: an int64 product has no vector
+        # conversion to float32 on x86, so that pass would run one element at a time.
+        return 255 - np.int32(np.float32(level) * np.float32(255 - ink) / np.float32(levels))
 
     @jit
     def ink_pixel(page, index, ink, level, levels):
@@ -357,17 +359,19 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
 
 
 @_inline_ngjit
-def _high(value):
-    return value if value == value else np.float32(-_INF)
+def _raise(high, value):
+    # The larger of a running high and a value; a NaN value leaves the high (one vmaxps).
+    return value if value > high else high
 
 
 @_inline_ngjit
-def _low(value):
-    return value if value == value else np.float32(_INF)
+def _lower(low, value):
+    # The smaller of a running low and a value; a NaN value leaves the low (one vminps).
+    return value if value < low else low
 
 
-_high._set_uuid("psgvlm.raster.high")
-_low._set_uuid("psgvlm.raster.low")
+_raise._set_uuid("psgvlm.raster.raise")
+_lower._set_uuid("psgvlm.raster.lower")
 
 
 @ngjit
@@ -385,22 +389,23 @@ def _fill_tables(row, unit, highs, lows, first_level, n_levels):
     count = n_samples - span + 1
     start = first_level * n_samples
     high_out, low_out = highs[start : start + count], lows[start : start + count]
+    empty_high, empty_low = np.float32(-_INF), np.float32(_INF)
     if first_level == 0:
         for i in range(count):
             value = row[i] * unit
-            high_out[i] = _high(value)
-            low_out[i] = _low(value)
+            high_out[i] = _raise(empty_high, value)
+            low_out[i] = _lower(empty_low, value)
     elif first_level == 1:
         for i in range(count):
             a, b = row[i] * unit, row[i + 1] * unit
-            high_out[i] = max(_high(a), _high(b))
-            low_out[i] = min(_low(a), _low(b))
+            high_out[i] = _raise(_raise(empty_high, a), b)
+            low_out[i] = _lower(_lower(empty_low, a), b)
     else:
         for i in range(count):
             a, b = row[i] * unit, row[i + 1] * unit
             c, d = row[i + 2] * unit, row[i + 3] * unit
-            high_out[i] = max(max(_high(a), _high(b)), max(_high(c), _high(d)))
-            low_out[i] = min(min(_low(a), _low(b)), min(_low(c), _low(d)))
+            high_out[i] = _raise(_raise(_raise(_raise(empty_high, a), b), c), d)
+            low_out[i] = _lower(_lower(_lower(_lower(empty_low, a), b), c), d)
     for level in range(first_level + 1, n_levels):
         half = 1 << (level - 1)
         count = n_samples - (1 << level) + 1
@@ -495,13 +500,15 @@ def build_render_kernels(antialias: bool, color: bool):
                 channel_mid = mid_fx[c]
                 _fill_tables(row, np.float32(1.0 if channel_gain > 0 else 0.0), highs, lows,
                              first_level, n_levels)  # fmt: skip
+                # Gathered indices as unsigned: numba then skips the negative-index
+                # wrap-around arithmetic on every load.
                 for column in range(width):
-                    a, b = query_a[column], query_b[column]
+                    a, b = np.uint64(query_a[column]), np.uint64(query_b[column])
                     column_high[column] = max(highs[a], highs[b])
                     column_low[column] = min(lows[a], lows[b])
                 for edge in range(width + 1):
-                    value_before[edge] = row[before[edge]]
-                    value_after[edge] = row[after[edge]]
+                    value_before[edge] = row[np.uint64(before[edge])]
+                    value_after[edge] = row[np.uint64(after[edge])]
                 for edge in range(width + 1):
                     crossing[edge] = cpu_crossing(
                         value_before[edge], value_after[edge], frac[edge], channel_gain,
