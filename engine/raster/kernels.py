@@ -284,8 +284,11 @@ def build_pieces(target: str, antialias: bool, color: bool) -> Pieces:
 
         @jit
         def row_level(row, upper, lower, levels):
+            # covered is 0-256 on a row the span touches (the only rows asked), levels at
+            # most 255: as int32 factors the product is one vector multiply, not three.
             covered = min(lower, (row + 1) << _FX_SHIFT) - max(upper, row << _FX_SHIFT)
-            return (covered * levels + _FX_HALF) >> _FX_SHIFT
+            product = np.int64(np.int32(covered)) * np.int64(np.int32(levels))
+            return (product + _FX_HALF) >> _FX_SHIFT
 
         min_extent = 0
     else:
