@@ -18,7 +18,12 @@ renders the same files.
 
 Timing: after one warm-up call per stage, all stages run once per *round*, round after
 round, so a slow phase of a shared or throttled CPU hits every stage alike; figures are
-the median over rounds (with min-max) and ratios are medians of per-round ratios. "Per
+the median over rounds (with min-max) and ratios are medians of per-round ratios. The
+stages of one round still run seconds apart, and a shared VM's speed swings by ±15 % or
+more in that time, so the ratio with a goal closest to 1, raster + PNG against the PNG
+encoder alone, is timed *batch-paired* instead: each round, every batch is drawn and
+encoded, and its pre-drawn images encoded alone, back to back in alternating order; the
+ratio is the median over all batches of all rounds. "Per
 core" figures run in one thread (``numba.set_num_threads(1)``, a one-thread encoder);
 "all cores" figures use every usable core. Peak RSS is the process tree's (workers
 included), sampled by :class:`bench.report.PeakRSS`.
@@ -339,6 +344,36 @@ class _Stage:
         }
 
 
+@dataclass
+class _Paired:
+    """Two stages' work timed batch by batch, back to back, in alternating order.
+
+    ``ratios`` holds, per batch, the rate of ``top`` over the rate of ``bottom`` (the time
+    of ``bottom`` over the time of ``top``): both were timed within milliseconds of each
+    other, so a slow phase of the machine hits both alike.
+    """
+
+    name: str
+    top: _Stage
+    bottom: _Stage
+    top_batch: Callable[[int], object]
+    bottom_batch: Callable[[int], object]
+    batches: int
+    ratios: list[float] = field(default_factory=list)
+
+    def measure(self, round_number: int) -> None:
+        _set_numba_threads(self.top.numba_threads)
+        for batch in range(self.batches):
+            seconds = {}
+            order = ("top", "bottom") if (round_number + batch) % 2 == 0 else ("bottom", "top")
+            for which in order:
+                work = self.top_batch if which == "top" else self.bottom_batch
+                started = time.perf_counter()
+                work(batch)
+                seconds[which] = time.perf_counter() - started
+            self.ratios.append(seconds["bottom"] / seconds["top"])
+
+
 def _set_numba_threads(threads: int | None) -> None:
     if threads is None:
         return
@@ -366,8 +401,8 @@ def _cpu_stages(
     spec: Any,
     settings: RenderBenchSettings,
     thread_counts: Sequence[int],
-) -> list[_Stage]:
-    """Stages 1-5 for one image size."""
+) -> tuple[list[_Stage], list[_Paired]]:
+    """Stages 1-5 for one image size, and raster + PNG paired with the PNG encoder alone."""
     import matplotlib
 
     matplotlib.use("Agg")  # before bench.reference imports pyplot: no display needed
@@ -445,7 +480,21 @@ def _cpu_stages(
     for stage in stages:
         if stage.warmup is None:
             stage.warmup = stage.work
-    return stages
+    encoder = _encoder(1, settings.quality)
+
+    def draw_and_encode(batch: int) -> object:
+        part = parts[batch]
+        return encoder(render(signals[part], spec, out=pages[: part.stop - part.start]), "png")
+
+    paired = _Paired(
+        "raster+PNG / PNG encoder alone, per core",
+        _find(stages, "raster_png", size, 1),
+        _find(stages, "encode_png", size, 1),
+        draw_and_encode,
+        lambda batch: encoder(images[batch], "png"),
+        len(parts),
+    )
+    return stages, [paired]
 
 
 def _e2e_stage(
@@ -572,12 +621,27 @@ def _ratio(
         "size": top.size,
         "numerator": top.label,
         "denominator": bottom.label,
+        "paired": "round",
         **summarize(per_round),
     }
 
 
+def _paired_ratio(pair: _Paired) -> dict[str, Any] | None:
+    """Median (min, max) over every batch of every round of a :class:`_Paired` ratio."""
+    if not pair.ratios:
+        return None
+    return {
+        "name": pair.name,
+        "size": pair.top.size,
+        "numerator": pair.top.label,
+        "denominator": pair.bottom.label,
+        "paired": "batch",
+        **summarize(pair.ratios),
+    }
+
+
 def _ratios_and_goals(
-    stages: Sequence[_Stage], settings: RenderBenchSettings
+    stages: Sequence[_Stage], paired: Sequence[_Paired], settings: RenderBenchSettings
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     ratios: list[dict[str, Any]] = []
     goals: list[dict[str, Any]] = []
@@ -590,7 +654,8 @@ def _ratios_and_goals(
         target: float | None,
         exclude_startup: bool = False,
     ) -> None:
-        entry = _ratio(name, top, bottom, exclude_startup)
+        pair = next((p for p in paired if p.name == name and p.top is top), None)
+        entry = _ratio(name, top, bottom, exclude_startup) if pair is None else _paired_ratio(pair)
         if entry is None:
             return
         ratios.append(entry)
@@ -677,9 +742,12 @@ def bench_render(
             }
             signals, roles, names = load_bench_epochs(nights, settings.channels, settings.epochs)
             stages: list[_Stage] = []
+            paired: list[_Paired] = []
             for number, (width, height) in enumerate(settings.sizes):
                 spec = RenderSpec.for_roles(roles, width=width, height=height, labels=names)
-                stages += _cpu_stages(signals, spec, settings, thread_counts)
+                cpu_stages, cpu_paired = _cpu_stages(signals, spec, settings, thread_counts)
+                stages += cpu_stages
+                paired += cpu_paired
                 # Worker scaling at the first size; one run per size shows the size's cost.
                 for workers in settings.workers if number == 0 else settings.workers[:1]:
                     stages.append(_e2e_stage(nights, startup_nights[workers], scratch, settings,
@@ -698,9 +766,11 @@ def bench_render(
                 for stage in stages:
                     if stage.max_rounds is None or number < stage.max_rounds:
                         stage.measure()
+                for pair in paired:
+                    pair.measure(number)
     finally:
         _set_numba_threads(cores)
-    ratios, goals = _ratios_and_goals(stages, settings)
+    ratios, goals = _ratios_and_goals(stages, paired, settings)
     if cores > 1:
         notes.append(
             f"{cores} usable cores: 'per core' rows run in 1 thread; the {cores}-thread rows "
@@ -770,11 +840,11 @@ def render_markdown(report: dict[str, Any]) -> str:
          "peak RSS MiB", "start-up s", "median without start-up"],
         rows,
     ))  # fmt: skip
-    lines += ["", "## Ratios (same run, median of per-round ratios)", ""]
+    lines += ["", "## Ratios (same run: median of per-round or per-batch ratios)", ""]
     lines.append(markdown_table(
-        ["size", "ratio", "median", "min–max"],
-        [[r["size"], r["name"], f"{r['median']:.3g}x", f"{r['min']:.3g}–{r['max']:.3g}"]
-         for r in report["ratios"]],
+        ["size", "ratio", "paired by", "median", "min–max", "pairs"],
+        [[r["size"], r["name"], r["paired"], f"{r['median']:.3g}x",
+          f"{r['min']:.3g}–{r['max']:.3g}", r["repeats"]] for r in report["ratios"]],
     ))  # fmt: skip
     lines += ["", "## Goals", ""]
     for line in report["goals"]:
