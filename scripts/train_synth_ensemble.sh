@@ -8,8 +8,9 @@
 #   scripts/train_synth_ensemble.sh                           # 4 seeds, ~20 min on 2 cores
 #   SEEDS="0 100" ROOT=out/ens2 scripts/train_synth_ensemble.sh
 #
-# Outputs: $ROOT/seed<S>/ (each run, as train_synth_eval_real.sh writes it, its log in
-# $ROOT/seed<S>.log) and $ROOT/eval/ (metrics.json, metrics.md, predictions.csv).
+# Outputs: $ROOT/seed<S>/ (each member's run, as train_synth_eval_real.sh EVAL=0 writes
+# it, its log in $ROOT/seed<S>.log) and $ROOT/eval/ (metrics.json, metrics.md,
+# predictions.csv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,7 @@ for ((i = 0; i < ${#seeds[@]}; i += PARALLEL)); do
     pids=()
     for seed in "${seeds[@]:i:PARALLEL}"; do
         echo "training seed $seed -> $ROOT/seed$seed (log: $ROOT/seed$seed.log)"
-        SEED=$seed RUN="$ROOT/seed$seed" PRERAU="$PRERAU" \
+        SEED=$seed RUN="$ROOT/seed$seed" EVAL=0 \
             scripts/train_synth_eval_real.sh > "$ROOT/seed$seed.log" 2>&1 &
         pids+=("$!")
     done
@@ -41,5 +42,5 @@ for seed in "${seeds[@]}"; do
     adapters+=("$ROOT/seed$seed/train/adapter")
 done
 psgvlm eval "prerau:$PRERAU" --model tiny:qwen2vl --adapter "${adapters[0]}" \
-    --adapters "${adapters[@]:1}" --ensemble --peers yasa --smooth hmm --out "$ROOT/eval"
+    --ensemble "${adapters[@]:1}" --peers yasa --smooth hmm --out "$ROOT/eval"
 cat "$ROOT/eval/metrics.md"

@@ -9,6 +9,7 @@
 #   SEED=100 RUN=out/seed100 scripts/train_synth_eval_real.sh   # other subjects and seed
 #   PRERAU=/path/to/prerau NIGHTS=12 CONTEXT=0 RUN=out/ctx0 \
 #       CONFIG=my_448x112.yaml scripts/train_synth_eval_real.sh   # a variant
+#   EVAL=0 scripts/train_synth_eval_real.sh          # train only (an ensemble member)
 #
 # The image size comes from the config's image_size (the tiny model is built for it).
 # Outputs under $RUN: nights/ (EDF), shards/, train/ (adapter, log.jsonl), eval/
@@ -24,6 +25,7 @@ PRERAU=${PRERAU:-../shared/data/prerau}
 CONTEXT=${CONTEXT:-1}
 SEED=${SEED:-0}  # first synthetic subject's seed, and the training seed
 SMOOTH=${SMOOTH:-hmm}
+EVAL=${EVAL:-1}  # 0: stop after training
 SIZE=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['image_size'])" "$CONFIG")
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
@@ -42,6 +44,8 @@ step render psgvlm render "synthetic:$RUN/nights" --out "$RUN/shards" --montage 
 step train accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process 1 \
     --mixed_precision no vlm/train.py --config "$CONFIG" --resume auto --seed "$SEED" \
     --train_shards "$RUN/shards/train-*.tar" --output_dir "$RUN/train"
-step eval psgvlm eval "prerau:$PRERAU" --model tiny:qwen2vl --adapter "$RUN/train/adapter" \
-    --peers yasa --smooth "$SMOOTH" --out "$RUN/eval"
-cat "$RUN/eval/metrics.md"
+if [ "$EVAL" != 0 ]; then
+    step eval psgvlm eval "prerau:$PRERAU" --model tiny:qwen2vl --adapter "$RUN/train/adapter" \
+        --peers yasa --smooth "$SMOOTH" --out "$RUN/eval"
+    cat "$RUN/eval/metrics.md"
+fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import tarfile
 import warnings
@@ -319,7 +320,7 @@ def test_ensemble_averages_the_members_probabilities(tiny_model, tmp_path, write
         args = ["eval", str(psg), "--hypnogram", str(hyp), "--model", str(tiny_model["base"])]
         args += ["--adapter", str(adapters[0])]
         if len(adapters) > 1:
-            args += ["--adapters", *map(str, adapters[1:]), "--ensemble"]
+            args += ["--ensemble", *map(str, adapters[1:])]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             assert main([*args, "--peers", "--device", "cpu", "--out", str(out)]) == 0
@@ -337,11 +338,45 @@ def test_ensemble_averages_the_members_probabilities(tiny_model, tmp_path, write
     assert "+" in metrics["recordings"][0]["model"]
 
 
-def test_ensemble_needs_two_members_of_one_montage(tiny_model, capsys):
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--adapters", "B", "--ensemble", "C"], "--ensemble and --adapters do not mix"),
+     (["--ensemble"], "expected at least one argument")],
+    ids=["with-adapters", "no-members"],
+)  # fmt: skip
+def test_ensemble_arguments_are_checked(tiny_model, capsys, extra, message):
     from psgvlm.cli import main
 
-    code = main(["eval", "x.edf", "--model", str(tiny_model["base"]), "--adapter",
-                 str(tiny_model["adapter"]), "--render-from", str(tiny_model["shards"]),
-                 "--ensemble", "--out", "unused"])  # fmt: skip
+    argv = ["eval", "x.edf", "--model", str(tiny_model["base"]), "--adapter",
+            str(tiny_model["adapter"]), *extra, "--out", "unused"]  # fmt: skip
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse refuses an empty list itself
+        code = exit_.code
     assert code != 0
-    assert "--ensemble needs at least two adapters" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+
+
+def test_ensemble_members_must_share_one_montage(tiny_model, tmp_path, capsys):
+    import shutil
+
+    from psgvlm.cli import main
+
+    with tarfile.open(next(tiny_model["shards"].glob("*.tar"))) as tar:
+        meta = json.loads(tar.extractfile(tar.getmembers()[0]).read())
+    config = RenderConfig.from_sample_meta(meta, "label")
+    wider = dataclasses.replace(
+        config,
+        channels=[*config.channels, {"role": "emg", "name": "chin"}],
+        render=config.render | {"scales_uv": [*config.render["scales_uv"], 50.0], "labels": None},
+    )
+    members = []
+    for name, setup in (("eeg", config), ("eeg-emg", wider)):
+        folder = tmp_path / name / "adapter"
+        shutil.copytree(tiny_model["adapter"], folder)
+        setup.save(folder)
+        members.append(str(folder))
+    code = main(["eval", "x.edf", "--model", str(tiny_model["base"]), "--adapter", members[0],
+                 "--ensemble", members[1], "--out", str(tmp_path / "out")])  # fmt: skip
+    assert code != 0
+    assert "--ensemble members must share one montage" in capsys.readouterr().err

@@ -17,9 +17,10 @@ signal on each side, and the prediction is the 20-s epoch's.
 Montage-specific models. Several adapters may be given (``--adapter A --adapters B C``);
 each recording is staged by the model whose montage it can fill with the most channels
 (:func:`pick_model` on :func:`available_roles`): an EEG-only recording goes to the
-EEG-only model, a full PSG to the EEG+EOG+EMG model. With ``--ensemble`` the adapters
-are instead members of one ensemble (same montage, e.g. the same configuration trained on
-other synthetic subjects and seeds): every recording is staged by all of them and their
+EEG-only model, a full PSG to the EEG+EOG+EMG model. Ensembles are spelled as in
+``psgvlm stage``, ``ask`` and ``chat``: ``--adapter A --ensemble B C`` makes A, B and C
+members of one ensemble (same montage, e.g. the same configuration trained on other
+synthetic subjects and seeds): every recording is staged by all of them and their
 per-epoch stage probabilities are averaged.
 
 Peer: YASA (``--peers yasa``; the ``peers`` extra). ``yasa.SleepStaging`` runs on the same
@@ -73,7 +74,7 @@ from engine.io.prerau import ArrayRecording, load_prerau
 from engine.montage import ALIASES, ROLES, Montage, resolve_montage
 from engine.stages import STAGE_NAMES, Stage, to_stage
 
-from .stage import RenderConfig, load_render_config
+from .stage import RenderConfig, add_ensemble_argument, load_render_config
 
 __all__ = [
     "PEERS",
@@ -843,12 +844,7 @@ def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
         help="more montage-specific adapters; each recording is staged by the "
         "one whose montage it fills with the most channels",
     )
-    group.add_argument(
-        "--ensemble",
-        action="store_true",
-        help="average the stage probabilities of all the adapters (one montage) "
-        "instead of picking one per recording",
-    )
+    add_ensemble_argument(group)
     group.add_argument(
         "--render-from",
         metavar="SHARDS",
@@ -885,7 +881,15 @@ def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _models(args: argparse.Namespace) -> list[StagingModel]:
-    adapters = [a for a in [args.adapter, *args.adapters] if a]
+    ensemble = [str(member) for member in getattr(args, "ensemble", None) or []]
+    if ensemble and args.adapters:
+        raise ModelError(
+            "--ensemble and --adapters do not mix: --adapters picks one model per recording "
+            "by montage, --ensemble averages models of one montage"
+        )
+    if ensemble and not args.adapter:
+        raise ModelError("--ensemble needs --adapter (the first member)")
+    adapters = [a for a in [args.adapter, *args.adapters, *ensemble] if a]
     if not adapters:
         if not args.render_from:
             raise ModelError("zero-shot evaluation on recordings needs --render-from SHARDS")
@@ -911,9 +915,7 @@ def _models(args: argparse.Namespace) -> list[StagingModel]:
     for i, m in enumerate(models):
         if names[m.name] > 1:
             m.name = f"{m.name}-{i}"
-    if getattr(args, "ensemble", False):
-        if len(models) < 2:
-            raise ModelError("--ensemble needs at least two adapters (--adapter A --adapters B)")
+    if ensemble:
         montages = {m.setup.montage for m in models}
         if len(montages) > 1:
             raise ModelError(f"--ensemble members must share one montage; got {sorted(montages)}")
@@ -932,7 +934,7 @@ def run_recordings(args: argparse.Namespace) -> int:
     recordings = load_recordings(inputs, args.hypnogram, args.scorer)
     smooth = getattr(args, "smooth", "none")
     hmm = synthetic_stage_hmm() if smooth == "hmm" else None
-    ensemble = getattr(args, "ensemble", False)
+    ensemble = bool(getattr(args, "ensemble", None))
     y_smooth: list[np.ndarray] = []
 
     y_true, y_model, peer_pred = [], [], {p: [] for p in peers}
