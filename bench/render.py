@@ -647,6 +647,14 @@ def _ratios_and_goals(
     goals: list[dict[str, Any]] = []
     cores = usable_cores()
 
+    def record(entry: dict[str, Any] | None, target: float | None) -> None:
+        if entry is None:
+            return
+        ratios.append(entry)
+        if target is not None:
+            name, size = entry["name"], entry["size"]
+            goals.append(goal(f"{name} >= {target:g}x ({size})", entry["median"], target, "x"))
+
     def add(
         name: str,
         top: _Stage | None,
@@ -654,15 +662,7 @@ def _ratios_and_goals(
         target: float | None,
         exclude_startup: bool = False,
     ) -> None:
-        pair = next((p for p in paired if p.name == name and p.top is top), None)
-        entry = _ratio(name, top, bottom, exclude_startup) if pair is None else _paired_ratio(pair)
-        if entry is None:
-            return
-        ratios.append(entry)
-        if target is not None:
-            goals.append(
-                goal(f"{name} >= {target:g}x ({entry['size']})", entry["median"], target, "x")
-            )
+        record(_ratio(name, top, bottom, exclude_startup), target)
 
     for width, height in settings.sizes:
         size = f"{width}x{height}"
@@ -677,8 +677,9 @@ def _ratios_and_goals(
             naive, None)  # fmt: skip
         add("raster+JPEG per core / matplotlib tuned", _find(stages, "raster_jpg", size, 1),
             tuned, None)  # fmt: skip
-        add("raster+PNG / PNG encoder alone, per core", png1, _find(stages, "encode_png", size, 1),
-            _GOAL_PNG_VS_ENCODER)  # fmt: skip
+        for pair in paired:
+            if pair.top.size == size:
+                record(_paired_ratio(pair), _GOAL_PNG_VS_ENCODER)
         for workers in settings.workers:
             ceiling = _find(stages, "encode_png", size, min(workers, cores))
             e2e = _find(stages, "e2e", size, workers)
