@@ -349,6 +349,9 @@ def decode_image(data: bytes, fmt: str = "png") -> np.ndarray:
 def encode_jpeg_cuda(images_device: object, quality: int = 90) -> list[bytes]:
     """JPEG-encode images that live on a CUDA device (nvJPEG through torchvision).
 
+    nvJPEG encodes 3-channel images only: a grey page is encoded as three equal channels,
+    so it decodes to ``(H, W, 3)`` (on the CPU, :func:`encode_image` writes grey JPEGs).
+
     Parameters
     ----------
     images_device : device array
@@ -382,7 +385,11 @@ def encode_jpeg_cuda(images_device: object, quality: int = 90) -> list[bytes]:
             f"encode_jpeg_cuda needs uint8 (N, H, W[, 3]) images, got {tuple(tensor.shape)} "
             f"{tensor.dtype}"
         )
-    # torchvision wants (C, H, W) tensors.
-    chw = tensor.unsqueeze(1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
+    # torchvision wants (3, H, W) tensors on CUDA.
+    chw = (
+        tensor.unsqueeze(1).expand(-1, 3, -1, -1)
+        if tensor.ndim == 3
+        else tensor.permute(0, 3, 1, 2)
+    )
     encoded = encode_jpeg([img.contiguous() for img in chw], quality=int(quality))
     return [bytes(e.cpu().numpy()) for e in encoded]

@@ -119,3 +119,8 @@ def test_native_gpu_matches_cpu_and_encodes_jpeg():
         assert np.array_equal(cp.asnumpy(device), render(signals, spec))
     jpegs = encode_jpeg_cuda(device[:4], quality=90)
     assert len(jpegs) == 4 and decode_image(jpegs[0], "jpg").shape == (224, 448, 3)
+    # Grey pages (the default) too: nvJPEG takes 3 channels, so they come back as RGB.
+    grey = RenderSpec.for_roles(["eeg", "eeg", "eog", "eog", "emg", "ecg"])
+    decoded = decode_image(encode_jpeg_cuda(render_cuda(cp.asarray(signals[:2]), grey))[1], "jpg")
+    assert decoded.shape == (224, 448, 3)
+    assert np.abs(decoded.astype(int) - render(signals[1:2], grey)[0][..., None]).mean() < 8
