@@ -392,4 +392,7 @@ def encode_jpeg_cuda(images_device: object, quality: int = 90) -> list[bytes]:
         else tensor.permute(0, 3, 1, 2)
     )
     encoded = encode_jpeg([img.contiguous() for img in chw], quality=int(quality))
-    return [bytes(e.cpu().numpy()) for e in encoded]
+    # One device-to-host copy for the batch (a copy per image would wait on each in turn).
+    ends = np.cumsum([e.numel() for e in encoded])
+    data = torch.cat(encoded).cpu().numpy()
+    return [data[end - e.numel() : end].tobytes() for e, end in zip(encoded, ends.tolist())]
