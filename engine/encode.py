@@ -392,8 +392,6 @@ def encode_jpeg_cuda(images_device: object, quality: int = 90) -> list[bytes]:
         else tensor.permute(0, 3, 1, 2)
     )
     encoded = encode_jpeg([img.contiguous() for img in chw], quality=int(quality))
-    if not encoded:  # an empty batch (torch.cat needs at least one tensor)
-        return []
     # One device-to-host copy for the batch (a copy per image would wait on each in turn).
     ends = np.cumsum([e.numel() for e in encoded])
     data = torch.cat(encoded).cpu().numpy()
