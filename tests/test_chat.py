@@ -30,7 +30,8 @@ from engine.features import (  # noqa: E402
 )
 from engine.stages import STAGE_NAMES  # noqa: E402
 from vlm.chat import HELP, EpochChat  # noqa: E402
-from vlm.stage import load_render_config, open_source, read_grid  # noqa: E402
+from vlm.render_setup import find_render_setup  # noqa: E402
+from vlm.stage import open_source, read_grid  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_stage import STAGES, build_adapter, perturbed_adapter, write_test_night  # noqa: E402
@@ -54,7 +55,7 @@ def loaded(model_dirs):
 
     base, adapter = model_dirs
     model, processor, _ = load_model_and_processor(base, adapter=adapter)
-    return model, processor, load_render_config(adapter)
+    return model, processor, find_render_setup(adapter)
 
 
 @pytest.fixture(scope="module")

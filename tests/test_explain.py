@@ -17,7 +17,7 @@ pytest.importorskip("peft")
 
 from psgvlm.cli import main as cli  # noqa: E402
 from vlm import explain  # noqa: E402
-from vlm.stage import RenderConfig  # noqa: E402
+from vlm.render_setup import RenderConfig  # noqa: E402
 from vlm.tiny import build_tiny_model  # noqa: E402
 
 SIZE = 112

@@ -24,12 +24,11 @@ from vlm.realeval import (
     available_roles,
     model_windows,
     pick_model,
-    read_render_setup,
     synthetic_stage_hmm,
     viterbi_stages,
     yasa_stage,
 )
-from vlm.stage import RenderConfig
+from vlm.render_setup import RenderConfig, find_render_setup
 
 IMAGE = (224, 56)  # tiny model and render size: small, multiples of 28
 
@@ -145,7 +144,7 @@ def tiny_model(tmp_path_factory):
 
 
 def test_render_setup_round_trips_the_shard_json(tiny_model):
-    setup = read_render_setup(tiny_model["shards"])
+    setup = find_render_setup(None, tiny_model["shards"])
     assert isinstance(setup, RenderConfig)
     assert setup.montage == "eeg=C4-M1" and setup.roles == ["eeg"]
     spec = setup.spec()
@@ -292,7 +291,7 @@ def test_ensemble_averages_the_members_probabilities(tiny_model, tmp_path, write
     from transformers import AutoModelForImageTextToText
 
     from psgvlm.cli import main
-    from vlm.stage import RenderConfig
+    from vlm.render_setup import RenderConfig
 
     with tarfile.open(next(tiny_model["shards"].glob("*.tar"))) as tar:
         meta = json.loads(tar.extractfile(tar.getmembers()[0]).read())

@@ -18,8 +18,8 @@ pytest.importorskip("peft")
 
 from psgvlm.cli import main as cli  # noqa: E402
 from vlm.realeval import StagingModel  # noqa: E402
+from vlm.render_setup import RenderConfig  # noqa: E402
 from vlm.robustness import evaluate_perturbed, plot_robustness, robustness_markdown  # noqa: E402
-from vlm.stage import RenderConfig  # noqa: E402
 from vlm.tiny import build_tiny_model  # noqa: E402
 
 SIZE = 56

@@ -28,7 +28,7 @@ from vlm.hypno import sleep_statistics  # noqa: E402
 from vlm.stage import (  # noqa: E402
     RenderConfig,
     align_reference,
-    load_render_config,
+    find_render_setup,
     open_source,
     stage_source,
 )
@@ -206,7 +206,7 @@ def test_no_hypnogram_means_30s_grid_from_start(staged, night, model_dirs):
     out, _ = staged
     _, psg, _ = night
     base, adapter = model_dirs
-    config = load_render_config(adapter)
+    config = find_render_setup(adapter)
     source = open_source(psg, config)
     assert len(source) == len(STAGES)  # the night is exactly 24 x 30 s
     assert np.all(source.hypnogram.stages == int(Stage.UNK))
@@ -245,7 +245,7 @@ def test_briefly_trained_adapter_uses_its_shards_render_parameters(tmp_path, nig
         TrainArgs(output_dir=str(tmp_path / "run"), max_steps=3, per_device_batch_size=4,
                   warmup_steps=0, logging_steps=1, save_steps=100, learning_rate=1e-3),
     )  # fmt: skip
-    config = load_render_config(adapter)
+    config = find_render_setup(adapter)
     assert config.montage == "eeg=C4-M1,eog=E1-M2,emg=chin"
     # the stager draws an epoch pixel for pixel as the training shard holds it
     sample = next(iter(wds.WebDataset(str(shards / "train-000000.tar"), shardshuffle=False)))
@@ -272,7 +272,7 @@ def test_render_config_sources(tmp_path, model_dirs):
     import yaml
 
     _, adapter = model_dirs
-    config = load_render_config(adapter)
+    config = find_render_setup(adapter)
     assert config == make_render_config() and config.source.endswith("render.json")
     assert config.montage == "eeg=C4-M1,eog=E1-M2,emg=chin"
 
@@ -289,17 +289,17 @@ def test_render_config_sources(tmp_path, model_dirs):
                       "cls": b"2", "json": json.dumps(meta).encode()})  # fmt: skip
     settings = {"train_shards": str(shards / "train-*.tar"), "answer_mode": "evidence"}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(settings))
-    found = load_render_config(run_dir / "adapter")
+    found = find_render_setup(run_dir / "adapter")
     assert found.answer_mode == "evidence" and found.image_format == "jpg"
     assert found.quality == 85 and found.preprocessing_params().target_fs == 128.0
     assert found.spec() == make_render_config().spec() and "config.yaml" in found.source
-    assert load_render_config(None, shards).image_format == "jpg"
+    assert find_render_setup(None, shards).image_format == "jpg"
 
     with pytest.raises(ModelError, match="cannot tell how its training images"):
-        load_render_config(tmp_path / "nowhere" / "adapter")
+        find_render_setup(tmp_path / "nowhere" / "adapter")
     (run_dir / "adapter" / "render.json").write_text(json.dumps({"channels": CHANNELS}))
     with pytest.raises(ModelError, match="render required"):
-        load_render_config(run_dir / "adapter")
+        find_render_setup(run_dir / "adapter")
     with pytest.raises(ModelError, match="channel scales"):
         RenderConfig(channels=CHANNELS[:2], render=make_render_config().render)
 

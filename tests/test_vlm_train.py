@@ -24,7 +24,7 @@ pytest.importorskip("peft")
 
 from vlm import data as vdata  # noqa: E402
 from vlm.model import LoraArgs, load_model_and_processor  # noqa: E402
-from vlm.stage import RenderConfig, load_render_config  # noqa: E402
+from vlm.render_setup import RenderConfig, find_render_setup  # noqa: E402
 from vlm.tiny import build_tiny_model, parse_image_size  # noqa: E402
 from vlm.train import latest_checkpoint, parse_config, train  # noqa: E402
 
@@ -302,7 +302,7 @@ def test_adapters_carry_the_render_parameters(trained, synthetic_shards):
     adapters = [final, *sorted(out.glob("checkpoint-*/adapter"))]
     assert len(adapters) == 1 + SYNTH_STEPS // 50
     for adapter in adapters:
-        config = load_render_config(adapter)
+        config = find_render_setup(adapter)
         assert config.source == str(adapter / "render.json")
         assert config == expected
 

@@ -53,7 +53,7 @@ import numpy as np
 from engine.errors import PSGError
 from engine.stages import STAGE_NAMES, Stage, stage_name, to_stage
 
-from .stage import RenderConfig
+from .render_setup import RenderConfig
 
 __all__ = ["Answer", "EpochChat", "HELP", "chat_loop", "format_answer", "add_arguments", "run"]
 
@@ -772,9 +772,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "ask") -> None
 
 def run(args: argparse.Namespace) -> int:
     """``psgvlm ask`` / ``psgvlm chat``."""
-    from .stage import ensemble_members, load_model, load_render_config, open_source, read_grid
+    from .stage import ensemble_members, find_render_setup, load_model, open_source, read_grid
 
-    config = load_render_config(args.adapter, args.render_config)
+    config = find_render_setup(args.adapter, args.render_config)
     source = open_source(
         args.recording, config, read_grid(args.hypnogram, args.recording), args.montage
     )

@@ -72,6 +72,9 @@ ANSWER_SEPARATOR = ". "
 #: Image fields of the shard contract, in order of preference.
 IMAGE_FIELDS: tuple[str, ...] = ("png", "jpg", "npy")
 
+#: Batch keys of :class:`ChatCollator` that are not model inputs.
+NON_MODEL_KEYS: tuple[str, ...] = ("labels", "answer_mask", "cls", "sample_weight")
+
 
 def channel_phrase(channels: Sequence[dict[str, Any]]) -> str:
     """Describe the image rows: ``"Channels from top to bottom: EEG C4-M1, EOG E1-M2."``."""

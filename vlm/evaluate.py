@@ -43,8 +43,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_NON_MODEL_KEYS = ("labels", "answer_mask", "cls", "sample_weight")
-
 
 def score_candidates(
     model,

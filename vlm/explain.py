@@ -1411,7 +1411,7 @@ def run(args: argparse.Namespace) -> int:
     """``psgvlm explain``: one epoch, channel importance or the pointing game."""
     import torch
 
-    from .stage import load_model, load_render_config, read_grid
+    from .stage import find_render_setup, load_model, read_grid
 
     if args.window <= 0:
         raise ModelError(f"--window must be positive, got {args.window}")
@@ -1419,7 +1419,7 @@ def run(args: argparse.Namespace) -> int:
         raise ModelError(f"--per-stage must be at least 1, got {args.per_stage}")
     if torch.get_num_threads() > 1 and not torch.cuda.is_available():
         torch.set_num_threads(1)
-    config = load_render_config(args.adapter, args.render_config)
+    config = find_render_setup(args.adapter, args.render_config)
     model, processor = load_model(args)
     text = str(args.recording)
     if args.channel_importance and _is_shards(text):

@@ -59,7 +59,6 @@ import json
 import logging
 import math
 import os
-import tarfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,13 +67,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import ChannelNotFoundError, DatasetError, ModelError, ShardError
+from engine.errors import ChannelNotFoundError, DatasetError, ModelError
 from engine.io.hypnogram import Hypnogram
 from engine.io.prerau import ArrayRecording, load_prerau
 from engine.montage import ALIASES, ROLES, Montage, resolve_montage
 from engine.stages import STAGE_NAMES, Stage, to_stage
 
-from .stage import RenderConfig, add_ensemble_argument, load_render_config
+from .render_setup import RenderConfig, find_render_setup, training_config
+from .stage import add_ensemble_argument
 
 __all__ = [
     "PEERS",
@@ -85,8 +85,6 @@ __all__ = [
     "synthetic_stage_hmm",
     "training_class_prior",
     "viterbi_stages",
-    "read_render_setup",
-    "find_render_setup",
     "available_roles",
     "pick_model",
     "load_recordings",
@@ -113,67 +111,6 @@ SMOOTHERS: tuple[str, ...] = ("none", "hmm")
 # ----------------------------------------------------------------------------------------
 # How the model's training images were made
 # ----------------------------------------------------------------------------------------
-def read_render_setup(shards: str | os.PathLike[str]) -> RenderConfig:
-    """The render setup of a shard directory, glob or file (its first sample's json).
-
-    Raises
-    ------
-    ShardError
-        When no shard or no sample json is found.
-    """
-    from .data import expand_shards
-
-    path = Path(shards)
-    urls = (
-        expand_shards(str(path), "train")
-        if path.is_dir() and any(path.glob("train-*.tar"))
-        else expand_shards(str(shards), "test" if path.is_dir() else None)
-    )
-    for url in urls:
-        try:
-            with tarfile.open(url, "r:") as tar:
-                for member in tar:
-                    if member.name.endswith(".json"):
-                        meta = json.loads(tar.extractfile(member).read())
-                        return RenderConfig.from_sample_meta(meta, source=url)
-        except (OSError, tarfile.TarError, json.JSONDecodeError) as err:
-            raise ShardError(f"{url}: cannot read a sample's json ({err})") from None
-    raise ShardError(f"{shards}: no sample json in {len(urls)} shard(s)")
-
-
-def _training_config(adapter: Path) -> tuple[Path, dict[str, Any]] | None:
-    """``config.yaml`` written by vlm/train.py beside ``adapter`` (run or checkpoint dir)."""
-    import yaml
-
-    for folder in (adapter, adapter.parent, adapter.parent.parent):
-        config = folder / "config.yaml"
-        if config.is_file():
-            try:
-                values = yaml.safe_load(config.read_text()) or {}
-            except (OSError, yaml.YAMLError) as err:
-                raise ModelError(f"{config}: cannot read the training config ({err})") from None
-            if isinstance(values, dict) and "train_shards" in values:
-                return config, values
-    return None
-
-
-def find_render_setup(adapter: str | os.PathLike[str]) -> RenderConfig:
-    """The render setup an adapter was trained with.
-
-    Read through :func:`vlm.stage.load_render_config`: the ``render.json`` that
-    ``vlm/train.py`` saves beside every adapter, else the training ``config.yaml``'s shards.
-
-    Raises
-    ------
-    ModelError
-        When neither is found (pass ``--render-from SHARDS``).
-    """
-    try:
-        return load_render_config(adapter)
-    except ModelError as err:
-        raise ModelError(f"{err} (psgvlm eval: --render-from SHARDS)") from None
-
-
 # ----------------------------------------------------------------------------------------
 # Models and which recording each one stages
 # ----------------------------------------------------------------------------------------
@@ -226,7 +163,7 @@ def _resolve_base(base: str, adapter: str | None, setup: RenderConfig) -> str:
     cache = "~/.cache/psgvlm/tiny"
     spec = setup.spec()
     size = (spec.width, spec.height)
-    found = _training_config(Path(adapter)) if adapter else None
+    found = training_config(adapter) if adapter else None
     if found is not None:
         cache = str(found[1].get("tiny_cache_dir", cache))
         text = str(found[1].get("image_size", f"{size[0]}x{size[1]}")).lower()
@@ -577,7 +514,7 @@ def training_class_prior(adapter: str | os.PathLike[str] | None, hmm: StageHMM) 
     (uniform prior); otherwise it learnt the frequencies of its synthetic training nights,
     which are ``hmm.prior`` (the same generator's stage frequencies).
     """
-    found = _training_config(Path(adapter)) if adapter else None
+    found = training_config(adapter) if adapter else None
     if found is not None and str(found[1].get("class_weights", "none")) == "auto":
         return np.full(len(STAGE_NAMES), 1.0 / len(STAGE_NAMES))
     return np.asarray(hmm.prior, dtype=np.float64)
@@ -898,9 +835,7 @@ def _models(args: argparse.Namespace) -> list[StagingModel]:
         raise ModelError("--render-from applies to one adapter; give each run's config instead")
     models = []
     for adapter in adapters:
-        setup = (
-            read_render_setup(args.render_from) if args.render_from else find_render_setup(adapter)
-        )
+        setup = find_render_setup(adapter, args.render_from)
         if args.montage:
             montage = Montage.parse(args.montage)
             wanted = [(e.role, e.name) for e in montage.entries]

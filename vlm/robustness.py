@@ -261,10 +261,9 @@ def run_perturbed(args: argparse.Namespace) -> int:
         StagingModel,
         _parse_epochs,
         epoch_source,
-        find_render_setup,
         load_recordings,
-        read_render_setup,
     )
+    from .render_setup import find_render_setup
 
     inputs = [*getattr(args, "recordings", []), *getattr(args, "recordings_opt", [])]
     if not inputs:
@@ -272,12 +271,7 @@ def run_perturbed(args: argparse.Namespace) -> int:
     if getattr(args, "adapters", None):
         raise ModelError("--perturb evaluates one model: give --adapter only")
     perturbations = parse_perturb_spec(args.perturb)
-    if args.render_from:
-        setup = read_render_setup(args.render_from)
-    elif args.adapter:
-        setup = find_render_setup(args.adapter)
-    else:
-        raise ModelError("--perturb without --adapter needs --render-from SHARDS")
+    setup = find_render_setup(args.adapter, args.render_from)
     model = StagingModel(
         args.model,
         args.adapter,

@@ -41,21 +41,19 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.errors import HypnogramError, ModelError, MontageError, PSGError
+from engine.errors import HypnogramError, ModelError, MontageError
 from engine.stages import STAGE_NAMES, Stage
 
+from .render_setup import RENDER_CONFIG_NAME, RenderConfig, find_render_setup
+
 __all__ = [
-    "RENDER_CONFIG_NAME",
-    "RenderConfig",
-    "load_render_config",
     "open_source",
     "model_images",
     "StagingResult",
@@ -73,240 +71,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: File name of the render parameters saved next to an adapter.
-RENDER_CONFIG_NAME = "render.json"
 _ALIGN_TOLERANCE_S = 0.05
-
-
-@dataclass(frozen=True)
-class RenderConfig:
-    """How the adapter's training images were made, to draw new epochs the same way.
-
-    Attributes
-    ----------
-    channels : list of dict
-        ``{"role", "name"}`` (plus ``label``, ``scale_uv``) per image strip, top to bottom,
-        as in the shard metadata; the montage and the prompt's channel phrase come from it.
-    render : dict
-        :class:`engine.raster.RenderSpec` fields.
-    image_format : {"png", "jpg", "npy"}
-        Shard image encoding (JPEG artefacts are reproduced).
-    quality : int
-        JPEG quality.
-    preprocessing : dict
-        :class:`engine.preprocess.Preprocessing` fields.
-    answer_mode : {"label", "evidence"}
-        What the assistant learned to answer.
-    source : str
-        Where the configuration was read from (not saved).
-    """
-
-    channels: list[dict[str, Any]]
-    render: dict[str, Any]
-    image_format: str = "png"
-    quality: int = 90
-    preprocessing: dict[str, Any] = field(default_factory=dict)
-    answer_mode: str = "label"
-    source: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        where = f"{self.source}: " if self.source else ""
-        if not self.channels or not all(
-            isinstance(c, dict) and c.get("role") and c.get("name") for c in self.channels
-        ):
-            raise ModelError(f"{where}render config needs channels with 'role' and 'name'")
-        if self.image_format not in ("png", "jpg", "npy"):
-            raise ModelError(f"{where}image format {self.image_format!r}: expected png/jpg/npy")
-        if self.answer_mode not in ("label", "evidence"):
-            raise ModelError(f"{where}answer mode {self.answer_mode!r}: expected label/evidence")
-        spec = self.spec()  # validates the render fields
-        if spec.channels != len(self.channels):
-            raise ModelError(
-                f"{where}render spec has {spec.channels} channel scales for "
-                f"{len(self.channels)} channels"
-            )
-
-    # -- derived -------------------------------------------------------------------------
-    @property
-    def montage(self) -> str:
-        """Montage spec of the training images, e.g. ``"eeg=C4-M1,eog=E1-M2,emg=chin"``."""
-        return ",".join(f"{c['role']}={c['name']}" for c in self.channels)
-
-    @property
-    def roles(self) -> list[str]:
-        """Channel roles, top to bottom."""
-        return [str(c["role"]).lower() for c in self.channels]
-
-    @property
-    def window_seconds(self) -> float:
-        """Seconds of signal one image shows (the target epoch and its context)."""
-        spec = self.spec()
-        return spec.epoch_seconds * spec.epochs_per_image
-
-    def spec(self):
-        """The :class:`engine.raster.RenderSpec`."""
-        from engine.raster import RenderSpec
-
-        names = {f.name for f in dataclasses.fields(RenderSpec)}
-        kwargs = {k: v for k, v in self.render.items() if k in names}
-        for key in ("scales_uv", "labels"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = tuple(kwargs[key])
-        try:
-            return RenderSpec(**kwargs)
-        except TypeError as err:
-            raise ModelError(f"{self.source or 'render config'}: {err}") from None
-
-    def preprocessing_params(self):
-        """The :class:`engine.preprocess.Preprocessing` (defaults where unspecified)."""
-        from engine.preprocess import Preprocessing
-
-        params = dict(self.preprocessing)
-        if "bands" in params:
-            params["bands"] = {
-                role: tuple(band) if band is not None else None
-                for role, band in params["bands"].items()
-            }
-        try:
-            return Preprocessing(**params)
-        except (TypeError, ValueError) as err:
-            raise ModelError(f"{self.source or 'render config'}: preprocessing: {err}") from None
-
-    def question(self) -> str:
-        """The training question, naming the channels."""
-        from .data import build_question
-
-        return build_question({"channels": self.channels})
-
-    # -- persistence ---------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (without :attr:`source`)."""
-        out = dataclasses.asdict(self)
-        out.pop("source")
-        return out
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``DIRECTORY/render.json`` (e.g. next to a saved adapter)."""
-        path = Path(directory) / RENDER_CONFIG_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-        return path
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "") -> RenderConfig:
-        """Inverse of :meth:`to_dict`."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"source"}
-        unknown = sorted(set(data) - names)
-        if unknown or "channels" not in data or "render" not in data:
-            raise ModelError(
-                f"{source or 'render config'}: expected keys {sorted(names)} "
-                f"(channels and render required), got {sorted(data)}"
-            )
-        return cls(**data, source=source)
-
-    @classmethod
-    def from_sample_meta(
-        cls, meta: dict[str, Any], answer_mode: str = "label", source: str = ""
-    ) -> RenderConfig:
-        """From one shard sample's ``json`` metadata (``channels``, ``render``, ...)."""
-        render = dict(meta.get("render") or {})
-        if "channels" not in meta or "scales_uv" not in render:
-            raise ModelError(
-                f"{source or 'sample metadata'}: no 'channels' and 'render' fields "
-                "(shards not written by psgvlm render?)"
-            )
-        return cls(
-            channels=[dict(c) for c in meta["channels"]],
-            render={k: v for k, v in render.items() if k not in ("format", "quality")},
-            image_format=str(render.get("format", "png")),
-            quality=int(render.get("quality", 90)),
-            preprocessing=dict(meta.get("preprocessing") or {}),
-            answer_mode=answer_mode,
-            source=source,
-        )
-
-    @classmethod
-    def from_shards(
-        cls, shards: str | Sequence[str], answer_mode: str = "label", split: str = "train"
-    ) -> RenderConfig:
-        """From the first scored sample of shards (a glob, a directory + split, a list)."""
-        from .data import expand_shards, read_samples
-
-        urls = expand_shards(shards, split)
-        samples = read_samples(urls[:1], limit=1)
-        if not samples:
-            raise ModelError(f"{urls[0]}: no scored sample to read render parameters from")
-        return cls.from_sample_meta(samples[0]["meta"], answer_mode, source=urls[0])
-
-
-def _read_json_config(path: Path) -> RenderConfig:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelError(f"{path}: cannot read render config: {err}") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: render config must be a JSON object")
-    return RenderConfig.from_dict(data, source=str(path))
-
-
-def _from_training_config(path: Path) -> RenderConfig:
-    import yaml
-
-    try:
-        settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ModelError(f"{path}: cannot read training config: {err}") from None
-    shards = settings.get("train_shards") if isinstance(settings, dict) else None
-    if not shards:
-        raise ModelError(f"{path}: no train_shards to read the render parameters from")
-    try:
-        config = RenderConfig.from_shards(shards, str(settings.get("answer_mode", "label")))
-    except PSGError as err:
-        raise ModelError(
-            f"{path}: the training shards {shards!r} cannot give the render parameters ({err}); "
-            f"pass --render-config with a {RENDER_CONFIG_NAME} or the shard directory"
-        ) from None
-    return dataclasses.replace(config, source=f"{path} -> {config.source}")
-
-
-def load_render_config(
-    adapter: str | os.PathLike | None, explicit: str | os.PathLike | None = None
-) -> RenderConfig:
-    """Find the render parameters an adapter was trained with (order in the module docstring).
-
-    Parameters
-    ----------
-    adapter : path, optional
-        LoRA adapter directory (``OUTPUT_DIR/adapter`` of :mod:`vlm.train`).
-    explicit : path, optional
-        A ``render.json``, a shard directory (its train split) or a shard file.
-
-    Raises
-    ------
-    ModelError
-        When no source is found or a source is malformed.
-    """
-    if explicit is not None:
-        path = Path(explicit)
-        if path.is_file() and path.suffix == ".json":
-            return _read_json_config(path)
-        if path.is_dir() or path.suffix == ".tar":
-            return RenderConfig.from_shards(str(path))
-        raise ModelError(f"--render-config {path}: expected a {RENDER_CONFIG_NAME}, a shard "
-                         "directory or a .tar shard")  # fmt: skip
-    if adapter is None:
-        raise ModelError("without --adapter, give --render-config (render.json or shard directory)")
-    adapter = Path(adapter)
-    for candidate in (adapter / RENDER_CONFIG_NAME, adapter.parent / RENDER_CONFIG_NAME):
-        if candidate.is_file():
-            return _read_json_config(candidate)
-    training = adapter.parent / "config.yaml"
-    if training.is_file():
-        return _from_training_config(training)
-    raise ModelError(
-        f"{adapter}: cannot tell how its training images were rendered: no "
-        f"{RENDER_CONFIG_NAME} in it or its parent and no training config.yaml beside it; "
-        "pass --render-config"
-    )
 
 
 # -- epochs and images ------------------------------------------------------------------
@@ -635,7 +400,7 @@ def ensemble_members(args: argparse.Namespace, config: RenderConfig) -> list[Pat
     if args.adapter is None:
         raise ModelError("--ensemble needs --adapter (the first member)")
     for member in members:
-        if load_render_config(member) != config:
+        if find_render_setup(member) != config:
             raise ModelError(
                 f"--ensemble {member}: its training images were drawn differently from "
                 f"{args.adapter}'s (render.json differs); members must share one render setup"
@@ -656,7 +421,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """``psgvlm stage``: stage every epoch and write the outputs."""
-    config = load_render_config(args.adapter, args.render_config)
+    config = find_render_setup(args.adapter, args.render_config)
     logger.info("render parameters from %s", config.source)
     reference = read_grid(args.reference, args.recording)
     grid = read_grid(args.hypnogram, args.recording) if args.hypnogram else reference

@@ -277,9 +277,9 @@ def _sample_loss(model, batch: dict[str, Any]):
     import torch
     import torch.nn.functional as F
 
-    from vlm.evaluate import _NON_MODEL_KEYS
+    from vlm.data import NON_MODEL_KEYS
 
-    inputs = {k: v for k, v in batch.items() if k not in _NON_MODEL_KEYS}
+    inputs = {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
     logits = model(**inputs, use_cache=False).logits[:, :-1]
     targets = batch["labels"][:, 1:]
     mask = targets != -100
@@ -294,7 +294,7 @@ def _sample_loss(model, batch: dict[str, Any]):
 def _render_config(urls: list[str], answer_mode: str):
     """The shards' :class:`vlm.stage.RenderConfig`, or None (with a warning) when their
     metadata does not hold render parameters (shards not written by ``psgvlm render``)."""
-    from vlm.stage import RENDER_CONFIG_NAME, RenderConfig
+    from vlm.render_setup import RENDER_CONFIG_NAME, RenderConfig
 
     try:
         return RenderConfig.from_shards(urls, answer_mode)
