@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The tests never write into the user's ~/.cache/psgvlm (tiny models are built here);
+# child processes (CLI tests, accelerate launch) inherit it.
+os.environ.setdefault("PSGVLM_CACHE_DIR", tempfile.mkdtemp(prefix="psgvlm-test-cache-"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

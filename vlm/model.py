@@ -11,15 +11,21 @@ the vision tower too. ``LoraArgs.vision = True`` adds the vision tower's own pro
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from engine.errors import ModelError
 
 __all__ = [
     "QUANTIZATIONS",
     "LoraArgs",
+    "cache_dir",
+    "resolve_model_id",
     "detect_family",
     "lora_target_regex",
     "vision_skip_modules",
@@ -90,6 +96,95 @@ class LoraArgs:
             raise ModelError(f"lora_dropout {self.lora_dropout}: expected 0 <= p < 1")
 
 
+#: A Hugging Face Hub repository id: ``name`` or ``owner/name``.
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
+_HUB_TIMEOUT_S = 3.0
+
+
+def cache_dir() -> Path:
+    """psgvlm's cache folder: ``$PSGVLM_CACHE_DIR``, else ``~/.cache/psgvlm``."""
+    return Path(os.environ.get("PSGVLM_CACHE_DIR") or "~/.cache/psgvlm").expanduser()
+
+
+def _hub_reachable() -> bool:
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=_HUB_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def resolve_model_id(
+    name: str | os.PathLike,
+    image_size: tuple[int, int] | None = None,
+    tiny_cache_dir: str | os.PathLike | None = None,
+) -> str:
+    """What ``from_pretrained`` should load for a ``--model`` value.
+
+    The one place that reads model ids, for every command:
+
+    - ``tiny:FAMILY`` (``tiny:qwen2vl``, ``tiny:llava``): a randomly initialised tiny model
+      of the real architecture at ``image_size``, built once under
+      ``tiny_cache_dir`` (default ``cache_dir() / "tiny"``);
+    - an existing local directory: itself;
+    - a Hub id (``Qwen/Qwen2-VL-2B-Instruct``): itself when cached or when the Hub is
+      reachable (checked within a few seconds).
+
+    Parameters
+    ----------
+    name : str or path
+    image_size : (int, int), optional
+        ``(width, height)`` of the images; required for ``tiny:`` ids.
+    tiny_cache_dir : path, optional
+
+    Raises
+    ------
+    ModelError
+        For a local path that does not exist, a ``tiny:`` id of an unknown family or
+        without an image size, and a Hub id that is neither cached nor reachable.
+
+    Examples
+    --------
+    >>> resolve_model_id("runs/nowhere/model")
+    Traceback (most recent call last):
+    ...
+    engine.errors.ModelError: no such model directory: runs/nowhere/model
+    """
+    from .tiny import FAMILIES, TINY_PREFIX, resolve_tiny_model
+
+    text = str(name)
+    if text.startswith(TINY_PREFIX):
+        family = text[len(TINY_PREFIX) :]
+        if family not in FAMILIES:
+            raise ModelError(
+                f"--model {text}: unknown tiny family {family!r}; expected "
+                + " or ".join(TINY_PREFIX + f for f in FAMILIES)
+            )
+        if image_size is None:
+            raise ModelError(f"--model {text}: the image size is needed to build a tiny model")
+        folder = Path(tiny_cache_dir).expanduser() if tiny_cache_dir else cache_dir() / "tiny"
+        return resolve_tiny_model(text, folder, image_size)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists() or not _HUB_ID.match(text):
+        raise ModelError(f"no such model directory: {text}")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(text, "config.json"), str):
+        return text
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ModelError(f"--model {text}: not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+    if not _hub_reachable():
+        raise ModelError(
+            f"--model {text}: no such local directory, not in the Hugging Face cache, and the "
+            "Hub cannot be reached (no network?); download it elsewhere and pass its directory"
+        )
+    return text
+
+
 def detect_family(config: Any) -> str:
     """``"qwen2vl"`` or ``"llava"`` from a transformers config (``model_type``)."""
     model_type = getattr(config, "model_type", "")
@@ -149,6 +244,7 @@ def _lora_config(args: LoraArgs, family: str):
 def load_model_and_processor(
     name_or_path: str | Path,
     *,
+    image_size: tuple[int, int] | None = None,
     family: str | None = None,
     quantization: str | None = None,
     dtype: str = "auto",
@@ -163,7 +259,10 @@ def load_model_and_processor(
     Parameters
     ----------
     name_or_path : str or Path
-        Hub id (``Qwen/Qwen2-VL-2B-Instruct``) or local directory (tiny models included).
+        Hub id (``Qwen/Qwen2-VL-2B-Instruct``), local directory or ``tiny:FAMILY``
+        (resolved by :func:`resolve_model_id`).
+    image_size : (int, int), optional
+        ``(width, height)`` of the images, needed to build a ``tiny:`` model.
     family : {"qwen2vl", "llava"}, optional
         Checked against the config; detected when omitted.
     quantization : {None, "4bit", "8bit"}
@@ -194,7 +293,7 @@ def load_model_and_processor(
         raise ModelError("give either lora (new adapter) or adapter (saved one), not both")
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise ModelError(f"{adapter}: not a LoRA adapter directory (no adapter_config.json)")
-    name = str(name_or_path)
+    name = resolve_model_id(name_or_path, image_size)
     try:
         config = AutoConfig.from_pretrained(name)
         processor = AutoProcessor.from_pretrained(name)
