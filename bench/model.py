@@ -9,7 +9,7 @@ training and staging see.
   per step, and reports the samples/s and s/step of the steps after the warm-up, read
   from the run's ``log.jsonl``. Data loading and collation count, as in real training.
 - ``infer`` loads the model (and an optional adapter) with
-  :func:`vlm.model.load_model_and_processor` and times :func:`vlm.evaluate.score_candidates`
+  :func:`vlm.model.load_model_and_processor` and times :func:`vlm.scoring.score_candidates`
   (the five stage answers scored as whole sequences) over the rendered epochs: epochs/s.
 
 ``--model tiny:qwen2vl`` (the default) builds a tiny random Qwen2-VL into the cache
@@ -20,8 +20,11 @@ Examples
 --------
 ::
 
-    psgvlm bench train --steps 10 --out bench/out
-    psgvlm bench infer --epochs 32 --out bench/out
+    psgvlm bench train --steps 10
+    psgvlm bench infer --epochs 32
+
+Each writes ``OUT/{train,infer}.json`` and ``.md``, ``OUT`` by default
+``bench/results/<machine>/`` (see :mod:`bench.report`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from .report import (
     format_rate,
     machine_info,
     markdown_table,
+    report_dir,
+    short_commit,
     summarize,
     write_report,
 )
@@ -233,7 +238,7 @@ def bench_infer(
     tiny_cache_dir: str | Path | None = None,
     work_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Time :func:`vlm.evaluate.score_candidates` over rendered epochs; return the report dict.
+    """Time :func:`vlm.scoring.score_candidates` over rendered epochs; return the report dict.
 
     Parameters
     ----------
@@ -259,8 +264,8 @@ def bench_infer(
     import torch
 
     from vlm.data import build_question, expand_shards, read_samples
-    from vlm.evaluate import score_candidates
     from vlm.model import load_model_and_processor
+    from vlm.scoring import score_candidates
     from vlm.tiny import resolve_tiny_model
     from vlm.train import ModelArgs
 
@@ -329,7 +334,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"- image {report['image_size'][0]}x{report['image_size'][1]}, "
         f"batch {report['batch_size']}",
         f"- command: `{machine['command']}`",
-        f"- {machine['date']}, load average {machine['load_average']}, git {machine['git_commit']}",
+        f"- {machine['date']}, load average {machine['load_average']}, git {short_commit(machine)}",
         "",
     ]
     if report["benchmark"] == "train":
@@ -398,7 +403,9 @@ def add_arguments(parser: argparse.ArgumentParser, which: str = "train") -> None
     parser.add_argument("--image-size", default="448x224", help="WIDTHxHEIGHT of the renders")
     parser.add_argument("--batch-size", type=int, help="samples per step / forward pass")
     parser.add_argument("--tiny-cache-dir", type=Path, help="where tiny: models are built")
-    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="report directory")
+    parser.add_argument(
+        "--out", type=Path, help="report directory (default: bench/results/MACHINE)"
+    )
     if which == "train":
         parser.add_argument("--config", type=Path, help="training YAML (default: shipped one)")
         parser.add_argument("--steps", type=int, default=12, help="training steps (default 12)")
@@ -431,7 +438,8 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         summary = report["epochs_per_s"]
         headline = f"{format_rate(summary['median'])} epochs/s"
-    json_path, md_path = write_report(args.out, args.which, report, _markdown(report))
+    out = report_dir(args.out, report["machine"])
+    json_path, md_path = write_report(out, args.which, report, _markdown(report))
     print(f"{args.which}: {headline} (min {format_rate(summary['min'])}, "
           f"max {format_rate(summary['max'])}); wrote {json_path} and {md_path}")  # fmt: skip
     return 0

@@ -33,9 +33,10 @@ JIT-compile on every call), so they run in the first 2 rounds only, every worker
 count at the first size and the smallest at the others. Their start-up is timed apart (the
 same call on one 2-epoch night per worker) and reported beside the wall-time figures.
 
-Writes ``OUT/render.json``, ``OUT/render.md`` and ``OUT/render.png``::
+Writes ``OUT/render.json``, ``OUT/render.md`` and ``OUT/render.png`` (``OUT`` defaults to
+``bench/results/<machine>/``, the committed reports behind ``bench/RESULTS.md``)::
 
-    psgvlm bench render --out bench/out
+    psgvlm bench render
     python -m bench.render --quick --sizes 448x224 --workers 1,2
 """
 
@@ -62,10 +63,13 @@ from .report import (
     PeakRSS,
     format_rate,
     goal,
+    goal_line,
     gpu_name,
     machine_info,
     markdown_table,
     plot_render,
+    report_dir,
+    short_commit,
     summarize,
     usable_cores,
     write_report,
@@ -653,7 +657,8 @@ def _ratios_and_goals(
         ratios.append(entry)
         if target is not None:
             name, size = entry["name"], entry["size"]
-            goals.append(goal(f"{name} >= {target:g}x ({size})", entry["median"], target, "x"))
+            goals.append(goal(f"{name} >= {target:g}x ({size})", entry["median"], target, "x",
+                              low=entry["q1"]))  # fmt: skip
 
     def add(
         name: str,
@@ -694,11 +699,13 @@ def _ratios_and_goals(
     channels, (width, height) = _GOAL_RASTER_RATE_AT
     at = f"{width}x{height}"
     raster1 = _find(stages, "raster", at, 1) if settings.channels == channels else None
+    rate = None if raster1 is None else summarize(raster1.rates)
     line = goal(
         f"raster only >= {_GOAL_RASTER_RATE:,.0f} img/s per core at {channels} ch {at}",
-        None if raster1 is None else summarize(raster1.rates)["median"],
+        None if rate is None else rate["median"],
         _GOAL_RASTER_RATE,
         "img/s",
+        low=None if rate is None else rate["q1"],
     )
     goals.append(line)
     return ratios, goals
@@ -727,7 +734,10 @@ def bench_render(
     gpu = gpu_name()
     use_gpu = settings.device == "cuda" and gpu is not None
     if settings.device == "cuda" and gpu is None:
-        notes.append("--device cuda: no CUDA device here; GPU stages skipped")
+        from engine.raster.gpu import cuda_unavailable_reason, is_simulator
+
+        why = "numba's CUDA simulator" if is_simulator() else cuda_unavailable_reason()
+        notes.append(f"--device cuda: CUDA unavailable here ({why}); GPU stages skipped")
     cores = usable_cores()
     thread_counts = sorted({1, cores})
     try:
@@ -806,7 +816,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- machine: {machine['cpu']}, {machine['usable_cores']} usable cores, {gpu}; "
         f"load average at start {machine['load_average']}",
-        f"- command: `{machine['command']}` ({report['wall_s']} s, git {machine['git_commit']}, "
+        f"- command: `{machine['command']}` ({report['wall_s']} s, git {short_commit(machine)}, "
         f"{machine['date']})",
         f"- epochs: {settings['channels']} channels ({settings['montage']}), 30 s at 100 Hz "
         f"from synthetic EDF nights; {settings['epochs']} epochs per round for psgvlm, "
@@ -848,9 +858,7 @@ def render_markdown(report: dict[str, Any]) -> str:
           f"{r['min']:.3g}–{r['max']:.3g}", r["repeats"]] for r in report["ratios"]],
     ))  # fmt: skip
     lines += ["", "## Goals", ""]
-    for line in report["goals"]:
-        value = "not measured" if line["value"] is None else f"{line['value']:,.3g}{line['unit']}"
-        lines.append(f"- **{line['status']}** {line['goal']}: {value}")
+    lines += [goal_line(line) for line in report["goals"]]
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines)
@@ -883,7 +891,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="448x224,448x448", help="WIDTHxHEIGHT list")
     parser.add_argument("--channels", type=int, default=6, help="channels per image (1-8)")
     parser.add_argument("--workers", default="1,2", help="end-to-end worker counts")
-    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="report directory")
+    parser.add_argument(
+        "--out", type=Path, help="report directory (default: bench/results/MACHINE)"
+    )
     parser.add_argument("--epochs", type=int, help="epochs per round for psgvlm stages")
     parser.add_argument("--rounds", type=int, help="timed rounds after the warm-up")
     parser.add_argument("--naive-epochs", type=int, help="epochs per round, matplotlib naive")
@@ -913,8 +923,9 @@ def run(args: argparse.Namespace) -> int:
     )
     report = bench_render(settings)
     markdown = render_markdown(report)
-    json_path, md_path = write_report(args.out, "render", report, markdown)
-    png_path = _plot(report, Path(args.out) / "render.png")
+    out = report_dir(args.out, report["machine"])
+    json_path, md_path = write_report(out, "render", report, markdown)
+    png_path = _plot(report, out / "render.png")
     print(markdown)
     print(f"\nwrote {json_path}, {md_path}, {png_path}")
     return 0

@@ -1,24 +1,36 @@
 """Shared pieces of the benchmarks: timing summaries, peak memory, machine info, writing.
 
-Every benchmark writes ``DIR/{name}.json`` (all figures, the machine and the command
-line) and ``DIR/{name}.md`` (the same figures as a table, plus goal lines). Throughput is
-quoted as the median over repetitions with the min-max range beside it; on a shared or
-throttled machine only ratios measured in the same run are comparable.
+Every benchmark writes ``DIR/{name}.json`` (all figures, the machine, the git commit and
+whether the tree was clean, the device, the date and the command line) and ``DIR/{name}.md``
+(the same figures as a table, plus goal lines). ``DIR`` defaults to
+``bench/results/<machine>/`` (:func:`default_out_dir`): reports there are committed, and
+the tables of ``bench/RESULTS.md`` are generated from them (:mod:`bench.tables`).
+Throughput is quoted as the median over repetitions with the min-max range beside it; on a
+shared or throttled machine only ratios measured in the same run are comparable.
+
+A goal is judged on the spread, not on the median alone (:func:`goal`): ``PASS`` when the
+lower quartile meets the target, ``within noise`` when only the median does.
 
 Examples
 --------
 >>> summarize([3.0, 1.0, 2.0])
-{'median': 2.0, 'min': 1.0, 'max': 3.0, 'repeats': 3}
->>> goal("raster vs tuned", 150.0, 100.0, "x")["status"]
+{'median': 2.0, 'q1': 1.5, 'q3': 2.5, 'min': 1.0, 'max': 3.0, 'repeats': 3}
+>>> goal("raster vs tuned", 150.0, 100.0, "x", low=120.0)["status"]
 'PASS'
+>>> goal("raster+PNG / PNG encoder", 0.802, 0.8, "x", low=0.71)["status"]
+'within noise'
+>>> machine_slug({"cpu": "AMD EPYC 7B13 64-Core Processor", "usable_cores": 2, "gpu": None})
+'amd-epyc-7b13-2cpu'
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -38,13 +50,22 @@ __all__ = [
     "PeakRSS",
     "summarize",
     "goal",
+    "GOAL_STATUSES",
     "usable_cores",
     "cpu_model",
     "gpu_name",
+    "git_state",
+    "source_digest",
     "machine_info",
+    "machine_slug",
+    "short_commit",
+    "default_out_dir",
+    "report_dir",
+    "RESULTS_DIR",
     "library_versions",
     "markdown_table",
     "format_rate",
+    "goal_line",
     "write_report",
     "plot_render",
 ]
@@ -61,6 +82,16 @@ BASE_LIBRARIES: tuple[str, ...] = (
     "matplotlib",
     "psutil",
 )
+
+
+#: Where committed reports live, one folder per machine (:func:`default_out_dir`).
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+#: Goal statuses, best first (:func:`goal`).
+GOAL_STATUSES: tuple[str, ...] = ("PASS", "within noise", "SHORT", "n/a")
+
+#: Files whose changes do not make a report's tree "dirty": the reports and the prose.
+_NOT_SOURCE = (":(exclude)bench/results", ":(exclude)*.md", ":(exclude)bench/figures")
 
 
 class BenchError(PSGError):
@@ -119,7 +150,10 @@ class PeakRSS:
 
 
 def summarize(values: Sequence[float]) -> dict[str, float | int]:
-    """Median, min, max and count of repeated measurements.
+    """Median, quartiles, min, max and count of repeated measurements.
+
+    The quartiles interpolate linearly between order statistics (numpy's default, the
+    "inclusive" method of :func:`statistics.quantiles`); one value is its own quartiles.
 
     Raises
     ------
@@ -128,21 +162,71 @@ def summarize(values: Sequence[float]) -> dict[str, float | int]:
     """
     if len(values) == 0:
         raise BenchError("no measurements to summarize")
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        q1 = q3 = values[0]
+    else:
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return {
         "median": float(statistics.median(values)),
+        "q1": float(q1),
+        "q3": float(q3),
         "min": float(min(values)),
         "max": float(max(values)),
         "repeats": len(values),
     }
 
 
-def goal(name: str, value: float | None, target: float, unit: str = "") -> dict[str, Any]:
-    """A goal line: ``PASS`` when ``value >= target``, ``SHORT`` below, ``n/a`` if unmeasured."""
+def goal(
+    name: str,
+    value: float | None,
+    target: float,
+    unit: str = "",
+    *,
+    low: float | None = None,
+) -> dict[str, Any]:
+    """A goal line judged on the spread of the measurement, not on its median alone.
+
+    Parameters
+    ----------
+    name : str
+    value : float or None
+        The median (``None``: not measured).
+    target : float
+        Higher is better.
+    unit : str
+    low : float, optional
+        The lower quartile of the repetitions; without it ``value`` is taken as a single
+        measurement (its own lower quartile).
+
+    Returns
+    -------
+    dict
+        ``goal, value, low, target, unit, status`` with status ``PASS`` (the lower
+        quartile meets the target: three quarters of the repetitions do), ``within noise``
+        (the median meets it, the lower quartile does not), ``SHORT`` (the median misses
+        it) or ``n/a`` (not measured).
+    """
     if value is None:
-        status = "n/a"
+        status, low = "n/a", None
     else:
-        status = "PASS" if value >= target else "SHORT"
-    return {"goal": name, "value": value, "target": target, "unit": unit, "status": status}
+        low = value if low is None else low
+        if low > value:
+            raise BenchError(f"goal {name!r}: lower quartile {low} above the median {value}")
+        if low >= target:
+            status = "PASS"
+        elif value >= target:
+            status = "within noise"
+        else:
+            status = "SHORT"
+    return {
+        "goal": name,
+        "value": value,
+        "low": low,
+        "target": target,
+        "unit": unit,
+        "status": status,
+    }
 
 
 def usable_cores() -> int:
@@ -191,23 +275,78 @@ def library_versions(extra: Iterable[str] = ()) -> dict[str, str]:
     return found
 
 
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[1]
+_ROOT = Path(__file__).resolve().parents[1]
+
+#: Folders whose Python files make up :func:`source_digest` (with ``pyproject.toml``).
+SOURCE_FOLDERS: tuple[str, ...] = ("engine", "bench", "vlm", "psgvlm")
+
+
+def _git(*args: str, root: Path = _ROOT) -> str | None:
     try:
         result = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(root), *args],
             capture_output=True,
             text=True,
-            timeout=10,
+            timeout=30,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return result.stdout.strip() or None
+    return result.stdout if result.returncode == 0 else None
+
+
+def source_digest(root: Path = _ROOT) -> str:
+    """sha256 (first 16 hex digits) of the project's source: every ``*.py`` under
+    :data:`SOURCE_FOLDERS` and ``pyproject.toml``, by relative path and content.
+
+    It names the code a report was measured with even where the git metadata is missing
+    or stale (a copy of the working tree on a lent machine): the same files give the same
+    digest on any machine, whatever ``.git`` says.
+    """
+    digest = hashlib.sha256()
+    files = [p for folder in SOURCE_FOLDERS for p in (root / folder).rglob("*.py")]
+    files.append(root / "pyproject.toml")
+    for path in sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def git_state(root: Path = _ROOT) -> dict[str, Any]:
+    """The commit a report was measured at and whether the tree differed from it.
+
+    Returns
+    -------
+    dict
+        ``git_commit`` (full hash, or ``None`` outside a git checkout), ``git_dirty``
+        (tracked or untracked-but-not-ignored changes outside ``bench/results``, the
+        figures and ``*.md``; ``None`` when unknown), ``git_dirty_files`` (at most 20 of
+        them) and ``source_digest`` (:func:`source_digest`).
+
+    ``PSGVLM_GIT_COMMIT`` names the commit where ``.git`` cannot be trusted (a copy of the
+    tree on another machine whose metadata is stale): it is recorded as the commit, with
+    ``git_dirty`` ``None`` unless the checkout's own HEAD is that commit. The source digest
+    says which tree it was either way.
+    """
+    head = _git("rev-parse", "HEAD", root=root)
+    head = head.strip() if head else None
+    claimed = os.environ.get("PSGVLM_GIT_COMMIT", "").strip() or None
+    status = _git("status", "--porcelain", "--", ".", *_NOT_SOURCE, root=root)
+    files = None if status is None else [line[3:] for line in status.splitlines() if line]
+    commit, dirty = head, (None if files is None else bool(files))
+    if claimed is not None and not (head and head.startswith(claimed)):
+        commit, dirty = claimed, None
+    return {
+        "git_commit": commit,
+        "git_commit_from": "PSGVLM_GIT_COMMIT" if claimed is not None else "git",
+        "git_dirty": dirty,
+        "git_dirty_files": (files or [])[:20],
+        "source_digest": source_digest(root),
+    }
 
 
 def machine_info(extra_libraries: Iterable[str] = (), gpu: str | None = None) -> dict[str, Any]:
-    """Where and how a benchmark ran: CPU, cores, memory, GPU, versions, load, command line.
+    """Where and how a benchmark ran: CPU, cores, memory, GPU, versions, load, git, command.
 
     Parameters
     ----------
@@ -226,10 +365,65 @@ def machine_info(extra_libraries: Iterable[str] = (), gpu: str | None = None) ->
         "platform": platform.platform(),
         "libraries": library_versions(extra_libraries),
         "load_average": [round(x, 2) for x in load],
-        "git_commit": _git_commit(),
+        **git_state(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
+
+
+def machine_slug(machine: Mapping[str, Any]) -> str:
+    """Folder name of a machine's reports: its GPU (if any) or CPU model, and its cores.
+
+    ``PSGVLM_BENCH_MACHINE`` overrides it (e.g. to keep two VMs of one CPU model apart).
+    """
+    override = os.environ.get("PSGVLM_BENCH_MACHINE", "").strip()
+    if override:
+        return _slug(override)
+    name = machine.get("gpu") or machine.get("cpu") or platform.machine() or "unknown"
+    name = re.sub(r"\((R|TM|C)\)|\bCPU\b|@.*$|\b\d+-Core Processor\b|\bProcessor\b", " ",
+                  str(name), flags=re.IGNORECASE)  # fmt: skip
+    return f"{_slug(name)}-{machine.get('usable_cores') or usable_cores()}cpu"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def default_out_dir(gpu: str | None = None) -> Path:
+    """``bench/results/<machine>``: where a benchmark on this machine writes its report."""
+    return RESULTS_DIR / machine_slug(
+        {"cpu": cpu_model(), "usable_cores": usable_cores(), "gpu": gpu}
+    )
+
+
+def report_dir(out: str | os.PathLike | None, machine: Mapping[str, Any]) -> Path:
+    """``out`` when given, else ``bench/results/<machine_slug(machine)>`` (the committed place)."""
+    return Path(out) if out is not None else RESULTS_DIR / machine_slug(machine)
+
+
+def short_commit(machine: Mapping[str, Any]) -> str:
+    """``abc1234``, ``abc1234+dirty`` or ``abc1234 (dirty: unknown)``; ``?`` without git."""
+    commit = machine.get("git_commit")
+    if not commit:
+        return "?"
+    dirty = machine.get("git_dirty", False)
+    return commit[:7] + ("+dirty" if dirty else " (dirty: unknown)" if dirty is None else "")
+
+
+def goal_line(line: Mapping[str, Any]) -> str:
+    """A goal as a markdown bullet: status, goal, median and lower quartile.
+
+    >>> goal_line(goal("x / y >= 0.8x", 0.802, 0.8, "x", low=0.71))
+    '- **within noise** x / y >= 0.8x: median 0.802x, lower quartile 0.71x'
+    """
+    if line["value"] is None:
+        return f"- **{line['status']}** {line['goal']}: not measured"
+    unit = line["unit"]
+    spaced = f" {unit}" if unit and unit != "x" else unit
+    return (
+        f"- **{line['status']}** {line['goal']}: median {line['value']:,.3g}{spaced}, "
+        f"lower quartile {line['low']:,.3g}{spaced}"
+    )
 
 
 def format_rate(value: float | None) -> str:

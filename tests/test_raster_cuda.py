@@ -14,6 +14,7 @@ It fails (rather than skips) when ``PSGVLM_TEST_GPU=1`` is set but CUDA or CuPy 
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -100,14 +101,107 @@ def test_render_cuda_without_device_raises_render_error():
         render_cuda(np.zeros((1, 1, 10), np.float32), RenderSpec(scales_uv=(75.0,)))
 
 
+@pytest.fixture
+def fresh_gpu_log(monkeypatch):
+    """engine.raster.gpu with an empty log of reasons and no cached probe result."""
+    from engine.raster import gpu
+
+    monkeypatch.setattr(gpu, "_LOGGED", set())
+    monkeypatch.setattr(gpu, "is_simulator", lambda: False)
+    return gpu
+
+
+def _records(caplog, level):
+    return [r.getMessage() for r in caplog.records if r.levelno == level]
+
+
+def test_no_driver_library_reads_as_no_device_logged_at_info(fresh_gpu_log, monkeypatch, caplog):
+    gpu = fresh_gpu_log
+    monkeypatch.setattr(gpu.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(
+        gpu, "_driver_state", lambda: ("CUDA driver library cannot be found.\nIf you", None)
+    )
+    with caplog.at_level("INFO", logger="engine.raster.gpu"):
+        assert gpu.cuda_available() is False
+        assert gpu.cuda_available() is False  # logged once
+    reason = gpu.cuda_unavailable_reason()
+    assert reason == "no CUDA driver or device (CUDA driver library cannot be found.)"
+    assert _records(caplog, logging.INFO) == [f"CUDA unavailable: {reason}"]
+    assert not _records(caplog, logging.WARNING)
+
+
+@pytest.mark.parametrize(
+    "state, expected",
+    [
+        (("Error at driver init: Call to cuInit results in CUDA_ERROR_INSUFFICIENT_DRIVER (35)",
+          None), "CUDA driver error: Error at driver init: Call to cuInit results in "
+                 "CUDA_ERROR_INSUFFICIENT_DRIVER (35)"),
+        ((None, 0), "no CUDA device (the driver finds none)"),
+    ],
+    ids=["driver-error", "zero-devices"],
+)  # fmt: skip
+def test_driver_states_are_told_apart(fresh_gpu_log, monkeypatch, caplog, state, expected):
+    gpu = fresh_gpu_log
+    monkeypatch.setattr(gpu.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(gpu, "_driver_state", lambda: state)
+    with caplog.at_level("INFO", logger="engine.raster.gpu"):
+        assert gpu.cuda_unavailable_reason() == expected
+    level = logging.INFO if expected.startswith("no CUDA") else logging.WARNING
+    assert _records(caplog, level) == [f"CUDA unavailable: {expected}"]
+
+
+def test_driver_present_without_compiler_is_an_error(fresh_gpu_log, monkeypatch, caplog):
+    gpu = fresh_gpu_log
+    monkeypatch.setattr(gpu.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(gpu, "_driver_state", lambda: (None, 1))
+    monkeypatch.setattr(gpu, "_nvvm_error", lambda: "NvvmSupportError: libNVVM cannot be found")
+    with caplog.at_level("INFO", logger="engine.raster.gpu"):
+        reason = gpu.cuda_unavailable_reason()
+    assert reason == "CUDA compiler unavailable: NvvmSupportError: libNVVM cannot be found"
+    assert _records(caplog, logging.WARNING) == [f"CUDA unavailable: {reason}"]
+
+
+def test_broken_driver_or_compiler_is_not_reported_as_no_device(fresh_gpu_log, monkeypatch, caplog):
+    """An exception in numba's own check, or a probe kernel that fails to compile."""
+    from engine.errors import RenderError
+    from engine.raster import RenderSpec
+
+    gpu = fresh_gpu_log
+
+    def broken():
+        raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+
+    monkeypatch.setattr(gpu.cuda, "is_available", broken)
+    with caplog.at_level("INFO", logger="engine.raster.gpu"):
+        assert gpu.cuda_available() is False
+        with pytest.raises(RenderError, match="CUDA check failed: AttributeError: .*row_stack"):
+            gpu.render_cuda(np.zeros((1, 1, 10), np.float32), RenderSpec(scales_uv=(75.0,)))
+    assert _records(caplog, logging.WARNING) == [
+        "CUDA unavailable: CUDA check failed: AttributeError: module 'numpy' has no attribute "
+        "'row_stack'"
+    ]
+    assert not any("no CUDA" in m for m in _records(caplog, logging.INFO))
+    # A device is there, but the one-line probe kernel does not compile.
+    monkeypatch.setattr(gpu.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu, "_probe_kernel", lambda: "NvvmError: Failed to compile")
+    with caplog.at_level("INFO", logger="engine.raster.gpu"):
+        reason = gpu.cuda_unavailable_reason()
+    assert reason == "CUDA compiler or launch error: NvvmError: Failed to compile"
+    assert _records(caplog, logging.WARNING)[-1] == f"CUDA unavailable: {reason}"
+    monkeypatch.setattr(gpu, "_probe_kernel", lambda: None)
+    assert gpu.cuda_available() is True
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(os.environ.get("PSGVLM_TEST_GPU") != "1", reason="set PSGVLM_TEST_GPU=1")
 def test_native_gpu_matches_cpu_and_encodes_jpeg():
     from engine.encode import decode_image, encode_jpeg_cuda
     from engine.raster import RenderSpec, cuda_available, render, render_cuda
-    from engine.raster.gpu import cp
+    from engine.raster.gpu import cp, cuda_unavailable_reason
 
-    assert cuda_available(), "PSGVLM_TEST_GPU=1 but numba finds no CUDA device"
+    assert cuda_available(), (
+        f"PSGVLM_TEST_GPU=1 but CUDA is unavailable: {cuda_unavailable_reason()}"
+    )
     assert cp is not None, "PSGVLM_TEST_GPU=1 but CuPy is not installed (pip install -e .[gpu])"
     rng = np.random.default_rng(3)
     signals = (40 * rng.standard_normal((64, 6, 3000))).astype(np.float32)

@@ -1,0 +1,392 @@
+"""The one inference runtime: a :class:`Stager` turns epochs into stage probabilities.
+
+Every command that uses a trained model (``stage``, ``eval``, ``ask``, ``chat``,
+``explain``, the robustness runs, the benchmarks) goes through a :class:`Stager`:
+
+- it resolves the ``--model`` value (:func:`vlm.model.resolve_model_id`: a Hub id, a local
+  directory, or ``tiny:FAMILY`` built at the adapter's training image size);
+- it reads the adapter's render setup (:func:`vlm.render_setup.find_render_setup`) and
+  checks that ensemble members share it;
+- it draws epochs exactly as the training shards were drawn (montage, preprocessing,
+  :class:`engine.raster.RenderSpec`, image encoding; windows centred on each scorer epoch,
+  :func:`vlm.sources.model_windows`);
+- it scores the five stage answers (:func:`vlm.scoring.score_candidates`) with one model
+  or the mean over an ensemble's members.
+
+Weights load on first use, so commands check every argument and file first::
+
+    stager = Stager.from_adapter("tiny:qwen2vl", "runs/tiny_qwen2vl/adapter")
+    source = stager.open("night.edf")                  # fast: no weights yet
+    probabilities = stager.probabilities(source)       # loads the model, (n, 5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import ChannelNotFoundError, ModelError
+from engine.stages import STAGE_NAMES
+
+from .render_setup import RENDER_CONFIG_NAME, RenderConfig, find_render_setup, training_config
+from .sources import Recording, model_windows, open_source
+
+__all__ = [
+    "Stager",
+    "StagingResult",
+    "pick_stager",
+    "add_model_arguments",
+    "stager_from_args",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Epochs drawn per rendering batch (the model runs in ``batch_size`` sub-batches).
+_DRAW_CHUNK = 64
+
+
+@dataclass
+class StagingResult:
+    """Predicted stage and probabilities of every epoch of a grid.
+
+    Attributes
+    ----------
+    onsets, durations : ndarray
+        Seconds from the recording start.
+    stages : ndarray
+        int8 predicted stage ids (argmax of ``probabilities``).
+    probabilities : ndarray
+        ``(n, 5)`` probabilities of W, N1, N2, N3, R.
+    grid_stages : ndarray
+        The grid hypnogram's own stage ids (all UNK for the 30-s grid).
+    epoch_length : float
+    start_time : datetime or None
+        Clock time of the recording start.
+    """
+
+    onsets: np.ndarray
+    durations: np.ndarray
+    stages: np.ndarray
+    probabilities: np.ndarray
+    grid_stages: np.ndarray
+    epoch_length: float
+    start_time: datetime | None = None
+
+
+class Stager:
+    """A base model with one adapter (or an ensemble) and the render setup it was trained on.
+
+    Parameters
+    ----------
+    model : str
+        ``--model``: Hub id, local directory or ``tiny:FAMILY``.
+    adapters : sequence of path or None
+        LoRA adapters; several make an ensemble (mean of their probabilities); ``[None]``
+        is the base model zero-shot.
+    setup : RenderConfig
+        How the training images were drawn (shared by every member).
+    device : str, optional
+        ``cpu``, ``cuda``, ``cuda:1``; default: CUDA when available.
+    quantization : {None, "4bit", "8bit"}
+    name : str
+        Short name for reports.
+    montage : str, optional
+        Other derivations for the setup's rows (same roles, same order); the prompt still
+        names the training montage, as the model learned it.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        adapters: Sequence[str | os.PathLike | None],
+        setup: RenderConfig,
+        device: str | None = None,
+        quantization: str | None = None,
+        name: str = "",
+        montage: str | None = None,
+    ) -> None:
+        if not adapters:
+            raise ModelError("a stager needs at least one member (an adapter or None)")
+        self.model_id = str(model)
+        self.adapters = [Path(a) if a is not None else None for a in adapters]
+        self.setup = setup
+        self.device = device
+        self.quantization = quantization
+        self.montage = montage
+        self.name = name or (str(self.adapters[0]) if self.adapters[0] else "zero-shot")
+        self._members: list[tuple[Any, Any]] | None = None
+
+    @classmethod
+    def from_adapter(
+        cls,
+        model: str,
+        adapter: str | os.PathLike | None = None,
+        ensemble: Sequence[str | os.PathLike] = (),
+        render_config: str | os.PathLike | None = None,
+        device: str | None = None,
+        quantization: str | None = None,
+        montage: str | None = None,
+    ) -> Stager:
+        """A stager for ``adapter`` (+ ``ensemble`` members), without loading weights.
+
+        Parameters
+        ----------
+        render_config : path, optional
+            ``--render-config``: a ``render.json`` or the training shards (default: found
+            from the adapter).
+        montage : str, optional
+            Other derivations for the setup's rows (same roles, same order).
+
+        Raises
+        ------
+        ModelError
+            When the render setup cannot be found, an ensemble member was drawn
+            differently, or ``--ensemble`` comes without ``--adapter``.
+        """
+        from .sources import training_montage
+
+        setup = find_render_setup(adapter, render_config)
+        if ensemble and adapter is None:
+            raise ModelError("--ensemble needs --adapter (the first member)")
+        for member in ensemble:
+            if not Path(member).is_dir():
+                raise ModelError(f"--ensemble {member}: no such adapter directory")
+            if find_render_setup(member, render_config) != setup:
+                raise ModelError(
+                    f"--ensemble {member}: its training images were drawn differently from "
+                    f"{adapter}'s ({RENDER_CONFIG_NAME} differs); members must share one setup"
+                )
+        if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+            raise ModelError(f"--adapter {adapter}: not a LoRA adapter (no adapter_config.json)")
+        if montage:
+            training_montage(setup, montage)  # checked now, before any work
+        return cls(model, [adapter, *ensemble], setup, device, quantization, montage=montage)
+
+    # -- what it reads -----------------------------------------------------------------
+    @property
+    def montage_spec(self) -> str:
+        """The montage epochs are read with (``--montage``, else the training montage)."""
+        return self.montage or self.setup.montage
+
+    @property
+    def roles(self) -> list[str]:
+        """Image rows, top to bottom (``["eeg", "eog", "emg"]``)."""
+        return self.setup.roles
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(width, height)`` the base model was trained at (builds ``tiny:`` models)."""
+        adapter = self.adapters[0]
+        found = training_config(adapter) if adapter is not None else None
+        if found is not None and found[1].get("image_size"):
+            from .tiny import parse_image_size
+
+            return parse_image_size(str(found[1]["image_size"]))
+        spec = self.setup.spec()
+        return spec.width, spec.height
+
+    def fits(self, labels: Sequence[str]) -> bool:
+        """Whether a recording with these channel labels fills every row of the setup."""
+        from engine.montage import resolve_montage
+
+        try:
+            resolve_montage(self.montage_spec, list(labels))
+        except ChannelNotFoundError:
+            return False
+        return True
+
+    def open(
+        self,
+        recording: str | os.PathLike | Recording,
+        hypnogram: Any = None,
+        partial: bool = False,
+    ):
+        """The recording's epochs drawn for this stager (:func:`vlm.sources.open_source`).
+
+        Returns the :class:`engine.epochs.EpochSource` only; see :func:`open_source` for
+        the extra detection signals of ``yasa:DIR``.
+        """
+        if isinstance(recording, Recording):
+            return recording.epochs(self.setup, self.montage)
+        return open_source(recording, self.setup, hypnogram, self.montage, partial)[0]
+
+    # -- the model -----------------------------------------------------------------------
+    def load(self) -> list[tuple[Any, Any]]:
+        """``(model, processor)`` of every member, loaded once."""
+        if self._members is None:
+            import torch
+
+            from .model import load_model_and_processor
+
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            if device == "cpu" and torch.get_num_threads() > os.cpu_count():
+                torch.set_num_threads(os.cpu_count() or 1)
+            members = []
+            for adapter in self.adapters:
+                logger.info("loading %s%s", self.model_id, f" + {adapter}" if adapter else "")
+                model, processor, _ = load_model_and_processor(
+                    self.model_id,
+                    image_size=self.image_size,
+                    adapter=adapter,
+                    quantization=self.quantization,
+                    device=device,
+                )
+                members.append((model, processor))
+            self._members = members
+        return self._members
+
+    @property
+    def model(self):
+        """The first member's model (generation and attribution use it)."""
+        return self.load()[0][0]
+
+    @property
+    def processor(self):
+        """The first member's processor."""
+        return self.load()[0][1]
+
+    # -- drawing and scoring -------------------------------------------------------------
+    def pixels(self, source, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """uint8 images of the windows centred on grid epochs ``positions``."""
+        from engine.raster import render
+
+        windows = model_windows(source, np.asarray(positions, dtype=np.int64),
+                                self.setup.window_seconds)  # fmt: skip
+        return render(windows, self.setup.spec())
+
+    def images(self, pixels: np.ndarray) -> list:
+        """Rendered pixels as the RGB images training decoded from its shards."""
+        from .data import images_as_trained
+
+        return images_as_trained(pixels, self.setup.image_format, self.setup.quality)
+
+    def score(self, images: Sequence, batch_size: int = 8) -> np.ndarray:
+        """Stage probabilities ``(len(images), 5)``: the members' mean."""
+        from .scoring import score_candidates
+
+        question = self.setup.question()
+        prompts = [question] * len(images)
+        return np.mean(
+            [
+                score_candidates(model, processor, images, prompts, STAGE_NAMES, batch_size)
+                for model, processor in self.load()
+            ],
+            axis=0,
+        )
+
+    def probabilities(
+        self,
+        source,
+        positions: Sequence[int] | np.ndarray | None = None,
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Stage probabilities ``(n, 5)`` of grid epochs (default: all, unscored included).
+
+        Raises
+        ------
+        ModelError
+            When ``batch_size`` is below 1.
+        """
+        from tqdm import tqdm
+
+        if batch_size < 1:
+            raise ModelError(f"--batch-size must be at least 1, got {batch_size}")
+        positions = np.arange(len(source)) if positions is None else np.asarray(positions)
+        self.load()
+        out = np.zeros((positions.size, len(STAGE_NAMES)))
+        with tqdm(total=positions.size, desc="stage", unit="epoch", disable=not progress) as bar:
+            for lo in range(0, positions.size, _DRAW_CHUNK):
+                chunk = positions[lo : lo + _DRAW_CHUNK]
+                out[lo : lo + chunk.size] = self.score(
+                    self.images(self.pixels(source, chunk)), batch_size
+                )
+                bar.update(chunk.size)
+        return out
+
+    def stage(self, source, batch_size: int = 8, progress: bool = False) -> StagingResult:
+        """Every grid epoch of ``source`` staged."""
+        probabilities = self.probabilities(source, None, batch_size, progress)
+        hypnogram = source.hypnogram
+        return StagingResult(
+            onsets=np.asarray(hypnogram.onsets, dtype=float),
+            durations=np.asarray(hypnogram.durations, dtype=float),
+            stages=probabilities.argmax(axis=1).astype(np.int8),
+            probabilities=probabilities,
+            grid_stages=np.asarray(hypnogram.stages, dtype=np.int8),
+            epoch_length=float(source.epoch_length),
+            start_time=source.start_time,
+        )
+
+
+def pick_stager(stagers: Sequence[Stager], labels: Sequence[str], where: str = "") -> Stager:
+    """The stager whose montage a recording fills, preferring the one that reads the most rows.
+
+    Ties go to the stager listed first.
+
+    Raises
+    ------
+    ChannelNotFoundError
+        When no stager's montage can be filled (the message lists the channels found).
+    """
+    fitting = [s for s in stagers if s.fits(labels)]
+    if not fitting:
+        wanted = "; ".join(f"{s.name}: {s.montage_spec}" for s in stagers)
+        raise ChannelNotFoundError(
+            f"{where or 'recording'}: no model's montage can be filled from its channels "
+            f"{list(labels)}; models: {wanted} (pass --montage to name the derivations)"
+        )
+    return max(fitting, key=lambda s: (len(s.roles), -stagers.index(s)))
+
+
+# -- command line ---------------------------------------------------------------------------
+def add_model_arguments(parser: argparse.ArgumentParser, ensemble: bool = True) -> None:
+    """Options every model command shares: model, adapter, render setup, montage, device."""
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model", required=True,
+        help="base model: a Hugging Face id (Qwen/Qwen2-VL-2B-Instruct), a local directory, "
+        "or tiny:qwen2vl / tiny:llava (a tiny random model built offline)",
+    )  # fmt: skip
+    group.add_argument("--adapter", type=Path, help="LoRA adapter directory (vlm/train.py "
+                       "output, e.g. runs/tiny_qwen2vl/adapter); omit for zero-shot")  # fmt: skip
+    if ensemble:
+        group.add_argument(
+            "--ensemble", type=Path, nargs="+", default=[], metavar="ADAPTER",
+            help="more adapters trained with the same render setup (e.g. other seeds): each "
+            "epoch's stage probabilities are the mean over --adapter and these",
+        )  # fmt: skip
+    group.add_argument(
+        "--render-config", type=Path,
+        help=f"how the training images were drawn: a {RENDER_CONFIG_NAME} or the training "
+        "shards (default: found from the adapter)",
+    )  # fmt: skip
+    group.add_argument(
+        "--montage",
+        help="other derivations for the model's rows, e.g. eeg=C3-A2 (same roles and order; "
+        "default: the training montage, resolved through the alias table)",
+    )
+    group.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    group.add_argument("--quantization", choices=("4bit", "8bit"),
+                       help="load the base weights with bitsandbytes (default: none)")  # fmt: skip
+
+
+def stager_from_args(args: argparse.Namespace) -> Stager:
+    """The :class:`Stager` named by :func:`add_model_arguments` options (no weights loaded)."""
+    return Stager.from_adapter(
+        args.model,
+        args.adapter,
+        getattr(args, "ensemble", None) or (),
+        args.render_config,
+        args.device,
+        args.quantization,
+        args.montage,
+    )
