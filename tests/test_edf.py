@@ -121,15 +121,29 @@ def test_plain_edf_has_no_annotations(tmp_path, write_edf):
         assert rec.read("EEG").size == 1000
 
 
-def test_unknown_unit_is_assumed_uv_with_a_warning(tmp_path, write_edf):
-    path = write_edf(tmp_path / "spo2.edf", [("SaO2", np.full(100, 95.0), 10, "%")])
-    with open_recording(path) as rec:
-        values = rec.read("SaO2")
-        rec.read("SaO2")
-        np.testing.assert_allclose(values, 95.0, atol=0.01)
-        assert [w for w in rec.warnings if "SaO2" in w] == [
-            "channel 'SaO2' unit '%' is not a voltage; assumed µV"
-        ]
+def test_non_voltage_units_are_one_note_not_warnings(tmp_path, write_edf, caplog):
+    channels = [
+        ("SaO2", np.full(100, 95.0), 10, "%"),
+        ("HR", np.full(100, 61.0), 10, "bpm"),
+        ("Imp", np.full(100, 5.0), 10, "kOhm"),
+        ("Light", np.full(100, 300.0), 10, "lux"),
+        ("EEG", _wave(100, 10, 5, 20), 100, "uV"),
+    ]
+    path = write_edf(tmp_path / "spo2.edf", channels)
+    with caplog.at_level("INFO", logger="engine.io.edf"):
+        with open_recording(path) as rec:
+            values = rec.read("SaO2")
+            rec.read("SaO2")
+            rec.read("HR")
+            np.testing.assert_allclose(values, 95.0, atol=0.01)
+            np.testing.assert_allclose(rec.read("HR"), 61.0, atol=0.01)
+            assert rec.warnings == []
+            assert rec.notes == [
+                "4 channel(s) with a non-voltage unit, returned in that unit: SaO2 (%), "
+                "HR (bpm), Imp (kOhm), Light (lux)"
+            ]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.levelname for r in caplog.records] == ["INFO"]
 
 
 def test_pyedflib_refusal_falls_back_to_numpy_reader(mixed_edf):

@@ -94,7 +94,22 @@ def test_detect_dataset_by_labels_and_names():
     assert detect_dataset("x.edf", ["EEG C4-LER"])[0] == "mass"
     assert detect_dataset("1.rec", ["X1", "LOC-A2"])[0] == "isruc"
     assert detect_dataset("shhs2-300001.edf", ["Foo"])[0] == "shhs"
-    assert detect_dataset("x.edf", ["Foo"])[0] == "unknown"
+    assert detect_dataset("x.edf", ["Foo"])[0] == "generic"
+
+
+def test_dcsm_needs_its_naming_not_only_c4_m1_and_e1_m2(tmp_path):
+    labels = ["C4-M1", "E1-M2", "CHIN"]
+    name, reason = detect_dataset(tmp_path / "night01.edf", labels)
+    assert name == "generic" and "not DCSM's" in reason
+    assert detect_dataset(tmp_path / "psg.edf", labels)[0] == "generic"
+    folder = tmp_path / "tp00123"
+    folder.mkdir()
+    assert detect_dataset(folder / "psg.edf", labels) == ("dcsm", "channels C4-M1, E1-M2")
+    other = tmp_path / "subject7"
+    other.mkdir()
+    (other / "hypnogram.ids").write_text("0,30,W\n")
+    assert detect_dataset(other / "PSG.edf", labels)[0] == "dcsm"
+    assert detect_dataset(other / "psg.edf", ["Foo"])[0] == "dcsm"
 
 
 def test_info_does_not_import_torch(odd_night):

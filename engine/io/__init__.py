@@ -1,7 +1,7 @@
-"""Reading recordings and hypnograms: EDF/EDF+/BDF signals, every hypnogram format,
+"""Reading recordings and hypnograms: EDF/EDF+/BDF/BDF+ signals, every hypnogram format,
 and (in :mod:`engine.io.datasets`) pairing the two per dataset."""
 
-from .edf import Annotation, ChannelInfo, Recording, open_recording
+from .edf import Annotation, ChannelInfo, Recording, open_recording, signal_file_family
 from .hypnogram import FORMATS, Hypnogram, find_hypnogram, read_hypnogram
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "ChannelInfo",
     "Recording",
     "open_recording",
+    "signal_file_family",
     "FORMATS",
     "Hypnogram",
     "find_hypnogram",

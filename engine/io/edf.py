@@ -1,17 +1,35 @@
-"""EDF / EDF+ / BDF recordings, read channel by channel and range by range.
+"""EDF / EDF+ / BDF / BDF+ recordings, read channel by channel and range by range.
 
 :func:`open_recording` parses the fixed-width header itself (so every problem is
 reported with the file and the field at fault), then reads samples through pyedflib.
+Whether a file is EDF (16-bit) or BDF (24-bit) is decided by its first bytes (``0`` or
+``\\xffBIOSEMI``), never by its name: :func:`signal_file_family` says it for any path.
 Public datasets contain files that pyedflib refuses (digital limits outside the 16-bit
-range, odd date characters, malformed annotation records): those are read by a tolerant
-NumPy path that maps the data records from disk, and the recording's ``warnings`` say so.
+range, odd date characters, non-ASCII labels, malformed annotation records,
+discontinuous EDF+D): those are read by a tolerant NumPy path that maps the data records
+from disk, and the recording's ``warnings`` say so when the file breaks the spec.
 
-EDF+ annotations are parsed from the raw annotation signal by this module rather than
-by pyedflib, because pyedflib silently rewrites text that is not valid UTF-8; here such
-text raises :class:`~engine.errors.EDFError`.
+Time
+    Times are seconds from the first sample. In EDF+ the first data record's
+    time-keeping annotation (``+0.3945312``) says how far after the header's whole
+    second the first sample lies: :attr:`Recording.start_time` includes it and every
+    annotation onset is counted from it, as pyedflib and MNE do. In EDF+D
+    (discontinuous) files each data record is placed at its own time stamp; gaps read
+    as NaN and :attr:`Recording.duration` is the true span.
 
-Samples come back as float64 in µV whatever the file's unit (V, mV, µV, nV); a
-channel whose unit is not a voltage is returned unscaled and a warning is recorded.
+Annotations
+    Read from every ``EDF Annotations`` / ``BDF Annotations`` signal, in EDF+ and (as
+    MNE does) in plain EDF/BDF files that carry one. They are parsed here rather than by
+    pyedflib, because pyedflib silently rewrites text that is not valid UTF-8; here such
+    text raises :class:`~engine.errors.EDFError`.
+
+Header text
+    Labels, units, transducer, prefilter, patient and recording fields are decoded as
+    UTF-8 when they are valid UTF-8, else as Latin-1.
+
+Samples come back as float64 in µV whatever the file's voltage unit (V, mV, µV, nV); a
+channel whose unit is not a voltage (``%``, ``bpm``, ``Ohm``...) or is empty is returned
+in its own unit, and :attr:`Recording.notes` says so once (information, not a warning).
 """
 
 from __future__ import annotations
@@ -21,14 +39,21 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EDFError
 
-__all__ = ["ChannelInfo", "Annotation", "Recording", "open_recording", "unit_scale_to_uv"]
+__all__ = [
+    "ChannelInfo",
+    "Annotation",
+    "Recording",
+    "open_recording",
+    "signal_file_family",
+    "unit_scale_to_uv",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +73,57 @@ _ANNOTATION_LABELS = ("edf annotations", "bdf annotations")
 _UNIT_SCALE = {"v": 1e6, "mv": 1e3, "uv": 1.0, "µv": 1.0, "μv": 1.0, "microv": 1.0, "nv": 1e-3}
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _TAL_ONSET = re.compile(rb"^[+-]\d+(\.\d*)?$")
+_EDF_MAGIC = b"0       "
+_BDF_MAGIC = b"\xffBIOSEMI"
 
 
 def unit_scale_to_uv(unit: str) -> float | None:
     """Factor that turns values in ``unit`` into µV, or ``None`` for a non-voltage unit."""
     return _UNIT_SCALE.get(unit.strip().lower().replace(" ", ""))
+
+
+def signal_file_family(path: str | os.PathLike[str]) -> str | None:
+    """``"EDF"`` or ``"BDF"`` from a file's first 8 bytes, ``None`` for anything else.
+
+    EDF and EDF+ files start with ``"0"`` (padded with spaces), BDF and BDF+ files with
+    the byte 0xFF and ``"BIOSEMI"``; the file name is not looked at. Never raises: a
+    missing, unreadable or short file gives ``None``.
+
+    Examples
+    --------
+    >>> signal_file_family("night.txt")  # doctest: +SKIP
+    'EDF'
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return None
+    return _family(head)
+
+
+def _family(head: bytes) -> str | None:
+    """``"EDF"``, ``"BDF"`` or ``None`` from the 8-byte version field."""
+    if head == _BDF_MAGIC:
+        return "BDF"
+    if len(head) == 8 and head[:1] == b"0" and head[1:].strip(b" \x00") == b"":
+        return "EDF"
+    return None
+
+
+def _decode(raw: bytes) -> str:
+    """Header text: UTF-8 when it is valid UTF-8, else Latin-1 (never fails)."""
+    raw = raw.rstrip(b" \x00")
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError as err:
+        if err.reason == "unexpected end of data" and err.start >= len(raw) - 3:
+            # A multi-byte character cut by the fixed field width.
+            try:
+                return raw[: err.start].decode("utf-8").strip()
+            except UnicodeDecodeError:
+                pass
+        return raw.decode("latin-1").strip()
 
 
 @dataclass(frozen=True)
@@ -61,7 +132,8 @@ class ChannelInfo:
 
     ``index`` is the position among the recording's channels, ``fs`` the sampling rate
     in Hz, ``unit`` the physical dimension as written in the file, ``n_samples`` the
-    number of samples in the file.
+    number of samples :meth:`Recording.read` returns for the whole channel (in an EDF+D
+    file with gaps this includes the NaN-filled gaps).
     """
 
     index: int
@@ -79,7 +151,7 @@ class ChannelInfo:
 
 @dataclass(frozen=True)
 class Annotation:
-    """One EDF+ annotation: onset (s from the recording start), duration (s or None), text."""
+    """One EDF+ annotation: onset (s from the first sample), duration (s or None), text."""
 
     onset: float
     duration: float | None
@@ -168,9 +240,10 @@ def _parse_header(path: Path, size: int) -> _Header:
     with open(path, "rb") as handle:
         fixed = handle.read(256)
         version = fixed[:8]
-        if version[:1] == b"\xff" and version[1:8] == b"BIOSEMI":
+        family = _family(version)
+        if family == "BDF":
             bytes_per_sample = 3
-        elif _text(version) == "0":
+        elif family == "EDF":
             bytes_per_sample = 2
         else:
             raise EDFError(
@@ -190,7 +263,7 @@ def _parse_header(path: Path, size: int) -> _Header:
     declared = _number(path, fixed[184:192], "header bytes", int)
     if declared != header_bytes:
         notes.append(f"header bytes field says {declared}, {n_signals} signals need {header_bytes}")
-    recording = fixed[88:168].decode("latin-1").strip()
+    recording = _decode(fixed[88:168])
     start = _start_time(path, fixed[168:176], fixed[176:184], recording, notes)
     record_duration = _number(path, fixed[244:252], "duration of a data record")
     if record_duration < 0:
@@ -205,7 +278,7 @@ def _parse_header(path: Path, size: int) -> _Header:
     signals = []
     offset = 0
     for i in range(n_signals):
-        label = columns["label"][i].decode("latin-1").strip()
+        label = _decode(columns["label"][i])
         where = f"of signal {i} ({label!r})"
         spr = int(
             _number(path, columns["samples_per_record"][i], f"samples per record {where}", int)
@@ -223,13 +296,13 @@ def _parse_header(path: Path, size: int) -> _Header:
         signals.append(
             _Signal(
                 label=label,
-                transducer=columns["transducer"][i].decode("latin-1").strip(),
-                unit=columns["unit"][i].decode("latin-1").strip(),
+                transducer=_decode(columns["transducer"][i]),
+                unit=_decode(columns["unit"][i]),
                 physical_min=_number(path, columns["physical_min"][i], f"physical minimum {where}"),
                 physical_max=_number(path, columns["physical_max"][i], f"physical maximum {where}"),
                 digital_min=digital_min,
                 digital_max=digital_max,
-                prefilter=columns["prefilter"][i].decode("latin-1").strip(),
+                prefilter=_decode(columns["prefilter"][i]),
                 samples_per_record=spr,
                 offset=offset,
             )
@@ -256,7 +329,7 @@ def _parse_header(path: Path, size: int) -> _Header:
         raise EDFError(f"{path}: header field duration of a data record is 0 but it holds signals")
     return _Header(
         version=version,
-        patient=fixed[8:88].decode("latin-1").strip(),
+        patient=_decode(fixed[8:88]),
         recording=recording,
         start_time=start,
         header_bytes=header_bytes,
@@ -270,7 +343,7 @@ def _parse_header(path: Path, size: int) -> _Header:
 
 
 class Recording:
-    """An open EDF/EDF+/BDF recording; use :func:`open_recording` to get one.
+    """An open EDF/EDF+/BDF/BDF+ recording; use :func:`open_recording` to get one.
 
     Attributes
     ----------
@@ -278,14 +351,26 @@ class Recording:
     channels : list of ChannelInfo
         Signal channels (annotation signals excluded), in file order.
     start_time : datetime
+        Clock time of the first sample: the header's date and time plus, in EDF+, the
+        first data record's time-keeping offset (:attr:`start_offset`).
+    start_offset : float
+        Seconds from the header's start time to the first sample (the first data
+        record's time-keeping annotation; 0 without one).
     duration : float
-        Seconds (data records x record duration).
+        Seconds from the first sample to the end of the last data record (in an EDF+D
+        file with gaps, the true span including the gaps).
+    gaps : list of (float, float)
+        Missing stretches (start, end) in seconds of an EDF+D file; they read as NaN.
     file_type : str
         ``"EDF"``, ``"EDF+C"``, ``"EDF+D"``, ``"BDF"``, ``"BDF+C"`` or ``"BDF+D"``.
     backend : str
-        ``"pyedflib"``, or ``"numpy"`` when pyedflib refused the file.
+        ``"pyedflib"``, or ``"numpy"`` when pyedflib refused the file, for EDF+D files
+        and for files without channels.
     warnings : list of str
-        Deviations from the EDF specification that were tolerated, and units assumed.
+        Deviations from the EDF specification that were tolerated.
+    notes : list of str
+        Information about the file that is not a fault: channels returned in their own
+        non-voltage unit, gaps of a discontinuous file.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -298,30 +383,45 @@ class Recording:
         if size == 0:
             raise EDFError(f"{self.path}: empty file")
         self._header = _parse_header(self.path, size)
-        self.warnings: list[str] = list(self._header.warnings)
         header = self._header
-        self.start_time: datetime = header.start_time
-        self.duration: float = header.n_records * header.record_duration
+        self.warnings: list[str] = list(header.warnings)
+        self.notes: list[str] = []
         family = "BDF" if header.bytes_per_sample == 3 else "EDF"
         plus = header.reserved[:5].upper()
         self.file_type = (
             family + plus[3:] if plus in ("EDF+C", "EDF+D", "BDF+C", "BDF+D") else family
         )
-        self._signal_index: list[int] = []  # channel index -> signal index in the header
+        self._data: np.memmap | None = None
+        self._reader = None
+        self._reader_index: list[int] = []  # channel index -> pyedflib signal index
+        self.backend = "numpy"
+        self._annotation_signals = [s for s in header.signals if s.is_annotation]
+        self._signal_index: list[int] = [  # channel index -> signal index in the header
+            i for i, signal in enumerate(header.signals) if not signal.is_annotation
+        ]
+        self.duration: float = header.n_records * header.record_duration
+        self.gaps: list[tuple[float, float]] = []
+        self._record_starts: np.ndarray | None = None  # set when records are not contiguous
+        self.start_offset, stamps = self._time_keeping()
+        self.start_time: datetime = header.start_time + timedelta(seconds=self.start_offset)
+        if stamps is not None:
+            self._place_records(stamps)
         channels = []
-        for signal_index, signal in enumerate(header.signals):
-            if signal.is_annotation:
-                continue
-            self._signal_index.append(signal_index)
+        for signal_index in self._signal_index:
+            signal = header.signals[signal_index]
+            fs = signal.samples_per_record / header.record_duration
+            n_samples = signal.samples_per_record * header.n_records
+            if self._record_starts is not None:
+                n_samples = int(np.rint(self._record_starts[-1] * fs)) + signal.samples_per_record
             channels.append(
                 ChannelInfo(
                     index=len(channels),
                     label=signal.label,
-                    fs=signal.samples_per_record / header.record_duration,
+                    fs=fs,
                     unit=signal.unit,
                     physical_min=signal.physical_min,
                     physical_max=signal.physical_max,
-                    n_samples=signal.samples_per_record * header.n_records,
+                    n_samples=n_samples,
                     digital_min=signal.digital_min,
                     digital_max=signal.digital_max,
                     transducer=signal.transducer,
@@ -329,16 +429,13 @@ class Recording:
                 )
             )
         self.channels: list[ChannelInfo] = channels
-        if self.file_type.endswith("+D"):
-            self.warnings.append("discontinuous recording (+D): data records read back to back")
-        self._data: np.memmap | None = None
-        self._reader = None
-        self.backend = "numpy"
-        if channels:
+        self._note_units()
+        if channels and not self.file_type.endswith("+D"):  # pyedflib refuses EDF+D
             self._open_pyedflib()
-        self._unit_warned: set[int] = set()
         for message in self.warnings:
             logger.warning("%s: %s", self.path.name, message)
+        for message in self.notes:
+            logger.info("%s: %s", self.path.name, message)
 
     # -- opening ---------------------------------------------------------------------
     def _open_pyedflib(self) -> None:
@@ -353,18 +450,113 @@ class Recording:
             self.warnings.append(f"pyedflib refused the file ({reason}); read by the NumPy reader")
             return
         labels = [label.strip() for label in self._reader.getSignalLabels()]
-        if labels != [channel.label for channel in self.channels]:
+        if labels == [channel.label for channel in self.channels]:
+            self._reader_index = list(range(len(self.channels)))
+        elif labels == [signal.label for signal in self._header.signals]:
+            # A plain EDF carrying an annotation signal: pyedflib lists it as a channel.
+            self._reader_index = list(self._signal_index)
+        else:
             self._reader.close()
             self._reader = None
             self.warnings.append("pyedflib lists other channels; read by the NumPy reader")
             return
         self.backend = "pyedflib"
 
-    def _records(self) -> np.memmap:
+    def _note_units(self) -> None:
+        """One note for all channels returned in their own (non-voltage or no) unit."""
+        other = [
+            f"{c.label} ({c.unit})"
+            for c in self.channels
+            if c.unit.strip() and unit_scale_to_uv(c.unit) is None
+        ]
+        blank = [c.label for c in self.channels if not c.unit.strip()]
+        if other:
+            self.notes.append(
+                f"{len(other)} channel(s) with a non-voltage unit, returned in that unit: "
+                + ", ".join(other)
+            )
+        if blank:
+            self.notes.append(
+                f"{len(blank)} channel(s) without a unit, returned as written (taken as µV "
+                "where a voltage is expected): " + ", ".join(blank)
+            )
+
+    def _time_keeping(self) -> tuple[float, np.ndarray | None]:
+        """The first record's time-keeping offset, and every record's stamp in EDF+D.
+
+        Returns
+        -------
+        (offset, stamps)
+            ``offset`` in seconds after the header's start time (0 when the first data
+            record has no time-keeping annotation); ``stamps`` the seconds from the
+            first record's start to each record's start (EDF+D only, else ``None``).
+        """
+        header = self._header
+        if not self._annotation_signals or header.n_records == 0:
+            if self.file_type != self.file_type[:3] and header.n_records:
+                self.warnings.append("EDF+ file without an annotation signal (time keeping)")
+            return 0.0, None
+        discontinuous = self.file_type.endswith("+D")
+        rows = header.n_records if discontinuous else 1
+        block = self._annotation_bytes(self._annotation_signals[0], rows)
+        stamps = np.array([_record_stamp(block[row].tobytes()) for row in range(rows)])
+        plus = self.file_type != self.file_type[:3]
+        first = float(stamps[0])
+        if not np.isfinite(first):
+            if plus:
+                self.warnings.append(
+                    "the first data record has no time-keeping annotation; times counted "
+                    "from the header's start time"
+                )
+            first = 0.0
+        if not discontinuous:
+            return first, None
+        missing = int(np.count_nonzero(~np.isfinite(stamps)))
+        if missing:
+            self.warnings.append(
+                f"{missing} data record(s) of this EDF+D file have no time stamp; "
+                "records read back to back"
+            )
+            return first, None
+        return first, stamps - first
+
+    def _place_records(self, stamps: np.ndarray) -> None:
+        """Keep each EDF+D record at its time stamp when the records are not contiguous."""
+        header = self._header
+        duration = header.record_duration
+        rates = [header.signals[i].samples_per_record / duration for i in self._signal_index]
+        tolerance = 0.5 / max(rates) if rates else 1e-3
+        steps = np.diff(stamps)
+        back = np.flatnonzero(steps < duration - tolerance)
+        if back.size:
+            record = int(back[0]) + 1
+            self.warnings.append(
+                f"EDF+D data record {record} starts at {stamps[record]:g} s, before the end "
+                f"of record {record - 1} ({stamps[record - 1] + duration:g} s); records read "
+                "back to back"
+            )
+            return
+        after = np.flatnonzero(steps > duration + tolerance)
+        if after.size == 0 or not self._signal_index:
+            return  # EDF+D without gaps: the same as EDF+C
+        self._record_starts = stamps
+        self.duration = float(stamps[-1] + duration)
+        self.gaps = [(float(stamps[k] + duration), float(stamps[k + 1])) for k in after]
+        missing = sum(end - start for start, end in self.gaps)
+        listed = ", ".join(f"{start:g}-{end:g} s" for start, end in self.gaps[:5])
+        more = f" and {len(self.gaps) - 5} more" if len(self.gaps) > 5 else ""
+        self.notes.append(
+            f"discontinuous (EDF+D): {len(self.gaps)} gap(s), {missing:g} s in all, read as "
+            f"NaN: {listed}{more}"
+        )
+
+    def _records(self) -> np.ndarray:
         """The data records as a (records, bytes) memory map, opened on first use."""
         if self._data is None:
             header = self._header
             record_bytes = header.record_samples * header.bytes_per_sample
+            if header.n_records == 0:
+                return np.zeros((0, record_bytes), dtype=np.uint8)
             self._data = np.memmap(
                 self.path,
                 dtype=np.uint8,
@@ -373,6 +565,12 @@ class Recording:
                 shape=(header.n_records, record_bytes),
             )
         return self._data
+
+    def _annotation_bytes(self, signal: _Signal, rows: int | None = None) -> np.ndarray:
+        """The raw bytes of one annotation signal, one row per data record."""
+        size = self._header.bytes_per_sample
+        columns = slice(signal.offset * size, (signal.offset + signal.samples_per_record) * size)
+        return np.ascontiguousarray(self._records()[:rows, columns])
 
     # -- context manager -------------------------------------------------------------
     def close(self) -> None:
@@ -433,13 +631,15 @@ class Recording:
         label_or_index : str or int
             Channel label or index in :attr:`channels`.
         start_s, stop_s : float
-            Seconds from the recording start; ``stop_s=None`` reads to the end. Times
-            are rounded to the nearest sample and clipped to the recording.
+            Seconds from the first sample; ``stop_s=None`` reads to the end. Times are
+            rounded to the nearest sample and clipped to the recording.
 
         Returns
         -------
         numpy.ndarray
-            float64, ``round(stop_s * fs) - round(start_s * fs)`` samples.
+            float64, ``round(stop_s * fs) - round(start_s * fs)`` samples; gaps of an
+            EDF+D file are NaN. A channel whose unit is not a voltage comes back in its
+            own unit (see :attr:`notes`).
         """
         channel = self.channel(label_or_index)
         if start_s < 0 or (stop_s is not None and stop_s < start_s):
@@ -449,20 +649,16 @@ class Recording:
         last = min(max(last, first), channel.n_samples)
         if last == first:
             return np.zeros(0, dtype=np.float64)
-        if self._reader is not None:
-            values = self._reader.readSignal(channel.index, first, last - first).astype(np.float64)
+        if self._record_starts is not None:
+            values = self._read_placed(channel, first, last)
+        elif self._reader is not None:
+            values = self._reader.readSignal(
+                self._reader_index[channel.index], first, last - first
+            ).astype(np.float64)
         else:
             values = self._read_numpy(channel, first, last)
         scale = unit_scale_to_uv(channel.unit)
-        if scale is None:
-            if channel.index not in self._unit_warned:
-                self._unit_warned.add(channel.index)
-                message = (
-                    f"channel {channel.label!r} unit {channel.unit!r} is not a voltage; assumed µV"
-                )
-                self.warnings.append(message)
-                logger.warning("%s: %s", self.path.name, message)
-        elif scale != 1.0:
+        if scale is not None and scale != 1.0:
             values *= scale
         return values
 
@@ -472,6 +668,27 @@ class Recording:
         first_record, last_record = first // spr, (last - 1) // spr + 1
         digital = self._digital(signal, first_record, last_record)
         digital = digital[first - first_record * spr : last - first_record * spr]
+        return self._physical(signal, digital)
+
+    def _read_placed(self, channel: ChannelInfo, first: int, last: int) -> np.ndarray:
+        """Samples ``first:last`` of an EDF+D channel, each record at its time stamp."""
+        assert self._record_starts is not None
+        signal = self._header.signals[self._signal_index[channel.index]]
+        spr = signal.samples_per_record
+        positions = np.rint(self._record_starts * channel.fs).astype(np.int64)
+        out = np.full(last - first, np.nan)
+        hit = np.flatnonzero((positions < last) & (positions + spr > first))
+        if hit.size == 0:
+            return out
+        low, high = int(hit[0]), int(hit[-1]) + 1
+        values = self._physical(signal, self._digital(signal, low, high)).reshape(-1, spr)
+        targets = positions[low:high, None] + np.arange(spr) - first
+        inside = (targets >= 0) & (targets < last - first)
+        out[targets[inside]] = values[inside]
+        return out
+
+    def _physical(self, signal: _Signal, digital: np.ndarray) -> np.ndarray:
+        """Digital samples of ``signal`` in its physical unit (float64)."""
         if signal.digital_max == signal.digital_min:
             raise EDFError(
                 f"{self.path}: digital maximum equals digital minimum ({signal.digital_min}) "
@@ -497,32 +714,24 @@ class Recording:
 
     # -- annotations -----------------------------------------------------------------
     def annotations(self) -> list[Annotation]:
-        """EDF+ annotations (time-keeping entries excluded), sorted by onset.
+        """Annotations of every annotation signal (time-keeping entries excluded).
 
-        Returns an empty list for plain EDF. Malformed annotation lists are skipped and
-        counted in :attr:`warnings`.
+        Read in EDF+/BDF+ and in plain EDF/BDF files that carry an ``EDF Annotations``
+        signal (as MNE does); an empty list when there is none. Onsets are seconds from
+        the first sample (the first record's time-keeping offset subtracted), sorted.
+        Malformed annotation lists are skipped and counted in :attr:`warnings`.
 
         Raises
         ------
         EDFError
             When annotation text is not valid UTF-8.
         """
-        if self.file_type in ("EDF", "BDF"):
-            return []
-        header = self._header
-        size = header.bytes_per_sample
         found: list[Annotation] = []
         malformed = 0
-        for signal in header.signals:
-            if not signal.is_annotation:
-                continue
-            columns = slice(
-                signal.offset * size, (signal.offset + signal.samples_per_record) * size
-            )
-            block = np.ascontiguousarray(self._records()[:, columns])
-            for record in range(header.n_records):
-                raw = block[record].tobytes()
-                for onset, duration, texts, ok in _parse_tals(raw):
+        for signal in self._annotation_signals:
+            block = self._annotation_bytes(signal)
+            for record in range(block.shape[0]):
+                for onset, duration, texts, ok in _parse_tals(block[record].tobytes()):
                     malformed += not ok
                     for text in texts:
                         try:
@@ -533,7 +742,7 @@ class Recording:
                                 f"is not UTF-8 text ({err.reason} at byte {err.start}: "
                                 f"{text!r})"
                             ) from None
-                        found.append(Annotation(onset, duration, decoded))
+                        found.append(Annotation(self._onset(onset), duration, decoded))
         if malformed:
             message = f"{malformed} malformed annotation list(s) skipped"
             self.warnings.append(message)
@@ -541,16 +750,36 @@ class Recording:
         found.sort(key=lambda annotation: annotation.onset)
         return found
 
+    def _onset(self, written: float) -> float:
+        """Seconds from the first sample of an onset written after the header's start."""
+        if not self.start_offset:
+            return written
+        return round(written - self.start_offset, 9)  # no 1.9999999999999998 for 2
+
     def iter_channels(self) -> Iterator[tuple[ChannelInfo, np.ndarray]]:
         """Each channel with its whole signal, one at a time (bounded memory)."""
         for channel in self.channels:
             yield channel, self.read(channel.index)
 
 
+def _record_stamp(raw: bytes) -> float:
+    """The time-keeping onset that opens one record's annotation signal, or NaN.
+
+    A time-keeping list is ``+onset`` followed by an empty annotation (``\\x14\\x14``).
+    """
+    chunk = next((part for part in raw.split(b"\x00") if part), b"")
+    parts = chunk.split(b"\x14")
+    if len(parts) < 3 or parts[1] != b"" or not _TAL_ONSET.match(parts[0]):
+        return float("nan")
+    return float(parts[0])
+
+
 def _parse_tals(raw: bytes) -> Iterator[tuple[float, float | None, list[bytes], bool]]:
     """Time-stamped annotation lists of one record: (onset, duration, texts, well_formed).
 
-    The record's first list (the time-keeping one, without text) yields no texts.
+    Onsets are as written (seconds after the header's start time). The record's
+    time-keeping list (``+onset\\x14\\x14``) yields only the texts that follow its empty
+    annotation, usually none.
     """
     for chunk in raw.split(b"\x00"):
         if not chunk:
@@ -570,7 +799,11 @@ def _parse_tals(raw: bytes) -> Iterator[tuple[float, float | None, list[bytes], 
 
 
 def open_recording(path: str | os.PathLike[str]) -> Recording:
-    """Open an EDF/EDF+/BDF file for reading.
+    """Open an EDF/EDF+/BDF/BDF+ file for reading, whatever its name.
+
+    EDF and BDF are told apart by the file's first bytes (see
+    :func:`signal_file_family`), so a BDF named ``.edf`` or an EDF named ``.rec`` or
+    ``.dat`` opens the same way.
 
     Parameters
     ----------
@@ -584,7 +817,8 @@ def open_recording(path: str | os.PathLike[str]) -> Recording:
     Raises
     ------
     EDFError
-        Missing, empty, truncated or corrupt file; header fields that cannot be read.
+        Missing, empty, truncated or corrupt file; not an EDF/BDF file; header fields
+        that cannot be read.
 
     Examples
     --------

@@ -11,7 +11,9 @@ Formats (``fmt``):
 
 ``sleep-edf`` / ``mass`` / ``edf+``
     EDF+ annotations (``Sleep stage W/1/2/3/4/R/?``, ``Movement time``); every
-    annotation with a positive duration is a stage.
+    annotation with a positive duration is a stage. Read by
+    :meth:`engine.io.edf.Recording.annotations`, so onsets count from the file's first
+    sample (an EDF+ sub-second start is subtracted) and BDF+ files work the same.
 ``nsrr-xml``
     NSRR ``ScoredEvent`` with ``EventType`` ``Stages|Stages``, ``EventConcept``
     (``Wake|0`` ... ``REM sleep|5``), ``Start``, ``Duration``.
@@ -44,6 +46,7 @@ import numpy as np
 
 from ..errors import EDFError, HypnogramError, UnknownStageError
 from ..stages import STAGE_NAMES, Stage, stage_name, to_stage
+from .edf import signal_file_family
 
 __all__ = ["FORMATS", "Hypnogram", "read_hypnogram", "detect_format", "find_hypnogram"]
 
@@ -501,6 +504,9 @@ def _read_text(path: Path) -> str:
 def detect_format(path: str | os.PathLike[str]) -> str:
     """Guess the hypnogram format of ``path`` from its name and first bytes.
 
+    A file that starts like an EDF or BDF header is read as EDF+ annotations whatever
+    its suffix (``base`` / ``hypnogram`` in the name pick the MASS / Sleep-EDF flavour).
+
     Raises
     ------
     HypnogramError
@@ -511,7 +517,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "isruc"
     suffix = path.suffix.lower()
     name = path.name.lower()
-    if suffix in (".edf", ".bdf", ".rec"):
+    if suffix in (".edf", ".bdf", ".rec") or signal_file_family(path) is not None:
         if "base" in name:
             return "mass"
         if "hypnogram" in name:
@@ -613,11 +619,11 @@ _COMPANIONS = (  # (regex on the recording name, hypnogram glob built from its g
     (r"^(.{6}).*-PSG\.edf$", "{0}*-Hypnogram.edf"),  # Sleep-EDF: SC4001E0-PSG, SC4001EC-Hyp...
     (r"^(.*)-PSG\.edf$", "{0}-Hypnogram.edf"),
     (r"^(.*) PSG\.edf$", "{0} Base.edf"),  # MASS
-    (r"^(.*)\.(?:edf|rec)$", "{0}-nsrr.xml"),  # NSRR (SHHS, MESA...)
-    (r"^(.*)\.(?:edf|rec)$", "{0}-profusion.xml"),
-    (r"^(.*)\.(?:edf|rec)$", "{0}_1.txt"),  # ISRUC, scorer 1
-    (r"^(.*)\.(?:edf|rec)$", "{0}-hypnogram.csv"),
-    (r"^.*\.(?:edf|rec|h5)$", "hypnogram.ids"),  # DCSM
+    (r"^(.*)\.(?:edf|bdf|rec)$", "{0}-nsrr.xml"),  # NSRR (SHHS, MESA...)
+    (r"^(.*)\.(?:edf|bdf|rec)$", "{0}-profusion.xml"),
+    (r"^(.*)\.(?:edf|bdf|rec)$", "{0}_1.txt"),  # ISRUC, scorer 1
+    (r"^(.*)\.(?:edf|bdf|rec)$", "{0}-hypnogram.csv"),
+    (r"^.*\.(?:edf|bdf|rec|h5)$", "hypnogram.ids"),  # DCSM
 )
 
 
