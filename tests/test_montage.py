@@ -6,6 +6,7 @@ import pytest
 
 from engine.errors import ChannelNotFoundError, MontageError
 from engine.montage import (
+    ALIASES,
     DEFAULT_MONTAGE,
     Montage,
     MontageEntry,
@@ -207,3 +208,53 @@ def test_missing_channel_lists_request_aliases_and_file_labels():
     assert "emg=chin" in message and "submental" in message and "X1" in message
     assert "EOG(L), Pz-Oz, SaO2" in message
     assert "eeg=C4-M1" in message and "Fpz-Cz" in message  # Pz-Oz is no central fallback
+
+
+DREAMS = ["O1-A1", "EMG1", "ECG", "C3-A1", "FP1-A1", "EOG2-A1", "EOG1-A1", "SAO2", "PR"]
+
+
+def _spelled_roles(label: str) -> set[str]:
+    """Roles for which ``label`` spells an :data:`ALIASES` derivation (no fallbacks)."""
+    roles = set()
+    for name, (role, _) in ALIASES.items():
+        try:
+            hit = resolve_montage(f"{role}={name}", [label])[0]
+        except ChannelNotFoundError:
+            continue
+        if hit.via in ("exact", "alias"):
+            roles.add(role)
+    return roles
+
+
+@pytest.mark.parametrize(
+    ("label", "name"),
+    [
+        ("C3-A1", "C3-M1"),
+        ("C4-A2", "C4-M2"),
+        ("CZ-A1", "Cz-M1"),
+        ("Cz-A2", "Cz-M2"),
+        ("EEG Cz-M1", "Cz-M1"),
+        ("O1-A1", "O1-M1"),
+        ("FP1-A1", "Fp1-M1"),
+        ("F4-A2", "F4-M2"),
+    ],
+)
+def test_ipsilateral_and_vertex_derivations_are_eeg_in_the_alias_table(label, name):
+    assert ALIASES[name][0] == "eeg"
+    assert resolve_montage(f"eeg={name}", [label])[0].via in ("exact", "alias")
+    assert _spelled_roles(label) == {"eeg"}
+
+
+def test_dreams_labels_resolve_by_role_and_by_name():
+    assert _spelled_roles("EOG1-A1") == _spelled_roles("EOG2-A1") == {"eog"}
+    resolved = resolve_montage("eeg=CZ-A1+C3-A1,eog=E1-M2+E2-M1", ["CZ-A1", *DREAMS])
+    assert [c.label for c in resolved] == ["CZ-A1", "C3-A1", "EOG1-A1", "EOG2-A1"]
+    default = resolve_montage(DEFAULT_MONTAGE, DREAMS)
+    assert [(c.label, c.via) for c in default] == [
+        ("C3-A1", "fallback"),
+        ("EOG1-A1", "alias"),
+        ("EMG1", "alias"),
+    ]
+    # Contralateral requests keep their own spellings first.
+    assert resolve_montage("eeg=C4-M1", ["C4-A2", "C4-A1"])[0].label == "C4-A1"
+    assert resolve_montage("eeg=C3-M2", ["C3-A1", "C3-A2"])[0].label == "C3-A2"
