@@ -6,15 +6,18 @@
   in one process in alternating rounds (:mod:`bench.kernel`).
 - ``train``: samples/s of LoRA training steps (:mod:`bench.model`).
 - ``infer``: epochs/s of staging by candidate scoring (:mod:`bench.model`).
+- ``pins``: the CPU kernel's pixels on the adversarial set against the committed pin
+  (``--update`` re-pins on purpose; :mod:`bench.adversarial`).
 
-Each writes ``OUT/{which}.json`` and ``OUT/{which}.md`` (``render`` also ``render.png``).
+Each benchmark writes ``OUT/{which}.json`` and ``OUT/{which}.md`` (``render`` also
+``render.png``), ``OUT`` by default ``bench/results/<machine>/`` (committed).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from . import kernel, model, render
+from . import adversarial, kernel, model, render
 
 __all__ = ["BENCHMARKS", "add_arguments", "run"]
 
@@ -24,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "kernel": "A/B of the CPU render kernel: a git revision vs the working tree",
     "train": "samples/s of LoRA training steps",
     "infer": "epochs/s of staging with score_candidates",
+    "pins": "check (or --update) the CPU kernel's pinned pixels on the adversarial set",
 }
 
 
@@ -36,11 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             render.add_arguments(sub)
         elif which == "kernel":
             kernel.add_arguments(sub)
+        elif which == "pins":
+            adversarial.add_arguments(sub)
         else:
             model.add_arguments(sub, which)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark."""
-    runners = {"render": render.run, "kernel": kernel.run}
+    runners = {"render": render.run, "kernel": kernel.run, "pins": adversarial.run}
     return runners.get(args.which, model.run)(args)

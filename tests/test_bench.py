@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import adversarial
 from bench.render import RenderBenchSettings, montage_for, parse_sizes, parse_workers
 from bench.report import (
     GOAL_STATUSES,
@@ -220,16 +221,35 @@ def test_model_benchmarks_structure(tmp_path):
     not (Path(__file__).resolve().parents[1] / ".git").exists(), reason="needs a git checkout"
 )
 def test_kernel_ab_report(tmp_path, capsys):
-    """``psgvlm bench kernel``: both kernels compiled in one process, same bytes, a ratio."""
+    """``psgvlm bench kernel``: the pixels are checked against the adversarial pin, not HEAD.
+
+    With ``--base HEAD`` on an unchanged kernel one compiled kernel serves as A and B (no
+    second compilation); the working tree must still draw the pinned pixels, and a pin
+    that disagrees must fail the command.
+    """
     argv = ["bench", "kernel", "--base", "HEAD", "--size", "64x32", "--channels", "2",
             "--epochs", "8", "--rounds", "2", "--batch-size", "4", "--hours", "0.05",
-            "--out", str(tmp_path)]  # fmt: skip
+            "--pins-fast", "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 0
     report = json.loads((tmp_path / "kernel.json").read_text())
-    assert report["same_bytes"] is True
+    tree = report["pins"]["tree"]
+    assert tree["ok"] is True and tree["checked"] == len(adversarial.case_indices(fast=True))
+    assert tree["pixels_changed"] == [] == tree["inputs_changed"]
+    if report["settings"]["same_source"]:
+        assert report["pins"]["base"] is None
     assert report["settings"]["base"] == "HEAD" and report["settings"]["size"] == "64x32"
     assert report["us_per_image"]["A"]["repeats"] == 2 == report["ratio"]["repeats"]
     assert report["ratio"]["min"] > 0
-    assert "Same bytes: yes" in (tmp_path / "kernel.md").read_text()
+    assert "- working tree: yes" in (tmp_path / "kernel.md").read_text()
+    # A pin that disagrees with the kernel fails the run, naming the case.
+    pins = json.loads(adversarial.PIN_FILE.read_text())
+    pins["pins"]["0"][1] = "0" * 16
+    wrong = tmp_path / "wrong-pins.json"
+    wrong.write_text(json.dumps(pins))
+    assert main([*argv, "--pins", str(wrong), "--name", "wrong"]) == 1
+    failed = json.loads((tmp_path / "wrong.json").read_text())["pins"]["tree"]
+    assert failed["ok"] is False and failed["pixels_changed"][0].startswith("#0: ")
+    assert "- working tree: **NO**" in (tmp_path / "wrong.md").read_text()
+    assert "python -m bench.adversarial --update" in capsys.readouterr().err
     assert main(argv[:3] + ["no-such-revision", *argv[4:]]) == 2
     assert "no-such-revision" in capsys.readouterr().err
