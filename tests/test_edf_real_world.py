@@ -315,6 +315,43 @@ def test_info_reports_the_true_span_of_an_edf_plus_d_file(discontinuous_edf, cap
     assert not [r for r in caplog.records if r.name.startswith("engine")]
 
 
+@pytest.mark.parametrize(
+    ("stamps", "message"),
+    [
+        ((0.0, 1.0, 0.5, 3.0), "before the end of record 1"),
+        ((0.0, None, 2.0, 3.0), "1 data record(s) of this EDF+D file have no time stamp"),
+    ],
+)
+def test_edf_plus_d_with_bad_time_stamps_is_read_back_to_back(tmp_path, stamps, message):
+    tals = [b"" if stamp is None else time_keeping(stamp) for stamp in stamps]
+    path = write_raw_edf(
+        tmp_path / "bad.edf",
+        [RawSignal(b"EEG", 10, _ramp(40)), annotation_signal(20)],
+        4,
+        1.0,
+        tals,
+        reserved=b"EDF+D",
+    )
+    with open_recording(path) as rec:
+        assert rec.duration == 4.0 and rec.gaps == [] and np.isfinite(rec.read(0)).all()
+        assert any(message in w for w in rec.warnings), rec.warnings
+
+
+def test_absurd_time_keeping_offset_is_ignored_with_a_warning(tmp_path, capsys):
+    tals = [b"+99999999999999999\x14\x14\x00", time_keeping(1.0)]
+    path = write_raw_edf(
+        tmp_path / "odd.edf",
+        [RawSignal(b"EEG", 10, _ramp(20)), annotation_signal(20)],
+        2,
+        1.0,
+        tals,
+    )
+    with open_recording(path) as rec:
+        assert rec.start_offset == 0.0 and rec.start_time == START
+        assert any("out of range" in w for w in rec.warnings)
+    assert main(["info", str(path)]) == 0
+
+
 # -- 12. plain EDF with an annotation signal, header text, non-voltage units ---------------
 @pytest.fixture
 def plain_with_annotations(tmp_path):

@@ -403,7 +403,14 @@ class Recording:
         self.gaps: list[tuple[float, float]] = []
         self._record_starts: np.ndarray | None = None  # set when records are not contiguous
         self.start_offset, stamps = self._time_keeping()
-        self.start_time: datetime = header.start_time + timedelta(seconds=self.start_offset)
+        try:
+            self.start_time: datetime = header.start_time + timedelta(seconds=self.start_offset)
+        except OverflowError:
+            self.warnings.append(
+                f"time-keeping offset {self.start_offset:g} s is out of range; ignored"
+            )
+            self.start_offset, stamps = 0.0, None
+            self.start_time = header.start_time
         if stamps is not None:
             self._place_records(stamps)
         channels = []
@@ -522,10 +529,12 @@ class Recording:
 
     def _place_records(self, stamps: np.ndarray) -> None:
         """Keep each EDF+D record at its time stamp when the records are not contiguous."""
+        if not self._signal_index:
+            return  # annotations only: nothing to place
         header = self._header
         duration = header.record_duration
         rates = [header.signals[i].samples_per_record / duration for i in self._signal_index]
-        tolerance = 0.5 / max(rates) if rates else 1e-3
+        tolerance = 0.5 / max(rates)
         steps = np.diff(stamps)
         back = np.flatnonzero(steps < duration - tolerance)
         if back.size:
@@ -537,7 +546,7 @@ class Recording:
             )
             return
         after = np.flatnonzero(steps > duration + tolerance)
-        if after.size == 0 or not self._signal_index:
+        if after.size == 0:
             return  # EDF+D without gaps: the same as EDF+C
         self._record_starts = stamps
         self.duration = float(stamps[-1] + duration)
