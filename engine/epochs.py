@@ -6,17 +6,24 @@ as float32. :meth:`EpochSource.iter_batches` then cuts epochs out of it: each ep
 starts at its hypnogram onset (rounded to the nearest sample), never at
 ``index x epoch length``. With ``context=k`` every row also holds the ``k`` epochs
 before and after; samples beyond the recording are NaN so drawn lines break there.
+
+Images label each strip with :func:`drawn_label` of the recording's channel (the
+derivation actually drawn, e.g. ``Fpz-Cz`` for a ``C4-M1`` slot filled by a fallback),
+never with the montage slot. A channel too slow for its role (see
+:mod:`engine.preprocess`) is logged as a WARNING when the recording is opened.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,9 +33,31 @@ from .montage import DEFAULT_MONTAGE, Montage, ResolvedChannel, resolve_montage
 from .preprocess import FilterPlan, Preprocessing, plan_filters, preprocess
 from .stages import Stage
 
-__all__ = ["EpochBatch", "EpochSource", "open_epochs", "iter_epochs"]
+if TYPE_CHECKING:
+    from .io.edf import Recording
+
+__all__ = ["EpochBatch", "EpochSource", "open_epochs", "iter_epochs", "drawn_label"]
 
 logger = logging.getLogger(__name__)
+
+_TYPE_PREFIX = re.compile(r"^(?:eeg|eog|emg|ecg|ekg)[\s:_]+(?P<rest>\S+-\S+)$", re.IGNORECASE)
+
+
+def drawn_label(label: str) -> str:
+    """Caption of a strip: the recording's channel label, as drawn on images.
+
+    Runs of white space become one space, and a leading type word in front of a full
+    derivation is dropped (``"EEG Fpz-Cz"`` -> ``"Fpz-Cz"``); other labels are kept as
+    they are (``"CZ-A1"``, ``"EEG C4"``, ``"EMG submental"``).
+
+    Examples
+    --------
+    >>> [drawn_label(x) for x in ("EEG Fpz-Cz", "CZ-A1", "EEG  C4", "EMG submental")]
+    ['Fpz-Cz', 'CZ-A1', 'EEG C4', 'EMG submental']
+    """
+    text = " ".join(str(label).split())
+    match = _TYPE_PREFIX.match(text)
+    return match["rest"] if match else text
 
 
 @dataclass
@@ -235,6 +264,8 @@ class EpochSource:
                 plan = plan_filters(channel.role, fs, preprocessing)
                 for note in plan.notes:
                     logger.debug("%s: %s: %s", source or "signals", channel.label, note)
+                if plan.warning:
+                    logger.warning("%s: %r: %s", source or "signals", channel.label, plan.warning)
                 values = preprocess(raw, fs, channel.role, params=preprocessing)
                 processed[key] = (values.astype(np.float32), plan)
             rows.append(processed[key][0])
@@ -264,6 +295,11 @@ class EpochSource:
     # -- access ------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.hypnogram)
+
+    @property
+    def drawn_labels(self) -> list[str]:
+        """Strip captions: :func:`drawn_label` of each channel's recording label."""
+        return [drawn_label(channel.label) for channel in self.channels]
 
     @property
     def signals(self) -> np.ndarray:
@@ -333,7 +369,7 @@ class EpochSource:
 
 
 def open_epochs(
-    psg_path: str | os.PathLike[str],
+    psg_path: str | os.PathLike[str] | Recording,
     hypnogram: Hypnogram | str | os.PathLike[str],
     montage: Montage | str = DEFAULT_MONTAGE,
     preprocessing: Preprocessing | None = None,
@@ -342,8 +378,9 @@ def open_epochs(
 
     Parameters
     ----------
-    psg_path : str or path-like
-        EDF/EDF+/BDF recording.
+    psg_path : str, path-like or Recording
+        EDF/EDF+/BDF recording, or one already open (:func:`engine.io.edf.open_recording`;
+        it is left open).
     hypnogram : Hypnogram or path
         Intervals or epochs; a path is read with :func:`read_hypnogram`. When it
         carries its own start time (EDF+), onsets are moved to count from the
@@ -359,28 +396,43 @@ def open_epochs(
     ------
     EDFError, ChannelNotFoundError, HypnogramError
     """
-    from .io.edf import open_recording
+    from .io.edf import Recording, open_recording
 
-    if not isinstance(hypnogram, Hypnogram):
-        hypnogram = read_hypnogram(hypnogram, signal_path=psg_path)
-    preprocessing = preprocessing or Preprocessing()
+    if isinstance(psg_path, Recording):
+        return _epochs_of(psg_path, hypnogram, montage, preprocessing)
     with open_recording(psg_path) as recording:
-        channels = resolve_montage(montage, recording.labels, source=str(recording.path))
-        if hypnogram.start_time is not None:
-            offset = (hypnogram.start_time - recording.start_time).total_seconds()
-            if offset:
-                logger.info("%s: hypnogram starts %+g s from the recording", psg_path, offset)
-                hypnogram = hypnogram.shifted(offset)
-        rates = {c.label: recording.channels[c.index].fs for c in channels}
-        return EpochSource._assemble(
-            channels,
-            lambda channel: recording.read(channel.index),
-            rates,
-            hypnogram,
-            preprocessing,
-            recording.path,
-            recording.start_time,
-        )
+        return _epochs_of(recording, hypnogram, montage, preprocessing)
+
+
+def _epochs_of(
+    recording: Recording,
+    hypnogram: Hypnogram | str | os.PathLike[str],
+    montage: Montage | str,
+    preprocessing: Preprocessing | None,
+) -> EpochSource:
+    """:func:`open_epochs` on an open recording."""
+    psg_path = recording.path
+    if not isinstance(hypnogram, Hypnogram):
+        # No signal_path: the start times are aligned below, against the open recording
+        # (pyedflib refuses to open a file a second time while it is open).
+        hypnogram = read_hypnogram(hypnogram)
+    preprocessing = preprocessing or Preprocessing()
+    channels = resolve_montage(montage, recording.labels, source=str(recording.path))
+    if hypnogram.start_time is not None:
+        offset = (hypnogram.start_time - recording.start_time).total_seconds()
+        if offset:
+            logger.info("%s: hypnogram starts %+g s from the recording", psg_path, offset)
+            hypnogram = hypnogram.shifted(offset)
+    rates = {c.label: recording.channels[c.index].fs for c in channels}
+    return EpochSource._assemble(
+        channels,
+        lambda channel: recording.read(channel.index),
+        rates,
+        hypnogram,
+        preprocessing,
+        recording.path,
+        recording.start_time,
+    )
 
 
 def iter_epochs(

@@ -1,7 +1,8 @@
 """``psgvlm render``: recordings to WebDataset shards, resumable, split by subject.
 
-Each recording is one task: read its hypnogram, open its epochs, stream batches through
-the rasterizer and the encoder and hand the samples to the task's own
+Each recording is one task: open it (the EDF reader's error comes first), read its
+hypnogram (or none with ``--unscored``), open its epochs, stream batches through the
+rasterizer and the encoder and hand the samples to the task's own
 :class:`~engine.shards.ShardSink`. A task holds one recording and one batch of images at
 a time, never a list of all images. Tasks run in this process (``--workers 1``), a
 process pool (``--workers N``) or on a Ray cluster (``--ray ADDRESS``), all through the
@@ -21,20 +22,39 @@ contiguous from 0. The rename plan is written first (``_work/finalize.json``) so
 run killed while renaming completes it on the next start; then ``manifest.json`` is
 written and ``_work`` removed.
 
+Failures: before any drawing, every recording is paired with its hypnogram and its header
+is read and matched against the montage; a recording that fails there or while it is
+drawn is a *failure* named with its cause. Without ``--keep-going`` the run stops at the
+first failure (at once when they show before drawing starts), keeps the recordings
+already finished in ``OUT/_work`` and exits 1; with ``--keep-going`` every other
+recording is rendered, the manifest lists the failures and the exit status is still 1.
+Either way, rerunning the same command retries the failed recordings: their shards are
+numbered after the existing ones of their split and the manifest is rewritten.
+
 Resume: rerunning the same command skips every recording with a done-marker, deletes
 and redoes the shards of recordings without one, and then renames. Arguments that change
 the output (montage, size, format, split...) must be the same; ``--workers``, ``--ray``,
-``--batch-size``, ``--device`` and ``--strict`` may differ.
+``--batch-size``, ``--device``, ``--keep-going`` and ``--strict`` may differ. A run that
+produced nothing (stopped before its first recording was finished, or finished with every
+recording failed) may be rerun with corrected arguments: its leftovers are discarded.
+
+Montage: ``auto`` (the default) draws ``eeg=C4-M1,eog=E1-M2,emg=chin`` with the roles each
+recording has (an EEG is required); strips are labelled with the derivation actually
+drawn (:func:`engine.epochs.drawn_label`), and each sample's JSON keeps the montage slot
+and the recording's channel (``channels[].slot``, ``.source``, ``.drawn``).
 
 Splits are by subject: subjects are ordered by ``sha256(seed:dataset:subject)`` and cut
 by the fractions (counts by largest remainder, every non-zero split getting a subject
-when there are enough). The result is reproducible for a seed and a set of subjects;
-adding subjects can move a few across a cut, so freeze a split with ``--subjects-file``.
+when there are enough; with fewer subjects than non-zero splits, train gets the first,
+then test, then val, so two subjects give 1 train / 0 val / 1 test). The result is
+reproducible for a seed and a set of subjects; adding subjects can move a few across a
+cut, so freeze a split with ``--subjects-file``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -43,9 +63,10 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +74,13 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import DatasetError, PSGError, RenderError, ShardError
+from .errors import (
+    ChannelNotFoundError,
+    DatasetError,
+    PSGError,
+    RenderError,
+    ShardError,
+)
 from .io.datasets import RecordingPair, resolve_inputs
 from .raster.layout import parse_size
 from .shards import (
@@ -70,15 +97,19 @@ from .shards import (
     sanitize_key,
     shard_name,
 )
-from .stages import stage_name
+from .stages import Stage, stage_name
 
 __all__ = [
+    "AUTO_MONTAGE",
+    "EPOCH_SECONDS",
     "RenderSettings",
     "RecordingTask",
     "RenderReport",
     "parse_fractions",
     "assign_splits",
+    "empty_splits",
     "read_subjects_file",
+    "montage_for",
     "render_recording",
     "render_dataset",
     "write_synthetic_nights",
@@ -93,6 +124,11 @@ _SYNTHETIC = "_synthetic"
 _RUN_FILE = "run.json"
 _FINALIZE_FILE = "finalize.json"
 
+#: ``--montage`` value that draws the default montage with the roles a recording has.
+AUTO_MONTAGE = "auto"
+#: Epoch length of unscored recordings (``--unscored``), in seconds.
+EPOCH_SECONDS = 30.0
+
 
 @dataclass(frozen=True)
 class RenderSettings:
@@ -101,11 +137,12 @@ class RenderSettings:
     Attributes
     ----------
     montage : str
-        Montage spec (``engine.montage.Montage.parse``).
+        Montage spec (``engine.montage.Montage.parse``), or ``"auto"``: the default
+        montage with the roles each recording has (EEG required).
     width, height : int
         Image size in pixels.
     color, grid, labels : bool
-        RenderSpec switches; ``labels`` draws channel names on the strips.
+        RenderSpec switches; ``labels`` draws the recording's channel names on the strips.
     context : int
         Neighbouring epochs shown on each side of the target epoch.
     fmt : {"png", "jpg", "npy"}
@@ -118,9 +155,16 @@ class RenderSettings:
         Store evidence features per epoch in ``json["features"]``.
     scorer : int
         Hypnogram scorer where a dataset has several.
+    unscored : bool
+        Ignore hypnograms: every 30-s epoch of each recording, stage UNK (``cls`` -1).
+
+    Raises
+    ------
+    RenderError, ShardError, MontageError
+        On a value out of range or a malformed montage (checked once, before any work).
     """
 
-    montage: str
+    montage: str = AUTO_MONTAGE
     width: int = 448
     height: int = 224
     color: bool = False
@@ -134,8 +178,13 @@ class RenderSettings:
     keep_unknown: bool = False
     features: bool = False
     scorer: int = 1
+    unscored: bool = False
 
     def __post_init__(self) -> None:
+        from .montage import Montage
+
+        if self.montage != AUTO_MONTAGE:
+            Montage.parse(self.montage)  # a malformed --montage stops here, once
         if self.fmt not in IMAGE_FORMATS:
             raise RenderError(f"--format must be one of {', '.join(IMAGE_FORMATS)}, got {self.fmt}")
         if not 1 <= self.quality <= 100:
@@ -181,12 +230,26 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
+#: Which non-empty split gets a subject first when there are fewer subjects than splits:
+#: train, then test (to evaluate on), then val.
+_FEW_SUBJECTS_ORDER = (0, 2, 1)
+
+
 def _split_counts(n: int, fractions: Sequence[float]) -> list[int]:
-    """Subjects per split: largest remainder, one for each non-zero split if possible."""
+    """Subjects per split: largest remainder, one for each non-zero split if possible.
+
+    With fewer subjects than non-zero splits, one subject each goes to train, then test,
+    then val (two subjects: 1 train, 0 val, 1 test).
+    """
     wanted = [n * f for f in fractions]
     nonzero = [i for i, f in enumerate(fractions) if f > 0]
+    if n < len(nonzero):
+        counts = [0, 0, 0]
+        for i in [i for i in _FEW_SUBJECTS_ORDER if i in nonzero][:n]:
+            counts[i] = 1
+        return counts
     counts = [math.floor(w) for w in wanted]
-    floor = [1 if i in nonzero and n >= len(nonzero) else 0 for i in range(3)]
+    floor = [1 if i in nonzero else 0 for i in range(3)]
     counts = [max(c, m) for c, m in zip(counts, floor)]
     while sum(counts) > n:  # the minimums overshot: take from the most over-served split
         above = [i for i in range(3) if counts[i] > floor[i]]
@@ -214,12 +277,15 @@ def assign_splits(
     Returns
     -------
     dict
-        Subject -> split name.
+        Subject -> split name. With fewer subjects than non-zero fractions, train gets
+        one first, then test, then val.
 
     Examples
     --------
     >>> sorted(assign_splits(["a", "b", "c"], (1 / 3, 1 / 3, 1 / 3)).values())
     ['test', 'train', 'val']
+    >>> sorted(assign_splits(["a", "b"]).values())
+    ['test', 'train']
     """
     unique = sorted(set(subjects))
 
@@ -235,6 +301,18 @@ def assign_splits(
             assignment[subject] = split
         start += count
     return assignment
+
+
+def empty_splits(assignment: Mapping[str, str], fractions: Sequence[float]) -> list[str]:
+    """Splits with a non-zero fraction that received no subject.
+
+    Examples
+    --------
+    >>> empty_splits({"a": "train", "b": "test"}, (0.8, 0.1, 0.1))
+    ['val']
+    """
+    used = set(assignment.values())
+    return [split for split, f in zip(SPLITS, fractions) if f > 0 and split not in used]
 
 
 def read_subjects_file(path: str | os.PathLike) -> dict[str, str]:
@@ -317,25 +395,154 @@ class _Drawer:
         return render(signals, self.spec, out=self.buffer[:n])
 
 
-def render_recording(task: RecordingTask) -> dict[str, Any]:
+def montage_for(spec: str, labels: Sequence[str]) -> tuple[Any, list[str]]:
+    """The montage to draw a recording with, and the default roles it lacks.
+
+    Parameters
+    ----------
+    spec : str
+        A montage spec, or ``"auto"``: the entries of
+        :data:`engine.montage.DEFAULT_MONTAGE` whose role the recording has.
+    labels : sequence of str
+        The recording's channel labels.
+
+    Returns
+    -------
+    (Montage, list of str)
+        The montage, and (for ``"auto"``) the roles left out because the recording has
+        no channel for them.
+
+    Raises
+    ------
+    ChannelNotFoundError
+        ``"auto"`` on a recording without an EEG channel, in one line that says which
+        ``--montage`` to pass.
+    MontageError
+        A malformed spec.
+    """
+    from .montage import DEFAULT_MONTAGE, Montage, resolve_montage
+
+    if spec != AUTO_MONTAGE:
+        return Montage.parse(spec), []
+    kept, missing = [], []
+    for entry in Montage.parse(DEFAULT_MONTAGE).entries:
+        try:
+            resolve_montage(Montage((entry,)), labels)
+        except ChannelNotFoundError:
+            missing.append(entry.role)
+        else:
+            kept.append(entry)
+    if not any(entry.role == "eeg" for entry in kept):
+        shown = ", ".join(repr(label) for label in list(labels)[:8])
+        more = f" and {len(labels) - 8} more" if len(labels) > 8 else ""
+        raise ChannelNotFoundError(
+            f"no EEG channel recognised among {shown or 'no channels'}{more}; pass "
+            "--montage eeg=LABEL (e.g. --montage 'eeg=LABEL,eog=LABEL,emg=LABEL')"
+        )
+    return Montage(tuple(kept)), missing
+
+
+def _unscored_hypnogram(recording: Any) -> Any:
+    """Every whole 30-s epoch of a recording, stage UNK."""
+    from .io.hypnogram import Hypnogram
+
+    count = int(math.floor(recording.duration / EPOCH_SECONDS + 1e-9))
+    if count < 1:
+        raise RenderError(
+            f"{recording.path}: {recording.duration:g} s is shorter than one "
+            f"{EPOCH_SECONDS:g}-s epoch"
+        )
+    return Hypnogram.from_stages(
+        [int(Stage.UNK)] * count, EPOCH_SECONDS, labels=["unscored"] * count
+    )
+
+
+class _OnceEach(logging.Filter):
+    """Lets each distinct message through once (a file opened twice warns once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextlib.contextmanager
+def _reader_warnings_once() -> Iterator[None]:
+    """Within the block, the EDF reader's messages are shown once each."""
+    reader_logger = logging.getLogger("engine.io.edf")
+    once = _OnceEach()
+    reader_logger.addFilter(once)
+    try:
+        yield
+    finally:
+        reader_logger.removeFilter(once)
+
+
+@contextlib.contextmanager
+def _reader_silenced() -> Iterator[None]:
+    """Within the block, the EDF reader logs nothing (a check before the real read)."""
+    reader_logger = logging.getLogger("engine.io.edf")
+    was = reader_logger.disabled
+    reader_logger.disabled = True
+    try:
+        yield
+    finally:
+        reader_logger.disabled = was
+
+
+def _channel_entry(channel: Any, scale: float, plan: Any, drawn: str) -> dict[str, Any]:
+    """The JSON description of one strip: slot, source channel, drawn label, scale."""
+    entry: dict[str, Any] = {
+        "role": channel.role,
+        "name": channel.name,
+        "label": channel.label,
+        "slot": channel.name,
+        "source": channel.label,
+        "drawn": drawn,
+        "via": channel.via,
+        "fs": float(plan.fs),
+        "scale_uv": scale,
+        "drawn_as": "envelope" if plan.too_slow else "signal",
+    }
+    if plan.warning:
+        entry["warning"] = plan.warning
+    return entry
+
+
+def render_recording(
+    task: RecordingTask, on_progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     """Render one recording into its own shards and write its done-marker.
+
+    Parameters
+    ----------
+    task : RecordingTask
+    on_progress : callable, optional
+        Called with the number of epochs of each batch written.
 
     Returns
     -------
     dict
-        The done-marker: ``pair``, ``split``, ``epochs``, ``labels``, ``shards``
-        (:class:`ShardInfo` dicts, names relative to the recording's folder),
-        ``channels``, ``seconds``.
+        The done-marker: ``pair``, ``subject_id``, ``split``, ``epochs``, ``labels``,
+        ``shards`` (:class:`ShardInfo` dicts, names relative to the recording's folder),
+        ``channels``, ``fs``, ``montage``, ``missing_roles``, ``scored``, ``warnings``,
+        ``seconds``, ``read_seconds``, ``draw_seconds``.
 
     Raises
     ------
     PSGError
-        When the recording or its hypnogram cannot be read or rendered; the shards of
-        this recording written so far are removed.
+        When the recording or its hypnogram cannot be read or rendered (the reader's
+        error first); the shards of this recording written so far are removed.
     """
     from .epochs import open_epochs
+    from .io.edf import open_recording
     from .io.hypnogram import read_hypnogram
-    from .montage import Montage
     from .preprocess import Preprocessing
     from .raster import RenderSpec
 
@@ -343,11 +550,34 @@ def render_recording(task: RecordingTask) -> dict[str, Any]:
     settings, pair = task.settings, task.pair
     parts = task.work_dir / "parts" / task.slug
     shutil.rmtree(parts, ignore_errors=True)
-    hypnogram = read_hypnogram(pair.hypnogram_path, scorer=pair.scorer, signal_path=pair.psg_path)
+    scored = pair.hypnogram_path is not None and not settings.unscored
     preprocessing = Preprocessing()
-    source = open_epochs(pair.psg_path, hypnogram, Montage.parse(settings.montage), preprocessing)
+    with _reader_warnings_once(), open_recording(pair.psg_path) as recording:
+        if not recording.channels:
+            raise RenderError(
+                f"{pair.psg_path}: holds no signal channels, only annotations (a hypnogram "
+                "or event file, not a recording)"
+            )
+        montage, missing_roles = montage_for(settings.montage, recording.labels)
+        if missing_roles:
+            logger.info(
+                "%s: no %s channel; drawn with %s",
+                pair.psg_path.name,
+                "/".join(role.upper() for role in missing_roles),
+                montage,
+            )
+        if scored:
+            # Without signal_path: open_epochs aligns an EDF+ start time to the open
+            # recording (pyedflib refuses to open a file twice at once).
+            hypnogram = read_hypnogram(pair.hypnogram_path, scorer=pair.scorer)
+        else:
+            hypnogram = _unscored_hypnogram(recording)
+        source = open_epochs(recording, hypnogram, montage, preprocessing)
+    read_seconds = time.perf_counter() - started
+    keep_unknown = settings.keep_unknown or not scored
     channels = list(source.channels)
     roles = [c.role for c in channels]
+    drawn = source.drawn_labels
     spec = RenderSpec.for_roles(
         roles,
         width=settings.width,
@@ -355,18 +585,21 @@ def render_recording(task: RecordingTask) -> dict[str, Any]:
         color=settings.color,
         grid=settings.grid,
         context=settings.context,
-        labels=tuple(c.name for c in channels) if settings.labels else None,
+        labels=tuple(drawn) if settings.labels else None,
     )
+    warnings = [f"{c.label!r}: {p.warning}" for c, p in zip(channels, source.plans) if p.warning]
     header = {
         "dataset": pair.dataset,
         "subject": pair.subject,
         "recording": pair.recording,
         "scorer": pair.scorer,
+        "scored": scored,
         "split": task.split,
         "fs": float(source.fs),
+        "montage": str(montage),
         "channels": [
-            {"role": c.role, "name": c.name, "label": c.label, "scale_uv": scale}
-            for c, scale in zip(channels, spec.scales_uv)
+            _channel_entry(c, scale, plan, label)
+            for c, scale, plan, label in zip(channels, spec.scales_uv, source.plans, drawn)
         ],
         "render": spec.to_dict() | {"format": settings.fmt, "quality": settings.quality},
         "preprocessing": preprocessing.to_dict(),
@@ -377,14 +610,14 @@ def render_recording(task: RecordingTask) -> dict[str, Any]:
     if settings.features:
         from .features.epoch import recording_features
 
-        emg_reference = _emg_reference(source, roles, task)
+        emg_reference = _emg_reference(source, roles, task, keep_unknown)
         channel_labels = [c.label for c in channels]
     draw = _Drawer(spec, task.device)
     with ShardSink(
         parts, task.split, "{shard:06d}.tar", maxcount=settings.maxcount, maxsize=settings.maxsize
     ) as sink:
         for batch in source.iter_batches(
-            task.batch_size, context=settings.context, keep_unknown=settings.keep_unknown
+            task.batch_size, context=settings.context, keep_unknown=keep_unknown
         ):
             if len(batch.index) == 0:
                 continue
@@ -414,8 +647,14 @@ def render_recording(task: RecordingTask) -> dict[str, Any]:
                 sink.write(make_sample(key, blob, settings.fmt, cls, meta))
                 labels[stage_name(cls)] += 1
             epochs += len(blobs)
+            if on_progress is not None:
+                on_progress(len(blobs))
     if epochs == 0:
-        raise RenderError(f"{pair.psg_path}: no epochs to render (all unscored?)")
+        raise RenderError(
+            f"{pair.psg_path}: no epochs to render (every epoch unscored? --keep-unknown "
+            "keeps them, --unscored ignores the hypnogram)"
+        )
+    seconds = time.perf_counter() - started
     marker = {
         "pair": pair.to_dict(),
         "subject_id": pair.subject_id,
@@ -425,7 +664,13 @@ def render_recording(task: RecordingTask) -> dict[str, Any]:
         "shards": [asdict(info) for info in sink.shards],
         "channels": header["channels"],
         "fs": header["fs"],
-        "seconds": round(time.perf_counter() - started, 3),
+        "montage": header["montage"],
+        "missing_roles": missing_roles,
+        "scored": scored,
+        "warnings": warnings,
+        "seconds": round(seconds, 3),
+        "read_seconds": round(read_seconds, 3),
+        "draw_seconds": round(seconds - read_seconds, 3),
     }
     done = task.work_dir / "done"
     done.mkdir(parents=True, exist_ok=True)
@@ -441,7 +686,9 @@ def _target_epoch(signals: np.ndarray, context: int) -> np.ndarray:
     return signals[:, :, context * per_epoch : (context + 1) * per_epoch]
 
 
-def _emg_reference(source: Any, roles: Sequence[str], task: RecordingTask) -> Any:
+def _emg_reference(
+    source: Any, roles: Sequence[str], task: RecordingTask, keep_unknown: bool
+) -> Any:
     """The night's chin-EMG distribution (a first, memory-light pass over the epochs)."""
     from .features.epoch import EMGReference, emg_rms
 
@@ -450,9 +697,7 @@ def _emg_reference(source: Any, roles: Sequence[str], task: RecordingTask) -> An
     channel = roles.index("emg")
     rms = [
         emg_rms(batch.signals[:, channel], source.fs)
-        for batch in source.iter_batches(
-            task.batch_size, context=0, keep_unknown=task.settings.keep_unknown
-        )
+        for batch in source.iter_batches(task.batch_size, context=0, keep_unknown=keep_unknown)
         if len(batch.index)
     ]
     return EMGReference.from_rms(np.concatenate(rms)) if rms else None
@@ -469,16 +714,92 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _warm_up(settings: RenderSettings, device: str) -> None:
+    """Load the render kernels and the encoder once, so that the render clock times work.
+
+    The first call of a numba kernel loads (or compiles) it and the first encode imports
+    the encoder; in this process that happens here, before the drawing is timed.
+    """
+    from .raster import RenderSpec
+
+    spec = RenderSpec.for_roles(
+        ["eeg"],
+        width=settings.width,
+        height=settings.height,
+        color=settings.color,
+        labels=("warm-up",) if settings.labels else None,
+    )
+    signals = np.zeros((1, 1, 3000), np.float32)
+    _encode(_Drawer(spec, device)(signals), settings)
+
+
+def _preflight(task: RecordingTask) -> tuple[int, str | None]:
+    """Check a recording before any drawing: header, channels, montage.
+
+    Returns
+    -------
+    (int, str or None)
+        Its number of whole 30-s epochs (an estimate for the progress bar), and why it
+        cannot be rendered (None when it can, as far as the header tells).
+    """
+    from .io.edf import open_recording
+    from .montage import resolve_montage
+
+    try:
+        with _reader_silenced(), open_recording(task.pair.psg_path) as recording:
+            if not recording.channels:
+                return 0, (
+                    "holds no signal channels, only annotations (a hypnogram or event "
+                    "file, not a recording)"
+                )
+            montage, _ = montage_for(task.settings.montage, recording.labels)
+            resolve_montage(montage, recording.labels, source=str(recording.path))
+            return int(recording.duration // EPOCH_SECONDS), None
+    except Exception as err:  # noqa: BLE001 - any reader failure is this recording's cause
+        return 0, _reason(err, task.pair.psg_path)
+
+
+def _reason(err: BaseException, path: Path) -> str:
+    """A failure's cause in one line, without a leading ``PATH: `` (the file is listed)."""
+    text = str(err) if isinstance(err, PSGError) else f"{type(err).__name__}: {err}"
+    for prefix in (f"{path}: ", f"{path.name}: "):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text
+
+
 # ----------------------------------------------------------------------------------------
 # Synthetic nights
 # ----------------------------------------------------------------------------------------
-def write_synthetic_nights(directory: str | os.PathLike, count: int, hours: float) -> Path:
+def write_synthetic_nights(
+    directory: str | os.PathLike, count: int, hours: float, progress: bool | None = None
+) -> Path:
     """Write ``count`` synthetic nights (seeds 0..count-1) as EDF files, resumably.
 
     Night ``i`` is ``night-{i:04d}-PSG.edf`` + ``-Hypnogram.edf`` + ``-events.json``,
     written into a scratch folder and moved into ``directory`` when complete; a night
-    already there is kept. Returns ``directory`` (render it as ``synthetic:DIR``).
+    already there with the same length is kept (one of another length is written
+    again). Returns ``directory`` (render it as ``synthetic:DIR``).
+
+    Parameters
+    ----------
+    directory : path
+    count : int
+        Number of nights.
+    hours : float
+        Length of each night.
+    progress : bool, optional
+        Show a progress bar, one step per night (default: when stderr is a terminal).
     """
+    return _write_synthetic_nights(directory, count, hours, progress)[0]
+
+
+def _write_synthetic_nights(
+    directory: str | os.PathLike, count: int, hours: float, progress: bool | None = None
+) -> tuple[Path, int]:
+    """:func:`write_synthetic_nights`, also returning how many nights were generated."""
+    from tqdm import tqdm
+
     from .synth import synth_night, write_night
 
     if count < 1:
@@ -487,11 +808,21 @@ def write_synthetic_nights(directory: str | os.PathLike, count: int, hours: floa
         raise DatasetError(f"--synthetic-hours must be positive, got {hours}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for number in range(count):
+    stamp = json.dumps({"hours": float(hours)})
+    generated = 0
+    bar = tqdm(
+        range(count),
+        desc="synthesise",
+        unit="night",
+        disable=(not progress) if progress is not None else None,
+    )
+    for number in bar:
         name = f"night-{number:04d}"
         marker = directory / f".{name}.done"
-        if marker.exists():
+        if marker.exists() and marker.read_text(encoding="utf-8") == stamp:
             continue
+        marker.unlink(missing_ok=True)
+        bar.set_postfix_str(f"{name}, {hours:g} h")
         scratch = directory / f".partial-{name}"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
@@ -499,17 +830,38 @@ def write_synthetic_nights(directory: str | os.PathLike, count: int, hours: floa
         for path in sorted(scratch.iterdir()):
             os.replace(path, directory / path.name)
         scratch.rmdir()
-        atomic_write_text(marker, "")
-    return directory
+        atomic_write_text(marker, stamp)
+        generated += 1
+    return directory, generated
 
 
 # ----------------------------------------------------------------------------------------
 # Running tasks
 # ----------------------------------------------------------------------------------------
-def _run_one(task: RecordingTask, strict: bool) -> dict[str, Any]:
-    """Render one recording; outside strict mode a failure becomes ``{"failed": ...}``."""
+def _run_one(
+    task: RecordingTask,
+    strict: bool,
+    queue: Any = None,
+    on_progress: Callable[[str, int], None] | None = None,
+) -> dict[str, Any]:
+    """Render one recording; outside strict mode a failure becomes ``{"failed": ...}``.
+
+    Progress (epochs written) goes to ``on_progress(slug, n)`` in this process, or as
+    ``(slug, n)`` onto ``queue`` from a worker process.
+    """
+    callback: Callable[[int], None] | None = None
+    if on_progress is not None:
+
+        def callback(n: int) -> None:
+            on_progress(task.slug, n)
+
+    elif queue is not None:
+
+        def callback(n: int) -> None:
+            queue.put((task.slug, n))
+
     try:
-        return {"done": render_recording(task)}
+        return {"slug": task.slug, "done": render_recording(task, callback)}
     except Exception as err:
         shutil.rmtree(task.work_dir / "parts" / task.slug, ignore_errors=True)
         psg = str(task.pair.psg_path)
@@ -518,8 +870,14 @@ def _run_one(task: RecordingTask, strict: bool) -> dict[str, Any]:
         if strict:
             raise
         logger.debug("%s failed", task.pair.psg_path, exc_info=True)
-        reason = str(err) if isinstance(err, PSGError) else f"{type(err).__name__}: {err}"
-        return {"failed": {"file": str(task.pair.psg_path), "reason": reason}}
+        return {
+            "slug": task.slug,
+            "failed": {
+                "file": psg,
+                "recording": f"{task.pair.dataset}/{task.pair.recording}",
+                "reason": _reason(err, task.pair.psg_path),
+            },
+        }
 
 
 def _init_worker(threads: int) -> None:
@@ -539,31 +897,60 @@ def _execute(
     workers: int,
     ray_address: str | None,
     strict: bool,
+    on_progress: Callable[[str, int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield each task's outcome as it finishes: in process, in a pool or on Ray."""
+    """Yield each task's outcome as it finishes: in process, in a pool or on Ray.
+
+    Closing the generator early (the caller stops at a failure) lets running tasks
+    finish and starts no new one.
+    """
     if ray_address:
         yield from _execute_ray(tasks, workers, ray_address, strict)
     elif workers <= 1:
         for task in tasks:
-            yield _run_one(task, strict)
+            yield _run_one(task, strict, on_progress=on_progress)
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        yield from _execute_pool(tasks, workers, strict, on_progress)
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(threads,),
-        ) as pool:
-            futures = [pool.submit(_run_one, task, strict) for task in tasks]
+
+def _execute_pool(
+    tasks: Sequence[RecordingTask],
+    workers: int,
+    strict: bool,
+    on_progress: Callable[[str, int], None] | None,
+) -> Iterator[dict[str, Any]]:
+    """Run the tasks in a pool of spawned processes; progress comes through a queue."""
+    import multiprocessing
+    import queue as queues
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    manager = context.Manager() if on_progress is not None else None
+    channel = manager.Queue() if manager is not None else None
+
+    def drain() -> None:
+        while channel is not None:
             try:
-                for future in as_completed(futures):
-                    yield future.result()
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+                slug, n = channel.get_nowait()
+            except queues.Empty:
+                return
+            on_progress(slug, n)  # type: ignore[misc]
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
+    )
+    try:
+        pending = {pool.submit(_run_one, task, strict, channel) for task in tasks}
+        while pending:
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            drain()
+            for future in done:
+                yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if manager is not None:
+            manager.shutdown()
 
 
 def _execute_ray(
@@ -580,6 +967,7 @@ def _execute_ray(
             ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
+    pending: list[Any] = []
     try:
         remote = ray.remote(num_cpus=1, max_retries=2)(_run_one_on_one_core)
         pending = [remote.remote(task, strict) for task in tasks]
@@ -587,6 +975,8 @@ def _execute_ray(
             ready, pending = ray.wait(pending, num_returns=1)
             yield ray.get(ready[0])
     finally:
+        for ref in pending:  # the caller stopped early: start no more
+            ray.cancel(ref)
         if started_here:
             ray.shutdown()
 
@@ -596,7 +986,41 @@ def _execute_ray(
 # ----------------------------------------------------------------------------------------
 @dataclass
 class RenderReport:
-    """What a :func:`render_dataset` call did."""
+    """What a :func:`render_dataset` call did.
+
+    Attributes
+    ----------
+    manifest : Manifest
+        The finished directory's manifest (empty when the run stopped).
+    out : Path
+    rendered, resumed : int
+        Recordings drawn in this call, and found finished by an earlier one.
+    epochs : int
+        Epochs drawn in this call.
+    seconds : float
+        Wall time of the drawing phase (reading, filtering, drawing, encoding, writing),
+        without the synthesis of ``--synthetic`` nights.
+    read_seconds, draw_seconds : float
+        Summed over the recordings: reading + filtering, and drawing + encoding + writing.
+    synth_nights, synth_hours, synth_seconds
+        Synthetic nights generated in this call, their length and the time it took.
+    startup_seconds : float
+        Loading the render kernels and the encoder before the clock starts (in-process
+        runs; worker processes load them inside their first recording).
+    already_complete : bool
+        The directory was finished already; nothing was done.
+    failed : list of dict
+        Recordings that could not be rendered: ``{"file", "reason"}`` (+ ``recording``).
+    stopped : bool
+        The run stopped at a failure (no ``--keep-going``): no manifest was written and
+        the finished recordings wait in ``OUT/_work`` for a rerun.
+    not_attempted : int
+        Recordings left undone because the run stopped.
+    retried : int
+        Recordings of an earlier run's failure list tried again.
+    notes : list of str
+        Things a user should know (an empty split, mixed montages, too-slow channels).
+    """
 
     manifest: Manifest
     out: Path
@@ -604,35 +1028,101 @@ class RenderReport:
     resumed: int = 0
     epochs: int = 0
     seconds: float = 0.0
+    read_seconds: float = 0.0
+    draw_seconds: float = 0.0
+    synth_nights: int = 0
+    synth_hours: float = 0.0
+    synth_seconds: float = 0.0
+    startup_seconds: float = 0.0
     already_complete: bool = False
     failed: list[dict[str, str]] = field(default_factory=list)
+    stopped: bool = False
+    not_attempted: int = 0
+    retried: int = 0
+    notes: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
-        """A human-readable table: totals, per-split label counts, throughput."""
+    @property
+    def ok(self) -> bool:
+        """True when every recording was rendered."""
+        return not self.failed and not self.stopped
+
+    def summary(self, failures: bool = True) -> str:
+        """A human-readable table: totals, per-split label counts, throughput, failures.
+
+        Parameters
+        ----------
+        failures : bool
+            End with the failed recordings and what to do (see :meth:`failure_report`).
+        """
         manifest = self.manifest
-        rate = self.epochs / self.seconds if self.seconds > 0 else 0.0
-        head = (
-            f"{self.out}: already complete"
-            if self.already_complete
-            else f"{self.out}: rendered {self.rendered} recordings ({self.epochs} epochs, "
-            f"{rate:.0f} epochs/s), {self.resumed} resumed"
-        )
-        lines = [
-            head,
-            f"{len(manifest.recordings)} recordings, {manifest.total_samples} samples in "
-            f"{len(manifest.shards)} shards; {len(manifest.failed)} failed",
-        ]
-        names = ["W", "N1", "N2", "N3", "R", "UNK"]
-        lines.append(
-            f"{'split':<6}{'subj':>6}{'shards':>8}{'samples':>9}"
-            + "".join(f"{n:>8}" for n in names)
-        )
-        for split, counts in manifest.split_counts().items():
+        lines = []
+        if self.already_complete:
+            lines.append(f"{self.out}: already complete")
+        elif self.stopped:
             lines.append(
-                f"{split:<6}{len(manifest.subjects.get(split, [])):>6}{counts['shards']:>8}"
-                f"{counts['samples']:>9}" + "".join(f"{counts.get(n, 0):>8}" for n in names)
+                f"{self.out}: stopped at a failure: {len(self.failed)} failed, "
+                f"{self.rendered} rendered ({self.epochs} epochs), {self.resumed} resumed, "
+                f"{self.not_attempted} not attempted; no manifest written"
             )
-        lines += [f"failed: {f['file']}: {f['reason']}" for f in manifest.failed]
+        else:
+            retried = f", {self.retried} retried" if self.retried else ""
+            lines.append(
+                f"{self.out}: rendered {self.rendered} recordings ({self.epochs} epochs), "
+                f"{self.resumed} resumed{retried}"
+            )
+        if self.synth_nights:
+            each = self.synth_seconds / self.synth_nights
+            lines.append(
+                f"synthesis: {self.synth_nights} nights of {self.synth_hours:g} h in "
+                f"{self.synth_seconds:.1f} s ({each:.1f} s a night; not part of the render rate)"
+            )
+        if self.epochs:
+            rate = self.epochs / self.seconds if self.seconds > 0 else 0.0
+            line = f"render: {self.epochs} epochs in {self.seconds:.1f} s ({rate:.0f} epochs/s)"
+            if self.startup_seconds:
+                line += f" after {self.startup_seconds:.1f} s loading the kernels"
+            if self.read_seconds or self.draw_seconds:
+                draw_rate = self.epochs / self.draw_seconds if self.draw_seconds > 0 else 0.0
+                line += (
+                    f"; reading+filtering {self.read_seconds:.1f} s, drawing+encoding+writing "
+                    f"{self.draw_seconds:.1f} s ({draw_rate:.0f} epochs/s)"
+                )
+            lines.append(line)
+        if not self.stopped:
+            unscored = " (unscored: every epoch UNK, cls -1)" if manifest.unscored else ""
+            lines.append(
+                f"{len(manifest.recordings)} recordings, {manifest.total_samples} samples in "
+                f"{len(manifest.shards)} shards; {len(manifest.failed)} failed{unscored}"
+            )
+            names = ["W", "N1", "N2", "N3", "R", "UNK"]
+            lines.append(
+                f"{'split':<6}{'subj':>6}{'shards':>8}{'samples':>9}"
+                + "".join(f"{n:>8}" for n in names)
+            )
+            for split, counts in manifest.split_counts().items():
+                lines.append(
+                    f"{split:<6}{len(manifest.subjects.get(split, [])):>6}{counts['shards']:>8}"
+                    f"{counts['samples']:>9}" + "".join(f"{counts.get(n, 0):>8}" for n in names)
+                )
+        lines += [f"note: {note}" for note in self.notes]
+        if failures and self.failed:
+            lines.append(self.failure_report())
+        return "\n".join(lines)
+
+    def failure_report(self) -> str:
+        """The failed recordings, one line each with its cause, and what to do next."""
+        lines = [f"failed: {f['file']}: {f['reason']}" for f in self.failed]
+        if self.stopped:
+            lines.append(
+                f"stopped at the first failure; the recordings finished so far are kept in "
+                f"{self.out / _WORK}: fix the cause and rerun the same command to go on, or "
+                "add --keep-going to render the others and list the failures in the manifest"
+            )
+        elif self.failed:
+            lines.append(
+                f"{len(self.failed)} recording(s) failed (listed in {self.out}/manifest.json); "
+                "fix the cause and rerun the same command to retry them"
+            )
         return "\n".join(lines)
 
 
@@ -656,19 +1146,38 @@ def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[
     return [k for k in differ if k != "settings"] + settings
 
 
-def _start_or_resume(out: Path, work: Path, config: dict[str, Any]) -> None:
-    """Refuse to mix runs: a resumed run must have the same output-shaping arguments."""
+def _finished_markers(work: Path) -> list[Path]:
+    done = work / "done"
+    return sorted(done.glob("*.json")) if done.is_dir() else []
+
+
+def _start_or_resume(out: Path, work: Path, config: dict[str, Any], retrying: bool = False) -> None:
+    """Refuse to mix runs: a resumed run must have the same output-shaping arguments.
+
+    An unfinished run that finished no recording is discarded when the arguments
+    changed (a corrected rerun).
+    """
     run_file = work / _RUN_FILE
     if run_file.exists():
         previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if previous != config:
+        if previous == config:
+            return
+        differences = ", ".join(_config_differences(previous, config))
+        finished = _finished_markers(work)
+        if finished:
             raise ShardError(
-                f"{out} holds an unfinished run started with different arguments "
-                f"({', '.join(_config_differences(previous, config))}); rerun it with the "
-                "same arguments, or use a new --out"
+                f"{out} holds an unfinished run with {len(finished)} finished recordings, "
+                f"started with different arguments ({differences}); rerun it with the same "
+                f"arguments, delete {work} to start over, or use a new --out"
             )
-        return
-    if list_shards(out):
+        logger.info(
+            "%s: the earlier run there finished no recording; starting over with the new "
+            "arguments (%s)",
+            out,
+            differences,
+        )
+        shutil.rmtree(work)
+    if not retrying and list_shards(out):
         raise ShardError(f"{out} already holds shards but no run or manifest; use an empty --out")
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_file, json.dumps(config, indent=1))
@@ -681,14 +1190,21 @@ def _plan(
     failed: list[dict[str, str]],
     config: dict[str, Any],
     command: list[str],
+    previous: Manifest | None = None,
 ) -> None:
-    """Number the finished recordings' shards and write the rename plan + manifest."""
+    """Number the finished recordings' shards and write the rename plan + manifest.
+
+    With ``previous`` (a finished run whose failures are being retried), its shards and
+    recordings are kept and the new shards are numbered after its shards of each split.
+    """
     renames: list[tuple[str, str]] = []
-    shards: list[ShardInfo] = []
-    recordings: list[dict[str, Any]] = []
-    subjects: dict[str, set[str]] = {split: set() for split in SPLITS}
+    shards: list[ShardInfo] = list(previous.shards) if previous else []
+    recordings: list[dict[str, Any]] = list(previous.recordings) if previous else []
+    subjects: dict[str, set[str]] = {
+        split: set(previous.subjects.get(split, []) if previous else []) for split in SPLITS
+    }
     for split in SPLITS:
-        number = 0
+        number = sum(1 for info in shards if info.split == split)
         for task in (t for t in tasks if t.split == split):
             marker_path = work / "done" / f"{task.slug}.json"
             if not marker_path.exists():
@@ -702,11 +1218,11 @@ def _plan(
                 shards.append(ShardInfo.from_dict(info | {"name": final}))
                 names.append(final)
             subjects[split].add(marker["subject_id"])
+            keys = ("split", "epochs", "labels", "channels", "fs", "montage", "scored")
             recordings.append(
-                marker["pair"]
-                | {k: marker[k] for k in ("split", "epochs", "labels", "channels", "fs")}
-                | {"shards": names}
+                marker["pair"] | {k: marker[k] for k in keys if k in marker} | {"shards": names}
             )
+    shards.sort(key=lambda info: (SPLITS.index(info.split), info.name))
     manifest = Manifest(
         shards=shards,
         subjects={split: sorted(subjects[split]) for split in SPLITS},
@@ -714,6 +1230,7 @@ def _plan(
         failed=failed,
         command=command,
         config=config,
+        unscored=bool(config["settings"].get("unscored")),
     )
     plan = {"renames": renames, "manifest": manifest.to_dict()}
     atomic_write_text(work / _FINALIZE_FILE, json.dumps(plan, indent=1))
@@ -737,6 +1254,29 @@ def _finalize(out: Path, work: Path) -> Manifest:
     return manifest
 
 
+def _run_notes(manifest: Manifest) -> list[str]:
+    """Notes on a finished directory: mixed montages, channels too slow for their role."""
+    notes = []
+    montages = Counter(r.get("montage") for r in manifest.recordings if r.get("montage"))
+    if len(montages) > 1:
+        listed = "; ".join(f"{n} x {m}" for m, n in montages.most_common())
+        notes.append(
+            f"recordings were drawn with different montages ({listed}); pass --montage to "
+            "draw every recording with the same channels"
+        )
+    slow: Counter[str] = Counter()
+    for recording in manifest.recordings:
+        for channel in recording.get("channels", []):
+            if channel.get("drawn_as") == "envelope":
+                slow[f"{channel['role']} channel at {channel.get('fs', 0):g} Hz"] += 1
+    for what, n in slow.items():
+        notes.append(
+            f"{n} recording(s): {what} is too slow for its band; drawn as its night-"
+            "normalised envelope (json channels[].drawn_as = envelope)"
+        )
+    return notes
+
+
 def render_dataset(
     inputs: Sequence[str],
     out: str | os.PathLike,
@@ -747,9 +1287,11 @@ def render_dataset(
     split: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     subjects_file: str | os.PathLike | None = None,
+    hypnogram: str | os.PathLike | None = None,
     workers: int = 1,
     device: str = "cpu",
     batch_size: int = 64,
+    keep_going: bool = False,
     strict: bool = False,
     ray_address: str | None = None,
     command: Sequence[str] = (),
@@ -764,31 +1306,44 @@ def render_dataset(
     out : str or Path
         Shard directory.
     settings : RenderSettings
-        Everything that shapes the output.
+        Everything that shapes the output (``settings.unscored`` ignores hypnograms).
     synthetic, synthetic_hours
         Also render this many synthetic nights of this length (written as EDF into
         ``out/_synthetic`` first).
     split, seed, subjects_file
         Subject split: fractions and seed, or a fixed subject -> split table.
+    hypnogram : path, optional
+        The hypnogram of the one recording ``inputs`` names.
     workers : int
         Parallel processes (or Ray CPUs with ``ray_address="local"``).
     device : {"cpu", "cuda"}
         Where images are drawn.
     batch_size : int
         Epochs per render/encode batch.
+    keep_going : bool
+        Render every other recording when some fail (the manifest lists the failures);
+        by default the run stops at the first failure, keeping what is finished for a
+        rerun.
     strict : bool
-        Fail on the first recording that cannot be rendered instead of skipping it.
+        Raise the first failure as an exception (for library callers).
     ray_address : str, optional
         Run tasks on Ray: ``"auto"``, ``"ray://host:10001"``, or ``"local"`` for a
         local Ray instance with ``workers`` CPUs.
     command : sequence of str
         The command line, recorded in the manifest.
     progress : bool, optional
-        Show a tqdm bar (default: when stderr is a terminal).
+        Show progress bars (default: when stderr is a terminal).
 
     Returns
     -------
     RenderReport
+        ``report.ok`` is False when a recording failed (see ``report.failed``).
+
+    Raises
+    ------
+    PSGError
+        Invalid arguments, an output folder holding another run, or no recording at all
+        that could be rendered.
     """
     from tqdm import tqdm
 
@@ -809,15 +1364,29 @@ def render_dataset(
         )
     if not inputs and not synthetic:
         raise DatasetError("nothing to render: give INPUT files/specs or --synthetic N")
+    if hypnogram is not None:
+        if settings.unscored:
+            raise DatasetError("--hypnogram and --unscored exclude each other")
+        if len(inputs) != 1:
+            raise DatasetError(
+                f"--hypnogram pairs one recording: give exactly one INPUT file, got {len(inputs)}"
+            )
+        if not Path(hypnogram).expanduser().is_file():
+            raise DatasetError(f"--hypnogram {hypnogram}: no such file")
+    if synthetic < 0:
+        raise DatasetError(f"--synthetic must be 0 or more, got {synthetic}")
+    if synthetic and not (math.isfinite(synthetic_hours) and synthetic_hours > 0):
+        raise DatasetError(f"--synthetic-hours must be positive, got {synthetic_hours}")
     out = Path(out).expanduser().resolve()
+    table = read_subjects_file(subjects_file) if subjects_file else None
     out.mkdir(parents=True, exist_ok=True)
     work = out / _WORK
-    table = read_subjects_file(subjects_file) if subjects_file else None
     config = json.loads(
         json.dumps(
             {
                 "settings": asdict(settings),
                 "inputs": [_absolute_spec(spec) for spec in inputs],
+                "hypnogram": str(Path(hypnogram).expanduser().resolve()) if hypnogram else None,
                 "synthetic": synthetic,
                 "synthetic_hours": synthetic_hours if synthetic else None,
                 "split": list(split) if table is None else None,
@@ -827,33 +1396,92 @@ def render_dataset(
         )
     )
     if (work / _FINALIZE_FILE).exists():
-        _start_or_resume(out, work, config)
-        return RenderReport(_finalize(out, work), out)
+        started_with = json.loads((work / _RUN_FILE).read_text(encoding="utf-8"))
+        if started_with != config:
+            raise ShardError(
+                f"{out} holds a run that was being finished, started with different arguments "
+                f"({', '.join(_config_differences(started_with, config))}); rerun it with the "
+                "same arguments to complete it"
+            )
+        manifest = _finalize(out, work)
+        return RenderReport(manifest, out, failed=list(manifest.failed), notes=_run_notes(manifest))
+    previous: Manifest | None = None
     if (out / "manifest.json").exists():
         manifest = read_manifest(out)
         if manifest.config != config:
-            raise ShardError(
-                f"{out} holds a finished render with different arguments "
-                f"({', '.join(_config_differences(manifest.config, config))}); use a new --out"
+            differences = ", ".join(_config_differences(manifest.config, config))
+            if manifest.shards:
+                raise ShardError(
+                    f"{out} holds a finished render with different arguments ({differences}); "
+                    "use a new --out"
+                )
+            logger.info(
+                "%s: the earlier run there rendered nothing; starting over with the new "
+                "arguments (%s)",
+                out,
+                differences,
             )
-        return RenderReport(manifest, out, already_complete=True, failed=manifest.failed)
-    _start_or_resume(out, work, config)
+            (out / "manifest.json").unlink()
+        elif not manifest.failed:
+            return RenderReport(manifest, out, already_complete=True)
+        else:
+            previous = manifest
+            logger.info(
+                "%s: retrying the %d failed recording(s) of the earlier run",
+                out,
+                len(manifest.failed),
+            )
+    _start_or_resume(out, work, config, retrying=previous is not None)
 
+    report = RenderReport(Manifest(), out)
     specs = list(config["inputs"])
+    synthetic_spec = []
     if synthetic:
-        specs.append(
-            f"synthetic:{write_synthetic_nights(out / _SYNTHETIC, synthetic, synthetic_hours)}"
+        began = time.perf_counter()
+        directory, generated = _write_synthetic_nights(
+            out / _SYNTHETIC, synthetic, synthetic_hours, progress
         )
+        report.synth_nights, report.synth_hours = generated, synthetic_hours
+        report.synth_seconds = time.perf_counter() - began
+        synthetic_spec = [f"synthetic:{directory}"]
     failed: list[dict[str, str]] = []
-    pairs = resolve_inputs(specs, scorer=settings.scorer, unpaired=failed)
+    pairs: list[RecordingPair] = []
+    if specs:
+        pairs += resolve_inputs(
+            specs,
+            scorer=settings.scorer,
+            unpaired=failed,
+            hypnogram=hypnogram,
+            unscored=settings.unscored,
+        )
+    if synthetic_spec:
+        pairs += resolve_inputs(synthetic_spec, scorer=settings.scorer, unscored=settings.unscored)
     if strict and failed:
         raise DatasetError(f"{failed[0]['file']}: {failed[0]['reason']}")
-    subject_ids = [pair.subject_id for pair in pairs]
+    done_before = {
+        (r["dataset"], r["recording"]) for r in (previous.recordings if previous else [])
+    }
+    pairs = [p for p in pairs if (p.dataset, p.recording) not in done_before]
+    subject_ids = [pair.subject_id for pair in pairs] + [
+        s for subjects in (previous.subjects.values() if previous else []) for s in subjects
+    ]
     assignment = (
         _splits_from_table(subject_ids, table)
         if table is not None
         else assign_splits(subject_ids, split, seed)
     )
+    if previous is not None:  # a subject keeps the split it already has
+        for split_name, subjects in previous.subjects.items():
+            assignment.update({subject: split_name for subject in subjects})
+    if table is None and not previous:
+        if empty := empty_splits(assignment, split):
+            counts = Counter(assignment.values())
+            report.notes.append(
+                f"{' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty: "
+                f"{len(assignment)} subject(s) for the splits "
+                + ", ".join(f"{counts.get(s, 0)} {s}" for s in SPLITS)
+                + " (with few subjects train gets one first, then test, then val)"
+            )
     tasks = [
         RecordingTask(pair, assignment[pair.subject_id], work, settings, device, batch_size)
         for pair in pairs
@@ -861,35 +1489,112 @@ def render_dataset(
     slugs = Counter(task.slug for task in tasks)
     if clash := [slug for slug, n in slugs.items() if n > 1]:
         raise DatasetError(f"recording ids collide after sanitizing into sample keys: {clash[:3]}")
-    pending = [t for t in tasks if not (work / "done" / f"{t.slug}.json").exists()]
-    report = RenderReport(Manifest(), out, resumed=len(tasks) - len(pending))
-    started = time.perf_counter()
-    bar = tqdm(
-        total=len(tasks),
-        initial=report.resumed,
+    finished = {path.stem for path in _finished_markers(work)}
+    pending = [t for t in tasks if t.slug not in finished]
+    report.resumed = len(tasks) - len(pending)
+    report.retried = sum(
+        1
+        for t in pending
+        if previous and str(t.pair.psg_path) in {f["file"] for f in previous.failed}
+    )
+    # Before any drawing: every recording's header, channels and montage.
+    estimates: dict[str, int] = {}
+    checked = []
+    for task in tqdm(
+        pending,
+        desc="check",
         unit="rec",
+        disable=True if len(pending) < 50 else ((not progress) if progress is not None else None),
+    ):
+        estimate, problem = _preflight(task)
+        if problem is None:
+            estimates[task.slug] = estimate
+            checked.append(task)
+        else:
+            failed.append(
+                {
+                    "file": str(task.pair.psg_path),
+                    "recording": f"{task.pair.dataset}/{task.pair.recording}",
+                    "reason": problem,
+                }
+            )
+    if strict and failed:
+        raise DatasetError(f"{failed[0]['file']}: {failed[0]['reason']}")
+    for failure in failed:
+        logger.warning("%s: %s", failure["file"], failure["reason"])
+    if not tasks and not previous:
+        raise DatasetError(
+            "nothing can be rendered: " + "; ".join(f"{f['file']}: {f['reason']}" for f in failed)
+            if failed
+            else "no recording found"
+        )
+    if failed and not keep_going:
+        report.failed = failed
+        report.stopped = True
+        report.not_attempted = len(checked)
+        return report
+
+    resumed_epochs = sum(
+        json.loads(path.read_text(encoding="utf-8"))["epochs"] for path in _finished_markers(work)
+    )
+    counted: Counter[str] = Counter()
+    bar = tqdm(
+        total=resumed_epochs + sum(estimates.values()),
+        initial=resumed_epochs,
+        unit="epoch",
         desc="render",
         disable=(not progress) if progress is not None else None,
     )
+
+    def advance(slug: str, n: int) -> None:
+        counted[slug] += n
+        bar.update(n)
+
+    if checked and workers <= 1 and not ray_address:
+        began = time.perf_counter()
+        _warm_up(settings, device)
+        report.startup_seconds = time.perf_counter() - began
+    started = time.perf_counter()
+    failed_slugs: set[str] = set()
     with bar:
-        for outcome in _execute(pending, workers, ray_address, strict):
-            if "failed" in outcome:
-                failed.append(outcome["failed"])
-                logger.warning(
-                    "%s: %s; skipped", outcome["failed"]["file"], outcome["failed"]["reason"]
-                )
-            else:
-                report.rendered += 1
-                report.epochs += outcome["done"]["epochs"]
-            elapsed = time.perf_counter() - started
-            bar.set_postfix(
-                epochs=report.epochs, rate=f"{report.epochs / max(elapsed, 1e-9):.0f}/s"
-            )
-            bar.update(1)
+        outcomes = _execute(
+            checked, workers, ray_address, strict, advance if not bar.disable else None
+        )
+        try:
+            for outcome in outcomes:
+                slug = outcome["slug"]
+                if "failed" in outcome:
+                    failed_slugs.add(slug)
+                    bar.update(-counted.pop(slug, 0))
+                    failed.append(outcome["failed"])
+                    logger.warning("%s: %s", outcome["failed"]["file"], outcome["failed"]["reason"])
+                    if not keep_going:
+                        report.stopped = True
+                        break
+                else:
+                    marker = outcome["done"]
+                    bar.update(marker["epochs"] - counted.pop(slug, 0))
+                    report.rendered += 1
+                    report.epochs += marker["epochs"]
+                    report.read_seconds += marker.get("read_seconds", 0.0)
+                    report.draw_seconds += marker.get("draw_seconds", 0.0)
+        finally:
+            outcomes.close()  # a stopped pool lets running tasks finish, starts no more
+        bar.total = bar.n
+        bar.refresh()
     report.seconds = time.perf_counter() - started
     report.failed = failed
-    _plan(out, work, tasks, failed, config, list(command))
+    if report.stopped:
+        # Tasks that were running when the run stopped may have finished meanwhile.
+        now_finished = {path.stem for path in _finished_markers(work)}
+        report.rendered = sum(1 for t in checked if t.slug in now_finished)
+        report.not_attempted = sum(
+            1 for t in checked if t.slug not in now_finished and t.slug not in failed_slugs
+        )
+        return report
+    _plan(out, work, tasks, failed, config, list(command), previous)
     report.manifest = _finalize(out, work)
+    report.notes += _run_notes(report.manifest)
     return report
 
 
@@ -912,61 +1617,143 @@ def _parse_bytes(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``psgvlm render``."""
+    """Options of ``psgvlm render``; every option's help ends with its default."""
     from .montage import DEFAULT_MONTAGE
 
     parser.add_argument(
         "inputs",
         nargs="*",
         metavar="INPUT",
-        help="EDF files, folders, globs or dataset specs (sleep-edf:DIR, shhs:DIR, mass:DIR, "
-        "isruc:DIR, dcsm:DIR, synthetic:DIR)",
+        help="EDF/BDF files, folders, globs or dataset specs (sleep-edf:DIR, shhs:DIR, "
+        "mass:DIR, isruc:DIR, dcsm:DIR, synthetic:DIR); a file named explicitly is taken as "
+        "a recording whatever its name (default: none)",
     )
-    parser.add_argument("--out", required=True, type=Path, help="shard directory")
+    parser.add_argument("--out", required=True, type=Path, help="shard directory (required)")
     parser.add_argument(
-        "--synthetic", type=int, default=0, metavar="N", help="also render N synthetic nights"
-    )
-    parser.add_argument(
-        "--synthetic-hours", type=float, default=8.0, metavar="H", help="length of synthetic nights"
-    )
-    parser.add_argument("--montage", default=DEFAULT_MONTAGE, help="channels to draw, in order")
-    parser.add_argument("--size", type=_parse_size, default=(448, 224), help="WIDTHxHEIGHT")
-    parser.add_argument("--color", action="store_true", help="one colour per channel")
-    parser.add_argument("--grid", action="store_true", help="draw 1-s and 5-s grid lines")
-    parser.add_argument("--no-labels", action="store_true", help="do not draw channel names")
-    parser.add_argument(
-        "--context", type=int, default=0, metavar="K", help="neighbouring epochs on each side"
-    )
-    parser.add_argument("--format", choices=IMAGE_FORMATS, default="png", help="image encoding")
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
-    parser.add_argument("--workers", type=int, default=1, help="parallel processes")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="render device")
-    parser.add_argument("--maxcount", type=int, default=10000, help="most samples per shard")
-    parser.add_argument(
-        "--maxsize", type=_parse_bytes, default=3_000_000_000, help="most bytes per shard (3G)"
+        "--synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also synthesise N nights and render them; their subjects are split by --split "
+        "like any others, so 2 nights give 1 train / 0 val / 1 test (default: 0)",
     )
     parser.add_argument(
-        "--split", default="0.8,0.1,0.1", help="train,val,test fractions of SUBJECTS"
+        "--synthetic-hours",
+        type=float,
+        default=8.0,
+        metavar="H",
+        help="length of each synthetic night in hours (default: 8.0)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subject split")
     parser.add_argument(
-        "--subjects-file", type=Path, help="JSON or CSV subject -> split table (overrides --split)"
+        "--montage",
+        default=AUTO_MONTAGE,
+        help=f"channels to draw, in order, as role=NAME[,role=NAME...]; 'auto' draws "
+        f"{DEFAULT_MONTAGE} with the roles each recording has (an EEG is required) "
+        "(default: auto)",
     )
-    parser.add_argument("--keep-unknown", action="store_true", help="keep unscored epochs (cls -1)")
     parser.add_argument(
-        "--features", action="store_true", help="store evidence features in json['features']"
+        "--hypnogram",
+        type=Path,
+        metavar="FILE",
+        help="the hypnogram of the one recording INPUT names, when it is not found by its "
+        "file name (default: found next to the recording)",
     )
-    parser.add_argument("--scorer", type=int, default=1, help="hypnogram scorer (ISRUC: 1 or 2)")
     parser.add_argument(
-        "--strict", action="store_true", help="fail on the first unreadable recording"
+        "--unscored",
+        action="store_true",
+        help="ignore hypnograms: render every 30-s epoch of each recording with stage UNK "
+        "(cls -1), for inference and pre-training; the manifest says so (default: off)",
+    )
+    parser.add_argument(
+        "--size", type=_parse_size, default=(448, 224), help="WIDTHxHEIGHT (default: 448x224)"
+    )
+    parser.add_argument(
+        "--color", action="store_true", help="one colour per channel (default: grey)"
+    )
+    parser.add_argument(
+        "--grid", action="store_true", help="draw 1-s and 5-s grid lines (default: off)"
+    )
+    parser.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="do not draw channel names (default: each strip is labelled with the "
+        "recording's channel actually drawn)",
+    )
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        metavar="K",
+        help="neighbouring epochs on each side, 0-10 (default: 0)",
+    )
+    parser.add_argument(
+        "--format", choices=IMAGE_FORMATS, default="png", help="image encoding (default: png)"
+    )
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default: 90)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="render device (default: cpu)"
+    )
+    parser.add_argument(
+        "--maxcount", type=int, default=10000, help="most samples per shard (default: 10000)"
+    )
+    parser.add_argument(
+        "--maxsize",
+        type=_parse_bytes,
+        default=3_000_000_000,
+        help="most bytes per shard, e.g. 500M or 2G (default: 3G)",
+    )
+    parser.add_argument(
+        "--split",
+        default="0.8,0.1,0.1",
+        help="train,val,test fractions of SUBJECTS; with fewer subjects than non-zero "
+        "fractions, train gets one first, then test, then val (default: 0.8,0.1,0.1)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the subject split (default: 0)"
+    )
+    parser.add_argument(
+        "--subjects-file",
+        type=Path,
+        help="JSON or CSV subject -> split table, overrides --split (default: none)",
+    )
+    parser.add_argument(
+        "--keep-unknown",
+        action="store_true",
+        help="keep unscored epochs of scored recordings as cls -1 (default: dropped)",
+    )
+    parser.add_argument(
+        "--features",
+        action="store_true",
+        help="store evidence features in json['features'] (default: off)",
+    )
+    parser.add_argument(
+        "--scorer", type=int, default=1, help="hypnogram scorer, ISRUC: 1 or 2 (default: 1)"
+    )
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="when a recording fails, render the others and list the failures in the "
+        "manifest; the exit status is still 1 (default: stop at the first failure and keep "
+        "what is finished for a rerun)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first failure; this is the default, kept for old scripts (default: off)",
     )
     parser.add_argument(
         "--ray",
         metavar="ADDRESS",
-        help="run on Ray: auto, ray://HOST:10001, or local (a local Ray with --workers CPUs)",
+        help="run on Ray: auto, ray://HOST:10001, or local (a local Ray with --workers CPUs) "
+        "(default: no Ray)",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="epochs per render batch")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="epochs per render batch (default: 64)"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bars (default: shown)"
+    )
 
 
 def _command_line(args: argparse.Namespace) -> list[str]:
@@ -976,6 +1763,7 @@ def _command_line(args: argparse.Namespace) -> list[str]:
         "--synthetic": args.synthetic or None,
         "--synthetic-hours": args.synthetic_hours if args.synthetic else None,
         "--montage": args.montage,
+        "--hypnogram": args.hypnogram,
         "--size": f"{args.size[0]}x{args.size[1]}",
         "--context": args.context,
         "--format": args.format,
@@ -994,13 +1782,13 @@ def _command_line(args: argparse.Namespace) -> list[str]:
     for option, value in options.items():
         if value is not None:
             words += [option, str(value)]
-    flags = ("color", "grid", "no_labels", "keep_unknown", "features", "strict")
+    flags = ("color", "grid", "no_labels", "keep_unknown", "features", "unscored", "keep_going")
     words += [f"--{flag.replace('_', '-')}" for flag in flags if getattr(args, flag)]
     return words
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``psgvlm render``."""
+    """Run ``psgvlm render``; exit status 1 when any recording failed."""
     settings = RenderSettings(
         montage=args.montage,
         width=args.size[0],
@@ -1016,6 +1804,7 @@ def run(args: argparse.Namespace) -> int:
         keep_unknown=args.keep_unknown,
         features=args.features,
         scorer=args.scorer,
+        unscored=args.unscored,
     )
     report = render_dataset(
         args.inputs,
@@ -1026,13 +1815,18 @@ def run(args: argparse.Namespace) -> int:
         split=parse_fractions(args.split),
         seed=args.seed,
         subjects_file=args.subjects_file,
+        hypnogram=args.hypnogram,
         workers=args.workers,
         device=args.device,
         batch_size=args.batch_size,
-        strict=args.strict,
+        keep_going=args.keep_going,
         ray_address=args.ray,
         command=_command_line(args),
         progress=False if args.no_progress else None,
     )
-    print(report.summary())
+    print(report.summary(failures=False), flush=True)
+    if report.failed or report.stopped:
+        for line in report.failure_report().splitlines():
+            print(f"psgvlm render: {line}", file=sys.stderr)
+        return 1
     return 0

@@ -7,6 +7,12 @@ and output rates: a 256 Hz channel going to 100 Hz is resampled first, so the fi
 2.5x fewer samples. Bands that do not fit below that rate's Nyquist frequency are clamped
 to 0.45 x rate and the change is recorded in the channel's :class:`FilterPlan` (SHHS EOG at
 50 Hz, EMG at 100 Hz...).
+
+A channel *too slow for its role* (its rate cannot carry even the lower edge of the role's
+band, e.g. Sleep-EDF's 1-Hz chin-EMG envelope against the 10-100 Hz EMG band) is not
+filtered: it is drawn as a night-normalised envelope instead (centred on its median and
+scaled so that its 1st-99th percentile range spans :data:`ENVELOPE_HALF_RANGE_UV`), and its
+plan says so (:attr:`FilterPlan.too_slow`, :attr:`FilterPlan.warning`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,14 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal as sps
 
-__all__ = ["DEFAULT_BANDS", "Preprocessing", "FilterPlan", "plan_filters", "preprocess"]
+__all__ = [
+    "DEFAULT_BANDS",
+    "ENVELOPE_HALF_RANGE_UV",
+    "Preprocessing",
+    "FilterPlan",
+    "plan_filters",
+    "preprocess",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +42,10 @@ DEFAULT_BANDS: dict[str, tuple[float, float]] = {
     "emg": (10.0, 100.0),
     "ecg": (0.5, 40.0),
 }
+
+#: Half-range (µV) that a too-slow channel's 1st-99th percentile spread is scaled to: 0.8 x
+#: the role's strip half-range (``engine.raster.layout.ROLE_SCALES``), so it fills its strip.
+ENVELOPE_HALF_RANGE_UV: dict[str, float] = {"eeg": 60.0, "eog": 120.0, "emg": 40.0, "ecg": 800.0}
 
 _NYQUIST_FRACTION = 0.45
 _MAX_DENOMINATOR = 1000
@@ -84,7 +101,12 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class FilterPlan:
-    """What is applied to one channel: effective band, notch, resampling ratio, notes."""
+    """What is applied to one channel: effective band, notch, resampling ratio, notes.
+
+    ``too_slow`` is True when the channel's rate cannot carry the lower edge of its
+    role's band: it is then not filtered but drawn as a night-normalised envelope, and
+    :attr:`warning` says so in one line.
+    """
 
     role: str
     fs: float
@@ -94,6 +116,21 @@ class FilterPlan:
     up: int
     down: int
     notes: tuple[str, ...] = ()
+    too_slow: bool = False
+    requested_band: tuple[float, float] | None = None
+
+    @property
+    def warning(self) -> str | None:
+        """One line for a too-slow channel (None otherwise)."""
+        if not self.too_slow or self.requested_band is None:
+            return None
+        low, high = self.requested_band
+        return (
+            f"{self.role} channel sampled at {self.fs:g} Hz is too slow for the "
+            f"{low:g}-{high:g} Hz {self.role.upper()} band (an envelope?): drawn as its "
+            "night-normalised envelope (centred on its median, 1st-99th percentile range "
+            "scaled to the strip), not as a raw signal"
+        )
 
     @property
     def filter_fs(self) -> float:
@@ -144,6 +181,7 @@ def plan_filters(role: str, fs: float, params: Preprocessing | None = None) -> F
     ceiling = _NYQUIST_FRACTION * filter_fs
     band: tuple[float | None, float | None] | None = None
     requested = params.bands.get(role) if params.filter else None
+    too_slow = requested is not None and float(requested[0]) > 0 and requested[0] >= ceiling
     if requested is not None:
         low, high = float(requested[0]), float(requested[1])
         if high > ceiling:
@@ -172,7 +210,18 @@ def plan_filters(role: str, fs: float, params: Preprocessing | None = None) -> F
             notes.append(
                 f"notch {params.notch:g} Hz above {ceiling:g} Hz skipped (fs {filter_fs:g})"
             )
-    return FilterPlan(role, float(fs), float(params.target_fs), band, notch, up, down, tuple(notes))
+    return FilterPlan(
+        role,
+        float(fs),
+        float(params.target_fs),
+        band,
+        notch,
+        up,
+        down,
+        tuple(notes),
+        too_slow=bool(too_slow),
+        requested_band=(float(requested[0]), float(requested[1])) if requested else None,
+    )
 
 
 def _sos(plan: FilterPlan, order: int) -> list[np.ndarray]:
@@ -218,7 +267,9 @@ def preprocess(
     Returns
     -------
     numpy.ndarray
-        float64 samples at the planned output rate (see :func:`plan_filters`).
+        float64 samples at the planned output rate (see :func:`plan_filters`). A channel
+        too slow for its role comes back as its night-normalised envelope (see the module
+        docstring), no longer in µV.
     """
     params = params or Preprocessing()
     if target_fs is not None and target_fs != params.target_fs:
@@ -246,4 +297,20 @@ def preprocess(
         positions = np.arange(values.size) * (plan.down / plan.up)
         source = np.minimum(np.round(positions).astype(np.int64), missing.size - 1)
         values[missing[source]] = np.nan
+    if plan.too_slow:
+        values = _normalised_envelope(values, role)
     return values
+
+
+def _normalised_envelope(values: np.ndarray, role: str) -> np.ndarray:
+    """Centre on the median; scale the 1st-99th percentile spread to the role's strip."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return values
+    median = float(np.median(finite))
+    low, high = np.percentile(finite, [1.0, 99.0])
+    spread = max(float(high) - median, median - float(low))
+    centred = values - median
+    if not np.isfinite(spread) or spread <= 0:
+        return centred
+    return centred * (ENVELOPE_HALF_RANGE_UV.get(role, 50.0) / spread)

@@ -21,7 +21,7 @@ import platform
 import re
 import tarfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,41 @@ class _HashingFile(io.RawIOBase):
         super().close()
 
 
+class _TarWriter:
+    """Samples into a tar stream, byte for byte as ``webdataset.TarWriter(encoder=False,
+    mtime=0)`` writes them: one member per field, in sorted field order."""
+
+    def __init__(self, fileobj: Any) -> None:
+        self.tarstream = tarfile.open(fileobj=fileobj, mode="w|")
+
+    def write(self, sample: Mapping[str, Any]) -> int:
+        """Append a sample's fields (bytes, or str for text); return the bytes added."""
+        if "__key__" not in sample:
+            raise ValueError("object must contain a __key__")
+        key = sample["__key__"]
+        total = 0
+        for name in sorted(sample):
+            if name.startswith("_"):
+                continue
+            value = sample[name]
+            if isinstance(value, str):
+                value = value.encode("utf-8")
+            if not isinstance(value, (bytes, bytearray, memoryview)):
+                raise ValueError(f"{name} doesn't map to a bytes after encoding ({type(value)})")
+            info = tarfile.TarInfo(f"{key}.{name}")
+            info.size = len(value)
+            info.mtime = 0
+            info.mode = 0o444
+            info.uname = info.gname = "bigdata"
+            self.tarstream.addfile(info, io.BytesIO(value))
+            total += info.size
+        return total
+
+    def close(self) -> None:
+        """Write the end-of-archive blocks."""
+        self.tarstream.close()
+
+
 class ShardSink:
     """Write samples into a sequence of shards, each one renamed into place when complete.
 
@@ -200,8 +235,10 @@ class ShardSink:
     Notes
     -----
     Used as a context manager, an exception inside the block deletes the shard in
-    progress and keeps the complete ones. Built on :class:`webdataset.TarWriter`
-    (``encoder=False``: bytes in, no re-encoding; ``mtime=0``).
+    progress and keeps the complete ones. Members are written as
+    :class:`webdataset.TarWriter` writes them (``encoder=False``: bytes in, no
+    re-encoding; ``mtime=0``, mode 0444, owner ``bigdata``), by :mod:`tarfile` directly:
+    importing webdataset imports torch, which costs seconds and which the engine avoids.
 
     Examples
     --------
@@ -245,12 +282,10 @@ class ShardSink:
         return self.directory / f".{name}.tmp"
 
     def _open(self) -> None:
-        import webdataset as wds
-
         self._name = self.name_format.format(shard=self.next_shard)
         self.next_shard += 1
         self._file = _HashingFile(self._temp_path(self._name))
-        self._writer = wds.TarWriter(self._file, encoder=False, mtime=0)
+        self._writer = _TarWriter(self._file)
         self._count, self._size = 0, 0
         self._labels = Counter()
 
@@ -353,13 +388,17 @@ class Manifest:
     recordings : list of dict
         Per recording: dataset, subject, recording, split, files, epoch count, shards.
     failed : list of dict
-        Recordings that could not be rendered: ``{"file", "reason"}``.
+        Recordings that could not be rendered: ``{"file", "reason"}`` (and
+        ``recording`` where it got that far); a rerun of the command retries them.
     command : list of str
         The command line that produced the directory.
     config : dict
         Render parameters (montage, image size, format, preprocessing, split...).
     versions : dict
         :func:`library_versions` at render time.
+    unscored : bool
+        The recordings were rendered without hypnograms (``psgvlm render --unscored``):
+        every sample is an UNK epoch (``cls`` -1), for inference or pre-training.
     """
 
     shards: list[ShardInfo] = field(default_factory=list)
@@ -369,6 +408,7 @@ class Manifest:
     command: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
+    unscored: bool = False
 
     def split_counts(self) -> dict[str, dict[str, int]]:
         """Per split: ``{"samples": n, "shards": k, "W": .., "N1": .., ...}``."""
@@ -403,6 +443,7 @@ class Manifest:
                 command=list(data.get("command", [])),
                 config=dict(data.get("config", {})),
                 versions=dict(data.get("versions", {})),
+                unscored=bool(data.get("unscored", False)),
             )
         except (KeyError, TypeError, AttributeError) as err:
             raise ShardError(f"manifest is missing or has a malformed field: {err}") from None
@@ -453,15 +494,35 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _count_samples(path: Path) -> tuple[int, Counter[str], list[str]]:
-    """Re-read one shard with ``webdataset.WebDataset``: count, labels, keys."""
-    import webdataset as wds
+def _iter_samples(path: Path) -> Iterator[dict[str, bytes]]:
+    """The samples of a shard as WebDataset groups them: consecutive members sharing the
+    part of their name before the first dot of the file name (``__key__``)."""
+    sample: dict[str, Any] = {}
+    with tarfile.open(path, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            folder, _, base = member.name.rpartition("/")
+            stem, dot, field_name = base.partition(".")
+            if not dot:
+                continue
+            key = f"{folder}/{stem}" if folder else stem
+            if sample and sample["__key__"] != key:
+                yield sample
+                sample = {}
+            handle = tar.extractfile(member)
+            sample["__key__"] = key
+            sample[field_name] = handle.read() if handle is not None else b""
+    if sample:
+        yield sample
 
+
+def _count_samples(path: Path) -> tuple[int, Counter[str], list[str]]:
+    """Re-read one shard as WebDataset would: count, labels, keys."""
     labels: Counter[str] = Counter()
     keys: list[str] = []
     try:
-        dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
-        for sample in dataset:
+        for sample in _iter_samples(path):
             if "cls" not in sample:
                 raise ShardError(f"{path.name}: sample {sample['__key__']} has no cls field")
             labels[stage_name(int(sample["cls"]))] += 1
@@ -475,7 +536,8 @@ def verify_shards(directory: str | os.PathLike, check_hashes: bool = True) -> di
     """Re-read every shard and compare it with the manifest.
 
     Checks that the shard files on disk are exactly the manifest's, that each holds the
-    manifest's sample count and label counts (read back with ``webdataset.WebDataset``),
+    manifest's sample count and label counts (read back as ``webdataset.WebDataset``
+    groups members),
     that its sha256 matches, and that no sample key appears twice.
 
     Returns

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -66,7 +67,10 @@ def test_assign_splits_is_reproducible_proportional_and_seeded():
         "val": 1,
         "test": 1,
     }
-    assert set(assign_splits(["a", "b"], (0.8, 0.1, 0.1)).values()) == {"train"}
+    # Fewer subjects than splits: train first, then test (to evaluate on), then val.
+    assert sorted(assign_splits(["a", "b"], (0.8, 0.1, 0.1)).values()) == ["test", "train"]
+    assert list(assign_splits(["a"], (0.8, 0.1, 0.1)).values()) == ["train"]
+    assert sorted(assign_splits(["a", "b"], (0.5, 0.5, 0.0)).values()) == ["train", "val"]
     assert set(assign_splits(subjects, (1.0, 0.0, 0.0)).values()) == {"train"}
 
 
@@ -159,17 +163,29 @@ def test_rerun_of_a_finished_render_is_a_no_op_and_changed_arguments_are_refused
 
 
 def test_render_defaults_command_line(tmp_path, capsys):
-    """``psgvlm render --synthetic 2 --out DIR`` with every default but tiny nights."""
+    """``psgvlm render --synthetic 2 --out DIR`` (the README's main job) but tiny nights.
+
+    Two nights give a train and a test split (val is empty, and the summary says so), so
+    that the next steps can train on the train split and evaluate on the test split.
+    """
     out = tmp_path / "x"
     assert main(["render", "--synthetic", "2", "--synthetic-hours", "0.1", "--out", str(out)]) == 0
     summary = capsys.readouterr().out
     assert "rendered 2 recordings" in summary and "train" in summary
+    assert "note: val split is empty" in summary
+    assert [p.name for p in list_shards(out)] == ["test-000000.tar", "train-000000.tar"]
+    # Synthesis and drawing are timed apart: the render rate is the engine's.
+    assert re.search(r"^synthesis: 2 nights of 0.1 h in [\d.]+ s", summary, re.M)
+    assert re.search(r"^render: \d+ epochs in [\d.]+ s \(\d+ epochs/s\)", summary, re.M)
     samples = _read_all(out)
     image = Image.open(io.BytesIO(samples[0]["png"]))
     assert image.size == (448, 224)
     manifest = read_manifest(out)
     assert manifest.total_samples == len(samples) == len(_truth(2, 0.1))
-    assert manifest.config["settings"]["montage"] == "eeg=C4-M1,eog=E1-M2,emg=chin"
+    assert manifest.config["settings"]["montage"] == "auto"
+    assert {r["montage"] for r in manifest.recordings} == {"eeg=C4-M1,eog=E1-M2,emg=chin"}
+    assert {len(v) for v in manifest.subjects.values()} == {0, 1}
+    assert manifest.subjects["val"] == []
 
 
 def test_failed_recordings_are_listed_and_strict_fails(tmp_path, capsys):
@@ -180,13 +196,32 @@ def test_failed_recordings_are_listed_and_strict_fails(tmp_path, capsys):
     (broken / "lonely.edf").write_bytes(b"")
     out = tmp_path / "out"
     settings = RenderSettings(montage="eeg=C4-M1", width=64, height=32, fmt="npy")
+    # Without keep_going the run stops before drawing anything and writes no manifest.
+    stopped = render_dataset(
+        [str(broken)],
+        tmp_path / "stop",
+        settings,
+        synthetic=1,
+        synthetic_hours=0.1,
+        progress=False,
+    )
+    assert stopped.stopped and not stopped.ok and stopped.rendered == 0
+    assert not (tmp_path / "stop" / "manifest.json").exists()
     report = render_dataset(
-        [str(broken)], out, settings, synthetic=1, synthetic_hours=0.1, progress=False
+        [str(broken)],
+        out,
+        settings,
+        synthetic=1,
+        synthetic_hours=0.1,
+        keep_going=True,
+        progress=False,
     )
     failed = {Path(f["file"]).name: f["reason"] for f in report.manifest.failed}
     assert set(failed) == {"bad-PSG.edf", "lonely.edf"}
-    assert "hypnogram" in failed["lonely.edf"]
-    assert "failed: " in report.summary()
+    # The reader's error, not a missing hypnogram, is the cause given.
+    assert failed["lonely.edf"] == "empty file"
+    assert failed["bad-PSG.edf"].startswith("truncated header (33 bytes")
+    assert "failed: " in report.summary() and not report.ok
     samples = _read_all(out)
     assert np.load(io.BytesIO(samples[0]["npy"])).shape == (32, 64)
     assert read_manifest(out).total_samples == len(samples) == len(_truth(1, 0.1))
