@@ -27,11 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "build a tiny randomly initialised Qwen2-VL / LLaVA for offline use",
     ),
     "train": ("vlm.train", "LoRA / QLoRA fine-tuning on shards (wraps vlm/train.py)"),
-    "eval": ("vlm.evaluate", "evaluate a model on shards or recordings"),
-    "stage": ("vlm.stage", "stage a whole night: hypnogram CSV, EDF+, plot, statistics"),
-    "ask": ("vlm.chat", "ask one question about one epoch"),
-    "chat": ("vlm.chat", "interactive chat about a recording's epochs"),
-    "explain": ("vlm.explain", "attribution heatmaps for an epoch's predicted stage"),
+    "eval": ("vlm.commands.evaluate", "evaluate a model on shards or recordings"),
+    "stage": ("vlm.commands.stage", "stage a whole night: hypnogram CSV, EDF+, plot, statistics"),
+    "ask": ("vlm.commands.ask", "ask one question about one epoch"),
+    "chat": ("vlm.commands.ask", "interactive chat about a recording's epochs"),
+    "explain": ("vlm.commands.explain", "attribution heatmaps for an epoch's predicted stage"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Real-recording evaluation: Prerau loader, 20-s grids, model choice, YASA beside the model."""
+"""``psgvlm eval`` on recordings: Prerau loader, 20-s grids, model choice, YASA beside."""
 
 from __future__ import annotations
 
@@ -20,15 +20,11 @@ from engine.io.prerau import load_prerau
 from engine.preprocess import Preprocessing
 from engine.raster import RenderSpec
 from engine.stages import STAGE_NAMES, Stage
-from vlm.realeval import (
-    available_roles,
-    model_windows,
-    pick_model,
-    synthetic_stage_hmm,
-    viterbi_stages,
-    yasa_stage,
-)
+from vlm.peers import yasa_stage
 from vlm.render_setup import RenderConfig, find_render_setup
+from vlm.runtime import Stager, pick_stager
+from vlm.smoothing import synthetic_stage_hmm, viterbi_stages
+from vlm.sources import model_windows
 
 IMAGE = (224, 56)  # tiny model and render size: small, multiples of 28
 
@@ -65,24 +61,29 @@ def test_prerau_loader_rejects_bad_files(tmp_path):
 
 
 # --------------------------------------------------------------------------- model choice
-def test_available_roles_and_pick_model():
-    assert dict(available_roles(["EEG"])) == {"eeg": 1}
-    assert dict(available_roles(["EEG C4-A1", "EEG O2-A1", "EOG(L)", "EMG chin", "Pleth"])) == {
-        "eeg": 2,
-        "eog": 1,
-        "emg": 1,
-    }
-    models = {"eeg_only": ["eeg"], "eeg_eog_emg": ["eeg", "eog", "emg"]}
-    assert pick_model(["eeg"], models) == "eeg_only"
-    assert pick_model({"eeg": 2, "eog": 2, "emg": 1}, models) == "eeg_eog_emg"
-    assert pick_model(["eeg", "eog"], models) == "eeg_only"  # no EMG: the 3-row model can't run
-    assert pick_model(["eeg"], {"a": ["eeg"], "b": ["eeg"]}) == "a"
-    assert pick_model(["eeg"], {"two": ["eeg", "eeg"], "one": ["eeg"]}) == "one"
-    with pytest.raises(ChannelNotFoundError, match="no model's montage fits"):
-        pick_model(["eog", "emg"], models)
+def _stager(name: str, channels: list[tuple[str, str]]) -> Stager:
+    spec = RenderSpec.for_roles([role for role, _ in channels])
+    setup = RenderConfig(channels=[{"role": r, "name": n} for r, n in channels],
+                         render=spec.to_dict())  # fmt: skip
+    return Stager("unused", [None], setup, name=name)
 
 
-# --------------------------------------------------------------------------- 20-s grid
+def test_pick_stager_uses_the_one_montage_rule():
+    eeg_only = _stager("eeg_only", [("eeg", "C4-M1")])
+    full = _stager("psg", [("eeg", "C4-M1"), ("eog", "E1-M2"), ("emg", "chin")])
+    stagers = [eeg_only, full]
+    assert pick_stager(stagers, ["EEG"]) is eeg_only
+    assert pick_stager(stagers, ["EEG C4-A1", "EEG O2-A1", "EOG(L)", "EMG chin", "Pleth"]) is full
+    # DREAMS-style vertex and ipsilateral derivations resolve through the montage rule too
+    assert pick_stager(stagers, ["CZ-A1", "EOG1", "EMG1"]) is full
+    assert pick_stager(stagers, ["C3-A1"]) is eeg_only
+    assert pick_stager(stagers, ["EEG C3-A2", "EOG(L)"]) is eeg_only  # no EMG: 3 rows can't run
+    twin = _stager("twin", [("eeg", "C4-M1")])
+    assert pick_stager([eeg_only, twin], ["EEG"]) is eeg_only  # ties: the first listed
+    with pytest.raises(ChannelNotFoundError, match="no model's montage can be filled"):
+        pick_stager(stagers, ["EOG(L)", "EMG chin"])
+
+
 def test_model_windows_centre_30s_on_20s_epochs():
     fs, n = 100.0, 6000  # 60 s
     ramp = np.arange(n) / fs  # value = time in seconds
@@ -163,7 +164,7 @@ def _eval(inputs, tiny_model, out, *extra):
             str(tiny_model["base"]),
             "--adapter",
             str(tiny_model["adapter"]),
-            "--render-from",
+            "--render-config",
             str(tiny_model["shards"]),
             "--device",
             "cpu",
@@ -333,8 +334,7 @@ def test_ensemble_averages_the_members_probabilities(tiny_model, tmp_path, write
     both, out = probabilities(tmp_path / "ab", *members)
     np.testing.assert_allclose(both, (first + second) / 2, atol=2e-5)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["ensemble"] is True and len(metrics["models"]) == 2
-    assert "+" in metrics["recordings"][0]["model"]
+    assert len(metrics["models"]) == 1 and len(metrics["models"][0]["adapters"]) == 2
 
 
 def test_ensemble_and_adapters_do_not_mix(tiny_model, capsys):
@@ -378,4 +378,4 @@ def test_ensemble_members_must_share_one_montage(tiny_model, tmp_path, capsys):
     code = main(["eval", "x.edf", "--model", str(tiny_model["base"]), "--adapter", members[0],
                  "--ensemble", members[1], "--out", str(tmp_path / "out")])  # fmt: skip
     assert code != 0
-    assert "--ensemble members must share one montage" in capsys.readouterr().err
+    assert "members must share one setup" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""vlm.explain: occlusion geometry, patch mapping, words, pointing game, CLI and chat hook."""
+"""Attribution: occlusion geometry, patch mapping, words, pointing game, CLI and chat hook."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from psgvlm.cli import main as cli  # noqa: E402
-from vlm import explain  # noqa: E402
+from vlm import attribution, attribution_studies  # noqa: E402
 from vlm.render_setup import RenderConfig  # noqa: E402
 from vlm.tiny import build_tiny_model  # noqa: E402
 
@@ -42,7 +42,7 @@ def test_occlusion_changes_only_that_strip_region(color, labels, grid):
     spec = _spec(color=color, labels=labels, grid=grid)
     pixels = _pixels(spec)
     r0, r1 = strip_rows(spec.height, spec.channels)
-    out = explain.occlude(pixels, spec, 1, 30, 70)
+    out = attribution.occlude(pixels, spec, 1, 30, 70)
     changed = np.any(out != pixels, axis=-1) if color else out != pixels
     rows, cols = np.nonzero(changed)
     assert rows.size > 0
@@ -53,14 +53,14 @@ def test_occlusion_changes_only_that_strip_region(color, labels, grid):
     expected = template[r0[1] : r1[1] + 1, 30:70]
     np.testing.assert_array_equal(region, expected if color else expected[..., 0])
     with pytest.raises(ModelError):
-        explain.occlude(pixels, spec, 3, 0, 10)
+        attribution.occlude(pixels, spec, 3, 0, 10)
     with pytest.raises(ModelError):
-        explain.occlude(pixels[:10], spec, 0, 0, 10)
+        attribution.occlude(pixels[:10], spec, 0, 0, 10)
 
 
 def test_grid_geometry_and_fill():
     spec = _spec(width=300, height=90, context=1)
-    grid = explain.image_grid(spec, 3.0)
+    grid = attribution.image_grid(spec, 3.0)
     assert grid.shape == (3, 30)
     assert grid.edges_s[0] == -30.0 and grid.edges_s[-1] == 60.0
     values = np.arange(90.0).reshape(3, 30)
@@ -77,7 +77,7 @@ def test_patches_to_image_inverts_the_qwen2vl_processor():
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)
     out = processor(images=[image], return_tensors="pt")
-    frames = explain.patches_to_image(
+    frames = attribution.patches_to_image(
         out["pixel_values"].numpy(), out["image_grid_thw"][0].tolist()
     )
     mean = np.array(processor.image_mean)[:, None, None]
@@ -93,19 +93,19 @@ def test_where_decision_rested_joins_peak_and_events():
         {"kind": "spindle", "channel": "EEG C4-M1", "start": 12.9, "end": 13.8},
         {"kind": "rapid_eye_movement", "channel": "EOG E1-M2", "start": 1, "end": 2},
     ]
-    text = explain.where_decision_rested(grid, events, CHANNELS)
+    text = attribution.where_decision_rested(grid, events, CHANNELS)
     assert text.startswith("The decision rested mostly on C4-M1 between 12 and 18 s (91%")
     assert "a sleep spindle was detected (12.9-13.8 s)" in text
-    assert "no sleep event" in explain.where_decision_rested(grid, [], CHANNELS)
-    assert "did not rest" in explain.where_decision_rested(-grid, events, CHANNELS)
+    assert "no sleep event" in attribution.where_decision_rested(grid, [], CHANNELS)
+    assert "did not rest" in attribution.where_decision_rested(-grid, events, CHANNELS)
     with pytest.raises(ModelError):
-        explain.where_decision_rested(grid[:2], events, CHANNELS)
+        attribution.where_decision_rested(grid[:2], events, CHANNELS)
 
 
 def test_energy_in_boxes_and_chance():
     spec = _spec(width=300, height=90)
-    grid = explain.image_grid(spec, 3.0)
-    boxes = explain.event_boxes(
+    grid = attribution.image_grid(spec, 3.0)
+    boxes = attribution_studies.event_boxes(
         [{"kind": "spindle", "channel": "EEG C4-M1", "start": 12.0, "end": 15.0},
          {"kind": "spindle", "channel": "EEG F4-M1", "start": 1.0, "end": 2.0}],
         CHANNELS, grid, ["spindle"],
@@ -113,10 +113,12 @@ def test_energy_in_boxes_and_chance():
     assert boxes == [(0, 120, 150)]
     image_map = np.zeros((90, 300))
     image_map[0:30, 120:150] = 1.0
-    assert explain.energy_in_boxes(image_map, boxes, grid) == pytest.approx(1.0)
-    energy, hit = explain.chance_energy(image_map, boxes, grid, np.random.default_rng(0))
+    assert attribution_studies.energy_in_boxes(image_map, boxes, grid) == pytest.approx(1.0)
+    energy, hit = attribution_studies.chance_energy(
+        image_map, boxes, grid, np.random.default_rng(0)
+    )
     assert energy < 0.3 and hit < 0.5
-    energy_any, _ = explain.chance_energy(image_map, boxes, grid, np.random.default_rng(0),
+    energy_any, _ = attribution_studies.chance_energy(image_map, boxes, grid, np.random.default_rng(0),
                                           same_strip=False)  # fmt: skip
     assert energy_any < energy + 0.05
 
@@ -163,15 +165,13 @@ def test_explain_command_writes_png_and_json(setup, tmp_path, capsys):
 
 
 def test_attribution_maps_have_the_image_geometry(setup):
-    from engine.io.hypnogram import read_hypnogram
-    from vlm.model import load_model_and_processor
-    from vlm.stage import open_source
+    from vlm.runtime import Stager
 
     torch.set_num_threads(1)
-    model, processor, _ = load_model_and_processor(setup["model"])
-    source = open_source(setup["psg"], setup["config"], read_hypnogram(setup["hyp"]))
-    pixels, attributions = explain.explain_epoch(model, processor, source, setup["config"], 2,
-                                                 window_s=15.0, target="N3")  # fmt: skip
+    stager = Stager(str(setup["model"]), [None], setup["config"])
+    source = stager.open(setup["psg"], setup["hyp"])
+    pixels, attributions = attribution.explain_epoch(stager, source, 2, window_s=15.0,
+                                                     target="N3")  # fmt: skip
     assert pixels.shape == (SIZE, SIZE)
     for attr in attributions:
         assert attr.image_map.shape == (SIZE, SIZE)
@@ -182,14 +182,14 @@ def test_attribution_maps_have_the_image_geometry(setup):
     def events_of(position: int) -> list[dict]:
         return [{"kind": "slow_wave", "channel": "EEG C4-M1", "start": 5.0, "end": 9.0}]
 
-    result = explain.pointing_game(model, processor, source, setup["config"], events_of, [3],
-                                   methods=("gradxinput",), window_s=15.0)  # fmt: skip
+    result = attribution_studies.pointing_game(stager, source, events_of, [3],
+                                               methods=("gradxinput",), window_s=15.0)  # fmt: skip
     row = result["per_stage"]["gradxinput"]["N3"]
     assert row["n"] == 1 and 0.0 <= row["energy"] <= 1.0 and 0.0 <= row["chance_any"] <= 1.0
 
-    from vlm.chat import EpochChat
+    from vlm.answers import EpochChat
 
-    chat = EpochChat(source, model, processor, setup["config"], setup["root"] / "chat", epoch=1)
+    chat = EpochChat(source, stager, setup["root"] / "chat", epoch=1)
     answer = chat.ask("where did you look?")
     assert answer.intent == "where"
     assert "decision" in answer.text
@@ -199,12 +199,14 @@ def test_real_snippets_render_what_is_there(setup):
     data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
     if not (data / "yasa").is_dir():
         pytest.skip("../shared/data is absent")
-    source, extra = explain.open_explain_source(f"yasa:{data / 'yasa'}", setup["config"])
+    from vlm.sources import open_source
+
+    source, extra = open_source(f"yasa:{data / 'yasa'}", setup["config"], partial=True)
     assert [int(s) for s in source.hypnogram.stages[:3]] == [2, 3, 4]
     first = source.epoch(0).signals[0]
     assert np.isfinite(first[0, :1400]).all() and np.isnan(first[0, 1600:]).all()
     assert np.isnan(first[1:]).all()  # no EOG/EMG in the N2 excerpt: empty strips
-    kinds = {e["kind"] for e in explain.detected_events(source, 0, extra)}
+    kinds = {e["kind"] for e in attribution_studies.detected_events(source, 0, extra)}
     assert "spindle" in kinds
     assert any(e["kind"] == "rapid_eye_movement" for p in range(2, 8)
-               for e in explain.detected_events(source, p, extra))  # fmt: skip
+               for e in attribution_studies.detected_events(source, p, extra))  # fmt: skip

@@ -24,14 +24,17 @@ from engine.errors import HypnogramError, ModelError, MontageError  # noqa: E402
 from engine.io.hypnogram import Hypnogram, read_hypnogram  # noqa: E402
 from engine.raster import RenderSpec  # noqa: E402
 from engine.stages import STAGE_NAMES, Stage  # noqa: E402
+from vlm.commands.stage import align_reference  # noqa: E402
 from vlm.hypno import sleep_statistics  # noqa: E402
-from vlm.stage import (  # noqa: E402
-    RenderConfig,
-    align_reference,
-    find_render_setup,
-    open_source,
-    stage_source,
-)
+from vlm.render_setup import RenderConfig, find_render_setup  # noqa: E402
+from vlm.runtime import Stager  # noqa: E402
+from vlm.sources import open_source as _open_source  # noqa: E402
+
+
+def open_source(psg, config, hypnogram=None, montage=None):
+    """The epochs of ``psg`` drawn for ``config`` (:func:`vlm.sources.open_source`)."""
+    return _open_source(psg, config, hypnogram, montage)[0]
+
 
 # 24 epochs (12 minutes) with every stage, so statistics and agreement are not trivial.
 STAGES = [0, 0, 0, 1, 2, 2, 2, 3, 3, 3, 3, 2, 2, 4, 4, 4, 2, 0, 2, 2, 3, 4, 4, 0]
@@ -201,8 +204,6 @@ def test_plots_are_images(staged):
 
 
 def test_no_hypnogram_means_30s_grid_from_start(staged, night, model_dirs):
-    from vlm.model import load_model_and_processor
-
     out, _ = staged
     _, psg, _ = night
     base, adapter = model_dirs
@@ -213,8 +214,7 @@ def test_no_hypnogram_means_30s_grid_from_start(staged, night, model_dirs):
     np.testing.assert_allclose(source.hypnogram.onsets, 30.0 * np.arange(len(STAGES)))
     # the first epochs again: same images as on the reference's grid, same probabilities
     first = open_source(psg, config, Hypnogram.from_stages([int(Stage.UNK)] * 4))
-    model, processor, _ = load_model_and_processor(base, adapter=adapter)
-    result = stage_source(first, model, processor, config, batch_size=4, progress=False)
+    result = Stager(str(base), [adapter], config).stage(first, batch_size=4)
     rows = _read_csv(out / "hypnogram.csv")[:4]
     previous = np.array([[float(r[f"p_{s}"]) for s in STAGE_NAMES] for r in rows])
     np.testing.assert_allclose(result.probabilities, previous, atol=2e-5)
@@ -225,10 +225,8 @@ def test_briefly_trained_adapter_uses_its_shards_render_parameters(tmp_path, nig
     import webdataset as wds
 
     from engine.pipeline import RenderSettings, render_dataset
-    from engine.raster import render
     from psgvlm.cli import main
     from vlm.model import LoraArgs
-    from vlm.stage import model_images
     from vlm.train import DataArgs, ModelArgs, TrainArgs, train
 
     _, psg, _ = night
@@ -254,7 +252,8 @@ def test_briefly_trained_adapter_uses_its_shards_render_parameters(tmp_path, nig
 
     shard_image = np.asarray(Image.open(io.BytesIO(sample["png"])).convert("RGB"))
     source = open_source(psg, config, read_hypnogram(night[2], signal_path=psg))
-    drawn = model_images(render(source.epoch(meta["epoch"]).signals, config.spec()), config)[0]
+    stager = Stager(str(base), [adapter], config)
+    drawn = stager.images(stager.pixels(source, [meta["epoch"]]))[0]
     np.testing.assert_array_equal(np.asarray(drawn), shard_image)
 
     out = tmp_path / "staged"

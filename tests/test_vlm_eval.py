@@ -16,13 +16,10 @@ from engine.stages import STAGE_NAMES
 torch = pytest.importorskip("torch")
 
 from vlm import data as vdata  # noqa: E402
-from vlm.evaluate import (  # noqa: E402
-    classification_metrics,
-    group_metrics,
-    score_candidates,
-    write_report,
-)
+from vlm.commands.evaluate import write_report  # noqa: E402
+from vlm.metrics import classification_metrics, group_metrics, metrics_markdown  # noqa: E402
 from vlm.model import load_model_and_processor  # noqa: E402
+from vlm.scoring import score_candidates  # noqa: E402
 from vlm.tiny import build_tiny_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,7 +59,8 @@ def test_write_report(tmp_path):
     metrics = classification_metrics([0, 1, 2, 3, 4, 4], [0, 1, 2, 3, 4, 2])
     metrics["per_subject"] = group_metrics([0, 1, 2, 3, 4, 4], [0, 1, 2, 3, 4, 2], list("aaabbb"))
     rows = [{"key": f"k{i}", "true": "W", "pred": "W"} for i in range(6)]
-    out = write_report(tmp_path / "r", metrics, rows)
+    markdown = metrics_markdown(metrics)
+    out = write_report(tmp_path / "r", metrics, markdown, rows, {"model": metrics["confusion"]})
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == pytest.approx(5 / 6)
     text = (out / "metrics.md").read_text()
     assert "| 6 | 0.833 |" in text and "| a | 3 | 1.000 |" in text

@@ -3,7 +3,7 @@
 Each recording's channels are perturbed at every level of ``SPEC`` (the grammar of
 :mod:`engine.perturb`: Gaussian noise at several SNRs, gain, mains, baseline wander,
 electrode pops, a dropped channel, another image size), then re-rendered and re-scored
-exactly as :func:`vlm.realeval.stage_recording` does for the clean signal (the perturbation
+exactly as :class:`vlm.runtime.Stager` does for the clean signal (the perturbation
 is applied to the raw samples, before the training preprocessing, as a real artefact would
 be). Perturbations are deterministic: recording ``i`` uses seed ``--perturb-seed + i``, and
 each channel its own stream (:func:`engine.perturb.channel_seed`).
@@ -24,9 +24,8 @@ the model and YASA) and ``robustness.png`` (accuracy vs level, one panel per kin
 
 from __future__ import annotations
 
-import argparse
+import copy
 import dataclasses
-import json
 import logging
 import math
 from pathlib import Path
@@ -34,16 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import DatasetError, ModelError, PSGError
-from engine.perturb import Perturbation, parse_perturb_spec
-from engine.stages import STAGE_NAMES, Stage
+from engine.errors import PSGError
+from engine.perturb import Perturbation
 
 __all__ = [
-    "add_perturb_arguments",
     "evaluate_perturbed",
     "robustness_markdown",
     "plot_robustness",
-    "run_perturbed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,20 +47,8 @@ logger = logging.getLogger(__name__)
 _BASELINE = "none"
 
 
-def add_perturb_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--perturb SPEC`` and ``--perturb-seed`` (recordings only)."""
-    group = parser.add_argument_group("robustness (re-render recordings under perturbations)")
-    group.add_argument(
-        "--perturb", metavar="SPEC",
-        help="perturbations and levels, e.g. 'noise:snr=20,10,5;gain:0.5,2;line:50;wander;"
-        "pops;drop:eog,emg;size:448x448' (grammar: engine.perturb)",
-    )  # fmt: skip
-    group.add_argument("--perturb-seed", type=int, default=0,
-                       help="seed of the perturbations (recording i uses seed + i)")  # fmt: skip
-
-
 def _metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    from .evaluate import classification_metrics
+    from .metrics import classification_metrics
 
     metrics = classification_metrics(y_true, y_pred)
     return {k: metrics[k] for k in ("n", "accuracy", "macro_f1", "kappa", "per_class_f1")}
@@ -72,11 +56,10 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
 
 def evaluate_perturbed(
     recordings: list,
-    model,
+    stager,
     perturbations: list[Perturbation],
     positions: list[np.ndarray],
     *,
-    device: str = "cpu",
     batch_size: int = 8,
     seed: int = 0,
     peers: tuple[str, ...] = ("yasa",),
@@ -85,15 +68,15 @@ def evaluate_perturbed(
 
     Parameters
     ----------
-    recordings : list of engine.io.prerau.ArrayRecording
-        In memory, with scorer hypnograms; their montage channels are perturbed.
-    model : vlm.realeval.StagingModel
+    recordings : list of vlm.sources.Recording
+        With scorer hypnograms; their montage channels are perturbed.
+    stager : vlm.runtime.Stager
     perturbations : list of Perturbation
     positions : list of ndarray
         Scored epochs to compare, per recording: positions in the hypnogram of
-        :func:`vlm.realeval.epoch_source` (the epochs inside the signal).
-    device, batch_size
-        Where and how many images per forward pass.
+        ``stager.open(recording)`` (the epochs inside the signal).
+    batch_size : int
+        Images per forward pass.
     seed : int
         Recording ``i`` is perturbed with seed ``seed + i``.
     peers : tuple of str
@@ -107,31 +90,34 @@ def evaluate_perturbed(
     """
     from engine.montage import resolve_montage
 
-    from .realeval import epoch_source, stage_recording, yasa_stage
+    from .peers import yasa_stage
 
-    setup = model.setup
-    montages = [resolve_montage(setup.montage, r.labels, source=r.recording) for r in recordings]
-    truth = None
+    montages = [resolve_montage(stager.montage_spec, r.labels, source=str(r)) for r in recordings]
+    in_memory = [r.in_memory(sorted({c.label for c in m}, key=r.labels.index))
+                 for r, m in zip(recordings, montages)]  # fmt: skip
     for perturbation in perturbations:
         for channels in montages:
             perturbation.check_channels([c.role for c in channels], [c.label for c in channels])
+    truth = None
     results = []
     for condition in [None, *perturbations]:
-        staged = model
+        staged = stager
         if condition is not None and condition.image_size is not None:
             width, height = condition.image_size
-            render = {**setup.render, "width": width, "height": height}
-            staged = dataclasses.replace(model, setup=dataclasses.replace(setup, render=render))
+            render = {**stager.setup.render, "width": width, "height": height}
+            staged = copy.copy(stager)
+            staged.setup = dataclasses.replace(stager.setup, render=render)
         predicted, scored, peer_stages, peer_note = [], [], [], None
-        for i, (recording, channels, chosen) in enumerate(zip(recordings, montages, positions)):
-            labels = [c.label for c in channels]
-            signals = dict(recording.signals)
+        for i, (recording, channels, chosen) in enumerate(zip(in_memory, montages, positions)):
+            arrays = recording.arrays
+            signals = dict(arrays.signals)
             if condition is not None:
                 roles = {c.label: c.role for c in channels}
-                signals |= condition.apply_mapping({k: recording.signals[k] for k in labels},
-                                                   recording.fs, roles, seed + i)  # fmt: skip
-            source = epoch_source(dataclasses.replace(recording, signals=signals), staged.setup)
-            probs = stage_recording(source, staged, chosen, device, batch_size)
+                signals |= condition.apply_mapping(
+                    {c.label: arrays.signals[c.label] for c in channels}, arrays.fs, roles, seed + i
+                )
+            source = staged.open(recording.with_signals(signals))
+            probs = staged.probabilities(source, chosen, batch_size)
             predicted.append(probs.argmax(axis=1))
             scored.append(source.hypnogram.stages[chosen].astype(np.int64))
             eeg = next((c.label for c in channels if c.role == "eeg"), None)
@@ -145,7 +131,7 @@ def evaluate_perturbed(
                 peer_note = {"refused": "the EEG has missing (NaN) samples"}
             else:
                 result = yasa_stage(np.asarray(signals[eeg], dtype=np.float64),
-                                    recording.fs[eeg], source.hypnogram, chosen)  # fmt: skip
+                                    arrays.fs[eeg], source.hypnogram, chosen)  # fmt: skip
                 if result.stages is None:
                     peer_note = {"refused": result.refused}
                 else:
@@ -247,69 +233,3 @@ def plot_robustness(results: list[dict[str, Any]], path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def run_perturbed(args: argparse.Namespace) -> int:
-    """``psgvlm eval RECORDING... --perturb SPEC``: metrics per perturbation level."""
-    import torch
-
-    from engine.io.prerau import ArrayRecording
-    from engine.montage import resolve_montage
-
-    from .realeval import (
-        PEERS,
-        StagingModel,
-        _parse_epochs,
-        epoch_source,
-        load_recordings,
-    )
-    from .render_setup import find_render_setup
-
-    inputs = [*getattr(args, "recordings", []), *getattr(args, "recordings_opt", [])]
-    if not inputs:
-        raise PSGError("--perturb re-renders signals: give RECORDING inputs, not --shards")
-    if getattr(args, "adapters", None):
-        raise ModelError("--perturb evaluates one model: give --adapter only")
-    perturbations = parse_perturb_spec(args.perturb)
-    setup = find_render_setup(args.adapter, args.render_from)
-    model = StagingModel(
-        args.model,
-        args.adapter,
-        setup,
-        Path(args.adapter).resolve().parent.name if args.adapter else "zero-shot",
-    )
-    if args.peers is None:
-        import importlib.util
-
-        peers = tuple(p for p in PEERS if importlib.util.find_spec(p) is not None)
-    else:
-        peers = tuple(args.peers)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        torch.set_num_threads(1)
-    recordings, positions = [], []
-    for item in load_recordings(inputs, args.hypnogram, args.scorer):
-        if not isinstance(item, ArrayRecording):
-            channels = resolve_montage(setup.montage, item.labels, source=item.recording)
-            item = item.load(sorted({c.label for c in channels}, key=item.labels.index))
-        grid = epoch_source(item, setup).hypnogram  # the epochs inside the signal
-        scored = np.flatnonzero(grid.stages != int(Stage.UNK))
-        if scored.size == 0:
-            raise DatasetError(f"{item.recording}: no scored epochs")
-        recordings.append(item)
-        positions.append(scored[_parse_epochs(args.epochs, scored.size)])
-    results = evaluate_perturbed(recordings, model, perturbations, positions, device=device,
-                                 batch_size=args.batch_size, seed=args.perturb_seed,
-                                 peers=peers)  # fmt: skip
-    markdown = robustness_markdown(results, f"Robustness of {model.name} on {', '.join(inputs)}")
-    print(markdown, end="")
-    if args.out is not None:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        payload = {"inputs": inputs, "model": args.model, "adapter": args.adapter,
-                   "perturb": args.perturb, "seed": args.perturb_seed,
-                   "stages": list(STAGE_NAMES), "results": results}  # fmt: skip
-        (out / "robustness.json").write_text(json.dumps(payload, indent=1, allow_nan=True) + "\n")
-        (out / "robustness.md").write_text(markdown)
-        print(plot_robustness(results, out / "robustness.png"))
-    return 0

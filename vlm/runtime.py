@@ -91,8 +91,9 @@ class Stager:
     adapters : sequence of path or None
         LoRA adapters; several make an ensemble (mean of their probabilities); ``[None]``
         is the base model zero-shot.
-    setup : RenderConfig
-        How the training images were drawn (shared by every member).
+    setup : RenderConfig or None
+        How the training images were drawn (shared by every member); None only to score
+        images that come already drawn (shards), with their own prompts.
     device : str, optional
         ``cpu``, ``cuda``, ``cuda:1``; default: CUDA when available.
     quantization : {None, "4bit", "8bit"}
@@ -107,7 +108,7 @@ class Stager:
         self,
         model: str,
         adapters: Sequence[str | os.PathLike | None],
-        setup: RenderConfig,
+        setup: RenderConfig | None,
         device: str | None = None,
         quantization: str | None = None,
         name: str = "",
@@ -182,7 +183,7 @@ class Stager:
         return self.setup.roles
 
     @property
-    def image_size(self) -> tuple[int, int]:
+    def image_size(self) -> tuple[int, int] | None:
         """``(width, height)`` the base model was trained at (builds ``tiny:`` models)."""
         adapter = self.adapters[0]
         found = training_config(adapter) if adapter is not None else None
@@ -190,6 +191,8 @@ class Stager:
             from .tiny import parse_image_size
 
             return parse_image_size(str(found[1]["image_size"]))
+        if self.setup is None:
+            return None
         spec = self.setup.spec()
         return spec.width, spec.height
 
@@ -227,8 +230,6 @@ class Stager:
             from .model import load_model_and_processor
 
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            if device == "cpu" and torch.get_num_threads() > os.cpu_count():
-                torch.set_num_threads(os.cpu_count() or 1)
             members = []
             for adapter in self.adapters:
                 logger.info("loading %s%s", self.model_id, f" + {adapter}" if adapter else "")
@@ -268,12 +269,16 @@ class Stager:
 
         return images_as_trained(pixels, self.setup.image_format, self.setup.quality)
 
-    def score(self, images: Sequence, batch_size: int = 8) -> np.ndarray:
-        """Stage probabilities ``(len(images), 5)``: the members' mean."""
+    def score(
+        self, images: Sequence, batch_size: int = 8, prompts: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Stage probabilities ``(len(images), 5)``: the members' mean.
+
+        ``prompts`` default to the training question of the setup (naming its channels).
+        """
         from .scoring import score_candidates
 
-        question = self.setup.question()
-        prompts = [question] * len(images)
+        prompts = list(prompts) if prompts is not None else [self.setup.question()] * len(images)
         return np.mean(
             [
                 score_candidates(model, processor, images, prompts, STAGE_NAMES, batch_size)

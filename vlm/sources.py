@@ -16,6 +16,7 @@ epoch itself (plus its neighbours); on a 20-s grid (DREAMS, some MASS subsets) i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -39,6 +40,7 @@ __all__ = [
     "find_recordings",
     "training_montage",
     "model_windows",
+    "select_epochs",
     "partial_source",
     "open_source",
 ]
@@ -119,6 +121,27 @@ class Recording:
 
         with open_edf(self.path) as edf:
             return edf.read(label), float(edf.channel(label).fs)
+
+    def in_memory(self, labels: Sequence[str] | None = None) -> Recording:
+        """This recording with its channels (or only ``labels``) read into memory, e.g. to
+        perturb them."""
+        if self.arrays is not None:
+            return self
+        from engine.io.edf import open_recording as open_edf
+
+        with open_edf(self.path) as edf:
+            wanted = list(labels) if labels is not None else list(edf.labels)
+            signals = {label: edf.read(label) for label in wanted}
+            rates = {label: float(edf.channel(label).fs) for label in wanted}
+        grid = self.hypnogram if self.hypnogram is not None else Hypnogram.from_stages([], 30.0)
+        arrays = ArrayRecording(self.dataset, self.name, signals, rates, grid, self.path)
+        return dataclasses.replace(self, labels=wanted, arrays=arrays)
+
+    def with_signals(self, signals: Mapping[str, np.ndarray]) -> Recording:
+        """An in-memory copy with some channels replaced (perturbed)."""
+        rec = self.in_memory().arrays
+        arrays = dataclasses.replace(rec, signals={**rec.signals, **signals})
+        return dataclasses.replace(self, arrays=arrays)
 
     def grid(self, epoch_length: float) -> Hypnogram:
         """The scorer's epochs, or consecutive unscored epochs from the start."""
@@ -407,3 +430,19 @@ def open_source(
         roles = dict.fromkeys(rec.signals, "eeg")
         return partial_source(rec.signals, rec.fs, roles, rec.hypnogram, setup, text), {}
     return found.epochs(setup, montage), {}
+
+
+def select_epochs(text: str | None, n: int) -> np.ndarray:
+    """Positions among the scored epochs selected by ``START:STOP`` (Python slice)."""
+    if text is None:
+        return np.arange(n)
+    try:
+        parts = [int(p) if p.strip() else None for p in text.split(":")]
+    except ValueError:
+        raise DatasetError(f"--epochs {text!r}: expected START:STOP (e.g. 0:20)") from None
+    if len(parts) != 2:
+        raise DatasetError(f"--epochs {text!r}: expected START:STOP (e.g. 0:20)")
+    selected = np.arange(n)[slice(*parts)]
+    if selected.size == 0:
+        raise DatasetError(f"--epochs {text!r} selects none of the {n} scored epochs")
+    return selected

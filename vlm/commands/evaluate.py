@@ -1,16 +1,27 @@
-"""Candidate scoring and staging metrics.
+"""``psgvlm eval``: a model's agreement with a scorer, on shards or on recordings.
 
-A model's stage for an epoch is the candidate answer (W, N1, N2, N3, R) with the highest
-sum of answer-token log-likelihoods; probabilities are the softmax over those sums. Whole
-answers are scored because ``N1``/``N2``/``N3`` share their first token ``N`` in most
-tokenizers. Zero-shot (no adapter) and fine-tuned models are scored the same way.
+On shards (``--shards``) every scored sample's image is scored as in training. On
+recordings (``RECORDING...``: EDF files, folders, globs, dataset specs such as
+``sleep-edf:DIR``, ``prerau:DIR``) every scored epoch is drawn exactly as the model's
+training images were and compared on the **scorer's own epoch grid**
+(:mod:`vlm.sources`), with peers (YASA, :mod:`vlm.peers`) on the same epochs and, with
+``--smooth hmm``, the model's stages after HMM smoothing (:mod:`vlm.smoothing`) beside the
+raw per-epoch figures.
 
-Command line::
+Montage-specific models: ``--adapter A --adapters B C`` stages each recording with the
+model whose montage it fills with the most rows (:func:`vlm.runtime.pick_stager`: an
+EEG-only recording goes to the EEG-only model, a full PSG to the EEG+EOG+EMG model).
+Ensembles are spelled as in ``stage``, ``ask`` and ``chat``: ``--adapter A --ensemble B C``
+averages the three models' stage probabilities.
+
+Command lines::
 
     psgvlm eval --model Qwen/Qwen2-VL-2B-Instruct --adapter runs/qwen/adapter \\
         --shards 'shards/test-*.tar' --out reports/qwen
+    psgvlm eval prerau:../shared/data/prerau --model tiny:qwen2vl --adapter ADAPTER \\
+        --peers yasa --out reports/prerau
 
-writes ``metrics.json``, ``metrics.md``, ``predictions.csv`` and ``confusion.png``.
+write ``metrics.json``, ``metrics.md``, ``predictions.csv`` and ``confusion*.png``.
 """
 
 from __future__ import annotations
@@ -19,401 +30,162 @@ import argparse
 import csv
 import json
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.errors import ModelError, PSGError
-from engine.stages import STAGE_NAMES
+from engine.errors import DatasetError, ModelError, PSGError
+from engine.perturb import parse_perturb_spec
+from engine.stages import STAGE_NAMES, Stage
 
-__all__ = [
-    "score_candidates",
-    "predict",
-    "evaluate_samples",
-    "classification_metrics",
-    "group_metrics",
-    "plot_confusion",
-    "metrics_markdown",
-    "write_report",
-    "add_arguments",
-    "run",
-]
+from ..metrics import classification_metrics, group_metrics, metrics_markdown, plot_confusion
+from ..peers import PEERS, peer_available, yasa_stage
+from ..robustness import evaluate_perturbed, plot_robustness, robustness_markdown
+from ..runtime import Stager, add_model_arguments, pick_stager, stager_from_args
+from ..smoothing import SMOOTHERS, smooth_runs, synthetic_stage_hmm, training_class_prior
+from ..sources import find_recordings, select_epochs
+
+__all__ = ["comparison_markdown", "write_report", "add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
 
 
-def score_candidates(
-    model,
-    processor,
-    images: Sequence,
-    prompts: Sequence[str] | None = None,
-    candidates: Sequence[str] = STAGE_NAMES,
-    batch_size: int = 8,
-) -> np.ndarray:
-    """Probability of each candidate answer for each image.
-
-    Each image + prompt goes through the model once: the run covers the prompt and the
-    longest shared context of the candidates' tokens (``N`` for ``N1``/``N2``/``N3``), and
-    every candidate's answer-token log-likelihoods are read from that run's last logits.
-    Candidates whose contexts diverge (two multi-token answers with different first
-    tokens) take one run per distinct context.
-
-    Parameters
-    ----------
-    model, processor
-        From :func:`vlm.model.load_model_and_processor` (with or without adapter).
-    images : sequence of PIL images
-        One rendered epoch each.
-    prompts : sequence of str, optional
-        The user's question per image (default: :data:`vlm.data.QUESTION`; use
-        :func:`vlm.data.build_question` to name the channels as in training).
-    candidates : sequence of str
-        Candidate answers, scored as whole token sequences (up to the end of the candidate
-        text; the end-of-turn token is not scored).
-    batch_size : int
-        Images per forward pass.
-
-    Returns
-    -------
-    np.ndarray
-        ``(len(images), len(candidates))`` probabilities; rows sum to 1.
-
-    Raises
-    ------
-    ModelError
-        On bad arguments, or when the tokenizer merges a candidate into the prompt.
-    """
-    import torch
-
-    from .data import QUESTION
-
-    if batch_size <= 0:
-        raise ModelError(f"batch_size {batch_size}: must be positive")
-    if not candidates:
-        raise ModelError("no candidate answers")
-    if prompts is None:
-        prompts = [QUESTION] * len(images)
-    if len(prompts) != len(images):
-        raise ModelError(f"{len(prompts)} prompts for {len(images)} images")
-    plans = {q: _scoring_plan(processor, q, candidates) for q in dict.fromkeys(prompts)}
-    pad_id = processor.tokenizer.pad_token_id
-    pad_id = 0 if pad_id is None else pad_id
-    device = next(model.parameters()).device
-    n_cand = len(candidates)
-    scores = np.zeros((len(images), n_cand), dtype=np.float64)
-    was_training = model.training
-    model.eval()
-    try:
-        for lo in range(0, len(images), batch_size):
-            chunk = range(lo, min(lo + batch_size, len(images)))
-            runs = [(i, k) for i in chunk for k in range(len(plans[prompts[i]][2]))]
-            # Left padding puts every prompt's last token in the last column.
-            batch = processor(
-                images=[images[i] for i, _ in runs],
-                text=[plans[prompts[i]][0] for i, _ in runs],
-                padding=True,
-                padding_side="left",
-                return_tensors="pt",
-            )
-            if not bool(batch["attention_mask"][:, -1].all()):
-                raise ModelError("the processor did not left-pad the prompts (padding_side)")
-            contexts = [plans[prompts[i]][2][k] for i, k in runs]
-            width = max(len(c) for c in contexts)
-            inputs = _append_context(batch, contexts, width, pad_id)
-            inputs = {k: v.to(device) for k, v in inputs.items()}
-            # (run, position, token, output cell) of every scored answer token
-            run_ix, pos_ix, token_ix, cell_ix = [], [], [], []
-            for r, (i, k) in enumerate(runs):
-                _, answers, _, context_of = plans[prompts[i]]
-                for c, ids in enumerate(answers):
-                    if context_of[c] == k:
-                        run_ix += [r] * len(ids)
-                        pos_ix += range(len(ids))
-                        token_ix += ids
-                        cell_ix += [(i - lo) * n_cand + c] * len(ids)
-            with torch.no_grad():
-                # The last width + 1 positions predict the answer tokens: the prompt's last
-                # token predicts the first, context token j the (j + 1)-th.
-                logits = model(**inputs, use_cache=False, logits_to_keep=width + 1).logits
-                logp = torch.log_softmax(logits.float(), dim=-1)
-                token_logp = logp[run_ix, pos_ix, token_ix].double().cpu()
-            seq = torch.zeros(len(chunk) * n_cand, dtype=torch.float64)
-            seq.index_add_(0, torch.tensor(cell_ix), token_logp)
-            scores[lo : lo + len(chunk)] = seq.view(len(chunk), n_cand).numpy()
-    finally:
-        model.train(was_training)
-    scores -= scores.max(axis=1, keepdims=True)
-    probs = np.exp(scores)
-    return probs / probs.sum(axis=1, keepdims=True)
-
-
-#: Per-token processor outputs besides ``input_ids``/``attention_mask``, with the value of
-#: an appended text token.
-_TEXT_TOKEN_FILL = {"mm_token_type_ids": 0, "token_type_ids": 0}
-
-
-def _scoring_plan(
-    processor, question: str, candidates: Sequence[str]
-) -> tuple[str, list[list[int]], list[list[int]], list[int]]:
-    """How to score ``candidates`` after ``question``.
-
-    Returns the prompt text, each candidate's answer tokens (what ``prompt + answer`` adds
-    to ``prompt``, as in training), the token contexts to run after the prompt and, per
-    candidate, the index of the context whose run gives its logits.
-    """
-    from .data import build_messages, render_chat
-
-    messages = build_messages({}, question=question)
-    texts = []
-    for cand in candidates:
-        prompt, tail = render_chat(processor, messages, cand)
-        texts.append(prompt + tail[: tail.index(cand) + len(cand)])
-    tokenizer = processor.tokenizer
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    answers: list[list[int]] = []
-    for cand, text in zip(candidates, texts):
-        ids = tokenizer(text)["input_ids"]
-        if len(ids) <= len(prompt_ids) or ids[: len(prompt_ids)] != prompt_ids:
-            raise ModelError(
-                f"candidate {cand!r}: the prompt's tokens are not a prefix of prompt+answer "
-                "tokens (the tokenizer merges across the answer boundary)"
-            )
-        answers.append(ids[len(prompt_ids) :])
-    # Candidate c needs the logits after prompt + c[:j] for every j < len(c): one run of
-    # prompt + c[:-1]. A context that is a prefix of another is covered by the longer one.
-    needed = sorted({tuple(a[:-1]) for a in answers}, key=len, reverse=True)
-    contexts: list[tuple[int, ...]] = []
-    for context in needed:
-        if not any(c[: len(context)] == context for c in contexts):
-            contexts.append(context)
-    context_of = [
-        next(k for k, c in enumerate(contexts) if c[: len(a) - 1] == tuple(a[:-1])) for a in answers
-    ]
-    return prompt, answers, [list(c) for c in contexts], context_of
-
-
-def _append_context(
-    batch: dict[str, Any], contexts: Sequence[Sequence[int]], width: int, pad_id: int
-) -> dict[str, Any]:
-    """Append each row's context tokens after its (left-padded) prompt, right-padded to
-    ``width`` with masked padding, so every row's prompt ends in the same column."""
-    import torch
-
-    input_ids = batch["input_ids"]
-    rows = input_ids.shape[0]
-    ids = torch.full((rows, width), pad_id, dtype=input_ids.dtype)
-    mask = torch.zeros((rows, width), dtype=batch["attention_mask"].dtype)
-    for row, context in enumerate(contexts):
-        ids[row, : len(context)] = torch.tensor(list(context), dtype=input_ids.dtype)
-        mask[row, : len(context)] = 1
-    out = dict(batch)
-    out["input_ids"] = torch.cat([input_ids, ids], dim=1)
-    out["attention_mask"] = torch.cat([batch["attention_mask"], mask], dim=1)
-    for key, fill in _TEXT_TOKEN_FILL.items():
-        if key in batch:
-            extra = torch.full((rows, width), fill, dtype=batch[key].dtype)
-            out[key] = torch.cat([batch[key], extra], dim=1)
-    return out
-
-
-def predict(
-    model, processor, images: Sequence, prompts: Sequence[str] | None = None, batch_size: int = 8
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted class ids (0-4) and the ``(N, 5)`` probabilities."""
-    probs = score_candidates(model, processor, images, prompts, STAGE_NAMES, batch_size)
-    return probs.argmax(axis=1), probs
-
-
-def evaluate_samples(
-    model, processor, samples: Sequence[dict[str, Any]], batch_size: int = 8
-) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities for samples from :func:`vlm.data.make_dataset`; returns (y_true, probs)."""
-    from .data import build_question
-
-    images = [s["image"] for s in samples]
-    prompts = [build_question(s["meta"]) for s in samples]
-    probs = score_candidates(model, processor, images, prompts, STAGE_NAMES, batch_size)
-    return np.array([s["cls"] for s in samples]), probs
-
-
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]:
-    """Accuracy, macro-F1, Cohen's kappa, per-class F1 and support, confusion matrix."""
-    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score
-
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.size == 0:
-        raise PSGError(
-            f"metrics need equal, non-empty label arrays ({y_true.shape} vs {y_pred.shape})"
-        )
-    labels = list(range(len(STAGE_NAMES)))
-    present = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
-    per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    kappa = cohen_kappa_score(y_true, y_pred, labels=labels) if len(present) > 1 else float("nan")
-    return {
-        "n": int(y_true.size),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(
-            f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
-        ),
-        "kappa": float(kappa),
-        "per_class_f1": {name: float(f) for name, f in zip(STAGE_NAMES, per_class)},
-        "support": {name: int((y_true == i).sum()) for i, name in enumerate(STAGE_NAMES)},
-        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-    }
-
-
-def group_metrics(
-    y_true: Sequence[int], y_pred: Sequence[int], groups: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """:func:`classification_metrics` per group (e.g. subject), without confusion matrices."""
-    y_true, y_pred, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
-    out = {}
-    for group in sorted(set(groups.tolist())):
-        sel = groups == group
-        metrics = classification_metrics(y_true[sel], y_pred[sel])
-        metrics.pop("confusion")
-        out[str(group)] = metrics
-    return out
-
-
-def plot_confusion(
-    confusion: Sequence[Sequence[int]], path: str | Path, title: str = "Confusion matrix"
+def write_report(
+    out_dir: str | Path,
+    results: dict[str, Any],
+    markdown: str,
+    rows: Sequence[dict[str, Any]],
+    confusions: Mapping[str, Sequence[Sequence[int]]],
 ) -> Path:
-    """Row-normalised confusion matrix with counts, written as PNG (matplotlib Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(confusion, dtype=float)
-    rows = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    names = STAGE_NAMES[: cm.shape[0]]
-    ax.set_xticks(range(len(names)), names)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    for (i, j), count in np.ndenumerate(cm):
-        ax.text(
-            j,
-            i,
-            f"{int(count)}",
-            ha="center",
-            va="center",
-            color="white" if norm[i, j] > 0.5 else "black",
-            fontsize=8,
-        )
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    """Write ``metrics.json``, ``metrics.md``, ``predictions.csv`` and a confusion plot per
+    entry of ``confusions`` (``"model"`` → ``confusion.png``, others ``confusion-NAME.png``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
+    (out / "metrics.md").write_text(markdown)
+    if rows:
+        with open(out / "predictions.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    for name, confusion in confusions.items():
+        file = "confusion.png" if name == "model" else f"confusion-{name.replace('+', '-')}.png"
+        plot_confusion(confusion, out / file, name)
+    return out
 
 
-def metrics_markdown(metrics: dict[str, Any], title: str = "Evaluation") -> str:
-    """Markdown report: headline metrics, per-class F1, per-group table when present."""
-    lines = [
-        f"# {title}",
-        "",
-        "| n | accuracy | macro-F1 | Cohen's κ |",
-        "|---|---|---|---|",
-        f"| {metrics['n']} | {metrics['accuracy']:.3f} | {metrics['macro_f1']:.3f} "
-        f"| {metrics['kappa']:.3f} |",
-        "",
-        "| stage | F1 | support |",
-        "|---|---|---|",
-    ]
+def _fmt(value: float) -> str:
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.3f}"
+    )
+
+
+def comparison_markdown(results: Mapping[str, Any], title: str = "Real recordings") -> str:
+    """Markdown: side-by-side metrics of the model and its peers, then per recording."""
+    smoothed = results.get("smoothed", {})
+    columns = ["model", *smoothed, *results.get("peers", {})]
+    metric_sets = [results["model"], *smoothed.values(), *results.get("peers", {}).values()]
+    lines = [f"# {title}", ""]
     lines += [
-        f"| {name} | {metrics['per_class_f1'][name]:.3f} | {metrics['support'][name]} |"
-        for name in STAGE_NAMES
+        f"Compared on the same {results['model']['n']} scorer epochs "
+        f"({', '.join(results['epoch_lengths'])}-s grid).",
+        "",
     ]
-    groups = metrics.get("per_subject") or {}
-    if groups:
-        lines += ["", "| subject | n | accuracy | macro-F1 | κ |", "|---|---|---|---|---|"]
+    if smoothed:
         lines += [
-            f"| {g} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['kappa']:.3f} |"
-            for g, m in groups.items()
+            f"`model+hmm`: the model's per-epoch probabilities decoded by Viterbi with "
+            f"a stage HMM from {results['smoothing']['hmm']} (no real labels).",
+            "",
         ]
+    lines += ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    rows = [("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("Cohen's κ", "kappa")]
+    for label, key in rows:
+        lines.append(
+            f"| {label} | "
+            + " | ".join(_fmt(m.get(key)) if "refused" not in m else "refused" for m in metric_sets)
+            + " |"
+        )
+    for name in STAGE_NAMES:
+        support = results["model"]["support"][name]
+        lines.append(
+            f"| F1 {name} (n={support}) | "
+            + " | ".join(
+                _fmt(m["per_class_f1"][name]) if "refused" not in m else "—" for m in metric_sets
+            )
+            + " |"
+        )
+    for peer, metrics in results.get("peers", {}).items():
+        if "refused" in metrics:
+            lines += ["", f"{peer} did not run: {metrics['refused']}"]
+        elif "model_same_epochs" in metrics:
+            same = metrics["model_same_epochs"]
+            lines += [
+                "",
+                f"{peer} staged {metrics['n']} of the {results['model']['n']} epochs; on those "
+                f"epochs: model accuracy {_fmt(same['accuracy'])}, κ {_fmt(same['kappa'])}, "
+                f"macro-F1 {_fmt(same['macro_f1'])}; {peer} accuracy "
+                f"{_fmt(metrics['accuracy'])}, κ {_fmt(metrics['kappa'])}, macro-F1 "
+                f"{_fmt(metrics['macro_f1'])}.",
+            ]
+            if metrics.get("skipped"):
+                lines.append(f"{peer} skipped: " + "; ".join(metrics["skipped"]) + ".")
+    lines += [
+        "",
+        "| recording | model | n | " + " | ".join(f"{c} acc" for c in columns) + " |",
+        "|---" * (3 + len(columns)) + "|",
+    ]
+    for rec in results["recordings"]:
+        accs = [
+            _fmt(rec["metrics"][c]["accuracy"]) if "accuracy" in rec["metrics"].get(c, {}) else "—"
+            for c in columns
+        ]
+        lines.append(
+            f"| {rec['dataset']}/{rec['recording']} | {rec['model']} | {rec['n']} | "
+            + " | ".join(accs)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_report(
-    out_dir: str | Path,
-    metrics: dict[str, Any],
-    rows: Sequence[dict[str, Any]],
-    title: str = "Evaluation",
-) -> Path:
-    """Write ``metrics.json``, ``metrics.md``, ``predictions.csv``, ``confusion.png``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
-    (out / "metrics.md").write_text(metrics_markdown(metrics, title))
-    if rows:
-        with open(out / "predictions.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    plot_confusion(metrics["confusion"], out / "confusion.png", title)
-    return out
+# -- shards ----------------------------------------------------------------------------------
+def run_shards(args: argparse.Namespace) -> int:
+    """``psgvlm eval --shards``: score every scored sample of the shards."""
+    from tqdm import tqdm
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``psgvlm eval``."""
-    parser.add_argument("--model", required=True, help="base model id or directory")
-    parser.add_argument("--adapter", help="LoRA adapter directory (omit for zero-shot)")
-    parser.add_argument(
-        "--shards",
-        help="shard glob / brace pattern, or a directory (test split); "
-        "or give RECORDING inputs instead (see vlm.realeval)",
-    )
-    parser.add_argument("--split", default="test", help="split when --shards is a directory")
-    parser.add_argument("--out", type=Path, help="report directory (default: print only)")
-    parser.add_argument("--batch-size", type=int, default=8, help="epochs per forward pass")
-    parser.add_argument("--limit", type=int, help="evaluate at most this many epochs")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
-    parser.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes weights")
-    # Recordings instead of shards: options and logic live in vlm.realeval.
-    from .realeval import add_recording_arguments
-
-    add_recording_arguments(parser)
-    # Perturbed re-rendering of recordings: option and logic live in vlm.robustness.
-    from .robustness import add_perturb_arguments
-
-    add_perturb_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Evaluate a model (+ adapter) on shards, or on recordings (vlm.realeval), and report."""
-    if getattr(args, "perturb", None):
-        from .robustness import run_perturbed
-
-        return run_perturbed(args)
-    if getattr(args, "recordings", None) or getattr(args, "recordings_opt", None):
-        from .realeval import run_recordings
-
-        return run_recordings(args)
-    if not args.shards:
-        raise PSGError("give --shards or RECORDING inputs")
-    import torch
-
-    from .data import expand_shards, read_samples
-    from .model import load_model_and_processor
+    from ..data import build_question, expand_shards, read_samples
 
     urls = expand_shards(args.shards, args.split)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, processor, _ = load_model_and_processor(
-        args.model, adapter=args.adapter, quantization=args.quantization, device=device
-    )
+    try:  # shards hold drawn images: the setup only sizes a tiny: model
+        stager = Stager.from_adapter(
+            args.model, args.adapter, args.ensemble,
+            args.render_config or (None if args.adapter else urls[0]),
+            args.device, args.quantization,
+        )  # fmt: skip
+    except ModelError as err:
+        if args.render_config or args.ensemble:
+            raise
+        logger.info("no render setup (%s); scoring the shards' images as they are", err)
+        stager = Stager(args.model, [args.adapter], None, args.device, args.quantization)
+    logger.info("reading %d shard(s)", len(urls))
     samples = read_samples(urls, limit=args.limit)
     if not samples:
         raise PSGError(f"no scored epochs in {args.shards}")
-    y_true, probs = evaluate_samples(model, processor, samples, args.batch_size)
+    stager.load()
+    probs = np.zeros((len(samples), len(STAGE_NAMES)))
+    with tqdm(total=len(samples), desc="eval", unit="epoch", disable=args.no_progress) as bar:
+        for lo in range(0, len(samples), 64):
+            chunk = samples[lo : lo + 64]
+            prompts = [build_question(s["meta"]) for s in chunk]
+            probs[lo : lo + len(chunk)] = stager.score(
+                [s["image"] for s in chunk], args.batch_size, prompts
+            )
+            bar.update(len(chunk))
+    y_true = np.array([s["cls"] for s in samples])
     y_pred = probs.argmax(axis=1)
     metrics = classification_metrics(y_true, y_pred)
     subjects = [str(s["meta"].get("subject", "")) for s in samples]
@@ -440,6 +212,278 @@ def run(args: argparse.Namespace) -> int:
             }
             for s, subj, t, p, pr in zip(samples, subjects, y_true, y_pred, probs)
         ]
-        write_report(args.out, metrics, rows, title=f"{args.model} on {args.shards}")
+        markdown = metrics_markdown(metrics, f"{args.model} on {args.shards}")
+        write_report(args.out, metrics, markdown, rows, {"model": metrics["confusion"]})
         print(args.out)
     return 0
+
+
+# -- recordings ------------------------------------------------------------------------------
+def _stagers(args: argparse.Namespace) -> list[Stager]:
+    """One stager per montage-specific adapter, or one ensemble stager."""
+    if args.ensemble and args.adapters:
+        raise ModelError(
+            "--ensemble and --adapters do not mix: --adapters picks one model per recording "
+            "by montage, --ensemble averages models of one montage"
+        )
+    if args.adapters and args.render_config:
+        raise ModelError("--render-config applies to one adapter; each of --adapters has its own")
+    stagers = [stager_from_args(args)]
+    for adapter in args.adapters:
+        stagers.append(
+            Stager.from_adapter(
+                args.model, adapter, (), None, args.device, args.quantization, args.montage
+            )  # fmt: skip
+        )
+    names = [s.name for s in stagers]
+    for i, stager in enumerate(stagers):
+        if names.count(stager.name) > 1:
+            stager.name = f"{stager.name}-{i}"
+    return stagers
+
+
+def run_recordings(args: argparse.Namespace) -> int:
+    """``psgvlm eval RECORDING...``: stage recordings, compare with the scorer and peers."""
+    inputs = [*args.recordings, *args.recordings_opt]
+    stagers = _stagers(args)
+    peers = [p for p in PEERS if peer_available(p)] if args.peers is None else list(args.peers)
+    recordings = find_recordings(inputs, args.hypnogram, args.scorer)
+    chosen = [pick_stager(stagers, rec.labels, str(rec)) for rec in recordings]
+    hmm = synthetic_stage_hmm() if args.smooth == "hmm" else None
+    y_true, y_model, y_smooth = [], [], []
+    peer_runs: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {p: [] for p in peers}
+    skipped: dict[str, list[str]] = {p: [] for p in peers}
+    rows: list[dict[str, Any]] = []
+    per_recording = []
+    lengths = set()
+    for index, (rec, stager) in enumerate(zip(recordings, chosen)):
+        source = stager.open(rec)
+        hyp = source.hypnogram
+        scored = np.flatnonzero(hyp.stages != int(Stage.UNK))
+        if scored.size == 0:
+            raise DatasetError(f"{rec}: no scored epochs")
+        positions = scored[select_epochs(args.epochs, scored.size)]
+        lengths.add(f"{hyp.epoch_length:g}")
+        logger.info("%s/%s: %d epochs with model %s", rec.dataset, rec.name, positions.size,
+                    stager.name)  # fmt: skip
+        probs = stager.probabilities(source, positions, args.batch_size,
+                                     progress=not args.no_progress)  # fmt: skip
+        truth = hyp.stages[positions].astype(np.int64)
+        pred = probs.argmax(axis=1)
+        rec_metrics = {"model": classification_metrics(truth, pred)}
+        smoothed = None
+        if hmm is not None:
+            prior = np.mean([training_class_prior(a, hmm) for a in stager.adapters], axis=0)
+            smoothed = smooth_runs(probs, positions, hmm, prior)
+            rec_metrics["model+hmm"] = classification_metrics(truth, smoothed)
+            y_smooth.append(smoothed)
+        eeg = next((c.label for c in source.channels if c.role == "eeg"), None)
+        peer_stages = {}
+        for peer in peers:
+            if eeg is None:
+                why = "the model's montage has no EEG channel"
+            else:
+                result = yasa_stage(*rec.raw(eeg), hyp, positions)
+                why = result.refused
+            if why is not None:
+                skipped[peer].append(f"{rec.dataset}/{rec.name} ({why})")
+                logger.warning("%s on %s: %s", peer, rec, why)
+                continue
+            covered = result.stages >= 0
+            if not covered.all():
+                logger.warning("%s: %d epochs lie outside %s's epochs; not compared to it",
+                               rec, int((~covered).sum()), peer)  # fmt: skip
+            peer_stages[peer] = result.stages
+            peer_runs[peer].append((index, covered, result.stages))
+            rec_metrics[peer] = classification_metrics(truth[covered], result.stages[covered])
+        per_recording.append(
+            {"dataset": rec.dataset, "recording": rec.name, "model": stager.name,
+             "n": int(positions.size), "epoch_length": hyp.epoch_length, "metrics": rec_metrics}
+        )  # fmt: skip
+        y_true.append(truth)
+        y_model.append(pred)
+        for j, position in enumerate(positions.tolist()):
+            row = {
+                "dataset": rec.dataset, "recording": rec.name, "epoch": position,
+                "onset": f"{hyp.onsets[position]:.3f}",
+                "duration": f"{hyp.durations[position]:g}",
+                "true": STAGE_NAMES[truth[j]], "model": STAGE_NAMES[pred[j]],
+            }  # fmt: skip
+            if smoothed is not None:
+                row["model_hmm"] = STAGE_NAMES[smoothed[j]]
+            row |= {p: STAGE_NAMES[s[j]] if s[j] >= 0 else "" for p, s in peer_stages.items()}
+            row |= {f"p_{n}": f"{q:.5f}" for n, q in zip(STAGE_NAMES, probs[j])}
+            rows.append(row)
+    results: dict[str, Any] = {
+        "model": classification_metrics(np.concatenate(y_true), np.concatenate(y_model)),
+        "peers": {},
+        "recordings": per_recording,
+        "epoch_lengths": sorted(lengths),
+        "models": [
+            {"name": s.name, "base": s.model_id, "adapters": [str(a) for a in s.adapters],
+             "montage": s.montage_spec, "render_config": s.setup.source,
+             "window_seconds": s.setup.window_seconds}
+            for s in stagers
+        ],
+        "inputs": inputs,
+        "epochs": args.epochs,
+    }  # fmt: skip
+    confusions = {"model": results["model"]["confusion"]}
+    if hmm is not None:
+        smoothed_metrics = classification_metrics(np.concatenate(y_true), np.concatenate(y_smooth))
+        results["smoothed"] = {"model+hmm": smoothed_metrics}
+        results["smoothing"] = {"hmm": hmm.source,
+                                "transition": np.round(hmm.transition, 5).tolist()}  # fmt: skip
+        confusions["model+hmm"] = smoothed_metrics["confusion"]
+    for peer in peers:
+        results["peers"][peer] = _peer_metrics(peer_runs[peer], skipped[peer], y_true, y_model)
+        if "confusion" in results["peers"][peer]:
+            confusions[peer] = results["peers"][peer]["confusion"]
+    print(_summary_line(results))
+    if args.out is not None:
+        write_report(args.out, results, comparison_markdown(results), rows, confusions)
+        print(args.out)
+    return 0
+
+
+def _peer_metrics(
+    runs: list[tuple[int, np.ndarray, np.ndarray]],
+    skipped: list[str],
+    y_true: list[np.ndarray],
+    y_model: list[np.ndarray],
+) -> dict[str, Any]:
+    """A peer's pooled metrics on the epochs it staged, with the model's on the same epochs
+    (``model_same_epochs``) and the recordings it skipped, when it did not stage them all."""
+    if not runs:
+        return {"refused": "; ".join(skipped) or "did not run"}
+    truth = np.concatenate([y_true[i][covered] for i, covered, _ in runs])
+    metrics = classification_metrics(truth, np.concatenate([s[c] for _, c, s in runs]))
+    if skipped or any(not covered.all() for _, covered, _ in runs):
+        model = np.concatenate([y_model[i][covered] for i, covered, _ in runs])
+        metrics["model_same_epochs"] = classification_metrics(truth, model)
+        metrics["skipped"] = skipped
+    return metrics
+
+
+def _summary_line(results: dict[str, Any]) -> str:
+    columns = [("model", results["model"]), *results.get("smoothed", {}).items(),
+               *results["peers"].items()]  # fmt: skip
+    line = " ".join(
+        f"{name}: acc={m['accuracy']:.3f} macro_f1={m['macro_f1']:.3f} kappa={m['kappa']:.3f}"
+        for name, m in columns
+        if "accuracy" in m
+    )
+    return f"n={results['model']['n']} {line}"
+
+
+# -- recordings under perturbations ---------------------------------------------------------
+def add_perturb_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--perturb SPEC`` and ``--perturb-seed`` (recordings only)."""
+    group = parser.add_argument_group("robustness (re-render recordings under perturbations)")
+    group.add_argument(
+        "--perturb", metavar="SPEC",
+        help="perturbations and levels, e.g. 'noise:snr=20,10,5;gain:0.5,2;line:50;wander;"
+        "pops;drop:eog,emg;size:448x448' (grammar: engine.perturb)",
+    )  # fmt: skip
+    group.add_argument("--perturb-seed", type=int, default=0,
+                       help="seed of the perturbations (recording i uses seed + i)")  # fmt: skip
+
+
+def run_perturbed(args: argparse.Namespace) -> int:
+    """``psgvlm eval RECORDING... --perturb SPEC``: metrics per perturbation level."""
+    inputs = [*args.recordings, *args.recordings_opt]
+    if not inputs:
+        raise PSGError("--perturb re-renders signals: give RECORDING inputs, not --shards")
+    if args.adapters:
+        raise ModelError("--perturb evaluates one model: give --adapter only")
+    perturbations = parse_perturb_spec(args.perturb)
+    stager = stager_from_args(args)
+    name = Path(args.adapter).resolve().parent.name if args.adapter else "zero-shot"
+    peers = (
+        tuple(p for p in PEERS if peer_available(p)) if args.peers is None else tuple(args.peers)
+    )
+    recordings, positions = [], []
+    for recording in find_recordings(inputs, args.hypnogram, args.scorer):
+        grid = stager.open(recording).hypnogram  # the epochs inside the signal
+        scored = np.flatnonzero(grid.stages != int(Stage.UNK))
+        if scored.size == 0:
+            raise DatasetError(f"{recording}: no scored epochs")
+        recordings.append(recording)
+        positions.append(scored[select_epochs(args.epochs, scored.size)])
+    results = evaluate_perturbed(recordings, stager, perturbations, positions,
+                                 batch_size=args.batch_size, seed=args.perturb_seed,
+                                 peers=peers)  # fmt: skip
+    markdown = robustness_markdown(results, f"Robustness of {name} on {', '.join(inputs)}")
+    print(markdown, end="")
+    if args.out is not None:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        payload = {"inputs": inputs, "model": args.model,
+                   "adapter": str(args.adapter) if args.adapter else None,
+                   "perturb": args.perturb, "seed": args.perturb_seed,
+                   "stages": list(STAGE_NAMES), "results": results}  # fmt: skip
+        (out / "robustness.json").write_text(json.dumps(payload, indent=1, allow_nan=True) + "\n")
+        (out / "robustness.md").write_text(markdown)
+        print(plot_robustness(results, out / "robustness.png"))
+    return 0
+
+
+# -- command line ----------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``psgvlm eval``."""
+    parser.add_argument(
+        "recordings", nargs="*", metavar="RECORDING", default=[],
+        help="EDF files, folders, globs, dataset specs (sleep-edf:DIR...) or prerau:DIR "
+        "(or give --shards)",
+    )  # fmt: skip
+    parser.add_argument("--recordings", dest="recordings_opt", nargs="+", metavar="RECORDING",
+                        default=[], help="same as the positional RECORDING inputs")  # fmt: skip
+    parser.add_argument("--shards", help="shard glob / brace pattern, or a directory (its "
+                        "--split); instead of RECORDING inputs")  # fmt: skip
+    parser.add_argument("--split", default="test",
+                        help="split when --shards is a directory (default: test)")  # fmt: skip
+    parser.add_argument("--out", type=Path, help="report directory (default: print only)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="epochs per forward pass (default: 8)")  # fmt: skip
+    parser.add_argument("--limit", type=int, help="at most this many shard epochs")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_arguments(parser)
+    group = parser.add_argument_group("recordings")
+    group.add_argument("--hypnogram", type=Path, help="hypnogram file of a single EDF recording")
+    group.add_argument("--scorer", type=int, default=1,
+                       help="hypnogram scorer where a dataset has several (default: 1)")  # fmt: skip
+    group.add_argument(
+        "--adapters", nargs="+", default=[], metavar="DIR",
+        help="more montage-specific adapters; each recording is staged by the one whose "
+        "montage it fills with the most rows",
+    )  # fmt: skip
+    group.add_argument(
+        "--peers", nargs="*", default=None, choices=PEERS,
+        help="peers to run beside the model on the same epochs (default: yasa when installed; "
+        "--peers with no name for none)",
+    )  # fmt: skip
+    group.add_argument("--epochs", metavar="START:STOP",
+                       help="compare only these scored epochs of each recording (peers still "
+                       "see the whole recording; default: all)")  # fmt: skip
+    group.add_argument(
+        "--smooth", choices=SMOOTHERS, default="none",
+        help="also report the stages after HMM smoothing of each night's probabilities "
+        "(hmm: transitions counted on synthetic hypnograms; default: none)",
+    )  # fmt: skip
+    add_perturb_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate on shards, on recordings, or on recordings under perturbations."""
+    if args.batch_size < 1:
+        raise ModelError(f"--batch-size must be at least 1, got {args.batch_size}")
+    has_recordings = bool(args.recordings or args.recordings_opt)
+    if has_recordings and args.shards:
+        raise PSGError("give --shards or RECORDING inputs, not both")
+    if args.perturb:
+        return run_perturbed(args)
+    if has_recordings:
+        return run_recordings(args)
+    if not args.shards:
+        raise PSGError("give --shards or RECORDING inputs")
+    return run_shards(args)
