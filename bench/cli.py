@@ -8,6 +8,8 @@
 - ``infer``: epochs/s of staging by candidate scoring (:mod:`bench.model`).
 - ``pins``: the CPU kernel's pixels on the adversarial set against the committed pin
   (``--update`` re-pins on purpose; :mod:`bench.adversarial`).
+- ``tables``: the tables of ``bench/RESULTS.md`` regenerated from the committed reports
+  (``--check``: exit 1 where they differ; :mod:`bench.tables`).
 
 Each benchmark writes ``OUT/{which}.json`` and ``OUT/{which}.md`` (``render`` also
 ``render.png``), ``OUT`` by default ``bench/results/<machine>/`` (committed).
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import adversarial, kernel, model, render
+from . import adversarial, kernel, model, render, tables
 
 __all__ = ["BENCHMARKS", "add_arguments", "run"]
 
@@ -28,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "train": "samples/s of LoRA training steps",
     "infer": "epochs/s of staging with score_candidates",
     "pins": "check (or --update) the CPU kernel's pinned pixels on the adversarial set",
+    "tables": "regenerate (or --check) the tables of bench/RESULTS.md from the reports",
 }
 
 
@@ -42,11 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kernel.add_arguments(sub)
         elif which == "pins":
             adversarial.add_arguments(sub)
+        elif which == "tables":
+            tables.add_arguments(sub)
         else:
             model.add_arguments(sub, which)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark."""
-    runners = {"render": render.run, "kernel": kernel.run, "pins": adversarial.run}
+    runners = {
+        "render": render.run,
+        "kernel": kernel.run,
+        "pins": adversarial.run,
+        "tables": tables.run,
+    }
     return runners.get(args.which, model.run)(args)
