@@ -367,8 +367,15 @@ def machine_info(extra_libraries: Iterable[str] = (), gpu: str | None = None) ->
         "load_average": [round(x, 2) for x in load],
         **git_state(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": _command_line(),
     }
+
+
+def _command_line() -> str:
+    """This process's command line as typed: ``psgvlm bench ...``, ``python -m bench.tables``."""
+    program = Path(sys.argv[0])
+    name = f"python -m {program.parent.name}" if program.name == "__main__.py" else program.name
+    return shlex.join([name, *sys.argv[1:]])
 
 
 def machine_slug(machine: Mapping[str, Any]) -> str:
