@@ -925,8 +925,14 @@ def _execute_pool(
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")
-    manager = context.Manager() if on_progress is not None else None
-    channel = manager.Queue() if manager is not None else None
+    manager, channel = None, None
+    if on_progress is not None:
+        try:
+            manager = context.Manager()
+            channel = manager.Queue()
+        except Exception:  # noqa: BLE001 - without it the bar moves per recording
+            logger.debug("no progress queue for the worker processes", exc_info=True)
+            manager, channel = None, None
 
     def drain() -> None:
         while channel is not None:
@@ -1104,7 +1110,8 @@ class RenderReport:
                     f"{split:<6}{len(manifest.subjects.get(split, [])):>6}{counts['shards']:>8}"
                     f"{counts['samples']:>9}" + "".join(f"{counts.get(n, 0):>8}" for n in names)
                 )
-        lines += [f"note: {note}" for note in self.notes]
+        if not self.stopped:
+            lines += [f"note: {note}" for note in self.notes]
         if failures and self.failed:
             lines.append(self.failure_report())
         return "\n".join(lines)
@@ -1112,11 +1119,21 @@ class RenderReport:
     def failure_report(self) -> str:
         """The failed recordings, one line each with its cause, and what to do next."""
         lines = [f"failed: {f['file']}: {f['reason']}" for f in self.failed]
-        if self.stopped:
+        others = (
+            f", or add --keep-going to render the other {self.not_attempted}"
+            if self.not_attempted
+            else ""
+        )
+        if self.stopped and not (self.rendered or self.resumed):
             lines.append(
-                f"stopped at the first failure; the recordings finished so far are kept in "
-                f"{self.out / _WORK}: fix the cause and rerun the same command to go on, or "
-                "add --keep-going to render the others and list the failures in the manifest"
+                f"nothing was drawn: fix the cause and rerun (corrected arguments are "
+                f"accepted){others}"
+            )
+        elif self.stopped:
+            lines.append(
+                f"stopped at the first failure; the {self.rendered + self.resumed} "
+                f"recording(s) finished so far are kept in {self.out / _WORK}: fix the cause "
+                f"and rerun the same command to go on{others}"
             )
         elif self.failed:
             lines.append(
@@ -1446,16 +1463,17 @@ def render_dataset(
         synthetic_spec = [f"synthetic:{directory}"]
     failed: list[dict[str, str]] = []
     pairs: list[RecordingPair] = []
-    if specs:
-        pairs += resolve_inputs(
-            specs,
+    if hypnogram is None and specs + synthetic_spec:
+        pairs = resolve_inputs(
+            specs + synthetic_spec,
             scorer=settings.scorer,
             unpaired=failed,
-            hypnogram=hypnogram,
             unscored=settings.unscored,
         )
-    if synthetic_spec:
-        pairs += resolve_inputs(synthetic_spec, scorer=settings.scorer, unscored=settings.unscored)
+    else:  # --hypnogram belongs to the one INPUT, not to the synthetic nights
+        pairs = resolve_inputs(specs, scorer=settings.scorer, unpaired=failed, hypnogram=hypnogram)
+        if synthetic_spec:
+            pairs += resolve_inputs(synthetic_spec, scorer=settings.scorer)
     if strict and failed:
         raise DatasetError(f"{failed[0]['file']}: {failed[0]['reason']}")
     done_before = {
@@ -1520,8 +1538,6 @@ def render_dataset(
             )
     if strict and failed:
         raise DatasetError(f"{failed[0]['file']}: {failed[0]['reason']}")
-    for failure in failed:
-        logger.warning("%s: %s", failure["file"], failure["reason"])
     if not tasks and not previous:
         raise DatasetError(
             "nothing can be rendered: " + "; ".join(f"{f['file']}: {f['reason']}" for f in failed)
@@ -1587,7 +1603,9 @@ def render_dataset(
     if report.stopped:
         # Tasks that were running when the run stopped may have finished meanwhile.
         now_finished = {path.stem for path in _finished_markers(work)}
-        report.rendered = sum(1 for t in checked if t.slug in now_finished)
+        markers = [work / "done" / f"{t.slug}.json" for t in checked if t.slug in now_finished]
+        report.rendered = len(markers)
+        report.epochs = sum(json.loads(m.read_text(encoding="utf-8"))["epochs"] for m in markers)
         report.not_attempted = sum(
             1 for t in checked if t.slug not in now_finished and t.slug not in failed_slugs
         )

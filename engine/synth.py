@@ -1508,19 +1508,38 @@ def write_night(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``psgvlm synth``."""
-    parser.add_argument("--nights", type=int, default=1, help="number of nights (default 1)")
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--hours", type=float, default=8.0, help="length of each night")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first night")
+    """Options of ``psgvlm synth``; every option's help ends with its default."""
     parser.add_argument(
-        "--fs", default="256", help="sampling rate in Hz, or 'random' (default 256)"
+        "--nights", type=int, default=1, help="number of nights to write (default: 1)"
     )
     parser.add_argument(
-        "--channels", default="all", help="'all', 'random' or comma-separated labels"
+        "--out",
+        required=True,
+        type=Path,
+        help="output directory; nights are named synth-SEED (two runs into different "
+        "folders can be rendered together: their ids are told apart by folder) (required)",
     )
     parser.add_argument(
-        "--no-randomize", action="store_true", help="canonical subject, no artefacts"
+        "--hours", type=float, default=8.0, help="length of each night in hours (default: 8.0)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the first night; night i uses seed + i (default: 0)",
+    )
+    parser.add_argument(
+        "--fs", default="256", help="sampling rate in Hz, or 'random' (default: 256)"
+    )
+    parser.add_argument(
+        "--channels",
+        default="all",
+        help="'all', 'random' or comma-separated labels (default: all)",
+    )
+    parser.add_argument(
+        "--no-randomize",
+        action="store_true",
+        help="canonical subject, no artefacts (default: randomised subject and artefacts)",
     )
 
 
