@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from engine.errors import PSGError
@@ -43,6 +44,47 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless it already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or action.required
+            or not action.option_strings
+        ):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})" if shown != "" else text
+
+
+def build_parser(command: str) -> tuple[argparse.ArgumentParser, object]:
+    """The parser of one subcommand (no abbreviations) and the module that runs it."""
+    module = importlib.import_module(COMMANDS[command][0])
+    parser = argparse.ArgumentParser(
+        prog=f"psgvlm {command}",
+        description=COMMANDS[command][1],
+        allow_abbrev=False,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    if command in ("ask", "chat"):
+        module.add_arguments(parser, command)
+    else:
+        module.add_arguments(parser)
+    return parser, module
+
+
+def _quiet_broken_pipe() -> int:
+    """A reader closed our output (``psgvlm info FILE | head``): stop without a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, as a killed pipeline writer reports
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``psgvlm`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -58,20 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"psgvlm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
-    parser = argparse.ArgumentParser(prog=f"psgvlm {command}", description=COMMANDS[command][1])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    if command in ("ask", "chat"):
-        module.add_arguments(parser, command)
-    else:
-        module.add_arguments(parser)
-    args = parser.parse_args(rest)
-    args.command = command
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
     try:
+        parser, module = build_parser(command)
+        args = parser.parse_args(rest)
+        args.command = command
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
         return int(module.run(args) or 0)
     except PSGError as err:
         print(f"psgvlm {command}: error: {err}", file=sys.stderr)
@@ -79,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"psgvlm {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -12,8 +14,11 @@ import numpy as np
 import pytest
 
 # The tests never write into the user's ~/.cache/psgvlm (tiny models are built here);
-# child processes (CLI tests, accelerate launch) inherit it.
-os.environ.setdefault("PSGVLM_CACHE_DIR", tempfile.mkdtemp(prefix="psgvlm-test-cache-"))
+# child processes (CLI tests, accelerate launch) inherit it, the process that made it
+# removes it at exit.
+if "PSGVLM_CACHE_DIR" not in os.environ:
+    os.environ["PSGVLM_CACHE_DIR"] = tempfile.mkdtemp(prefix="psgvlm-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["PSGVLM_CACHE_DIR"], ignore_errors=True)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
