@@ -193,6 +193,8 @@ class RenderSettings:
             raise ShardError("--maxcount and --maxsize must be positive")
         if not 0 <= self.context <= 10:
             raise RenderError(f"--context must be 0-10, got {self.context}")
+        if isinstance(self.scorer, bool) or not isinstance(self.scorer, int) or self.scorer < 1:
+            raise RenderError(f"--scorer must be a positive integer, got {self.scorer!r}")
 
 
 @dataclass(frozen=True)
@@ -717,9 +719,12 @@ def _json_safe(value: Any) -> Any:
 def _warm_up(settings: RenderSettings, device: str) -> None:
     """Load the render kernels and the encoder once, so that the render clock times work.
 
-    The first call of a numba kernel loads (or compiles) it and the first encode imports
-    the encoder; in this process that happens here, before the drawing is timed.
+    The first call of a numba kernel loads (or compiles) it, the first encode imports
+    the encoder and the first recording imports the readers and scipy's filters; in this
+    process that happens here, before the drawing is timed.
     """
+    from . import epochs, preprocess  # noqa: F401 - imported for their import time
+    from .io import edf, hypnogram  # noqa: F401
     from .raster import RenderSpec
 
     spec = RenderSpec.for_roles(
@@ -804,6 +809,13 @@ def _write_synthetic_nights(
 
     if count < 1:
         raise DatasetError(f"--synthetic must be at least 1, got {count}")
+    directory = Path(directory)
+    # Nights beyond ``count`` (an earlier run asked for more) would be rendered too.
+    for stale in directory.glob("night-*") if directory.is_dir() else ():
+        number = stale.name[len("night-") :].split("-", 1)[0]
+        if number.isdigit() and int(number) >= count:
+            stale.unlink()
+            (directory / f".night-{number}.done").unlink(missing_ok=True)
     if not (math.isfinite(hours) and hours > 0):
         raise DatasetError(f"--synthetic-hours must be positive, got {hours}")
     directory = Path(directory)
@@ -1807,6 +1819,8 @@ def _command_line(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``psgvlm render``; exit status 1 when any recording failed."""
+    if args.strict and args.keep_going:
+        raise RenderError("--strict and --keep-going exclude each other")
     settings = RenderSettings(
         montage=args.montage,
         width=args.size[0],

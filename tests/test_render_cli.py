@@ -405,3 +405,17 @@ def test_every_option_shows_its_default(command):
     for action in parser._actions:
         if action.option_strings and action.dest != "help":
             assert "default" in (action.help or "") or action.required, action.option_strings
+
+
+def test_corrected_synthetic_rerun_renders_only_the_nights_asked_for(tmp_path, capsys):
+    out = tmp_path / "out"
+    small = ["--synthetic-hours", "0.05", *FAST]
+    assert (
+        main(["render", "--synthetic", "3", "--montage", "eeg=Nope", "--out", str(out), *small])
+        == 1
+    )
+    capsys.readouterr()
+    assert main(["render", "--synthetic", "2", "--out", str(out), *small]) == 0
+    manifest = read_manifest(out)
+    assert sorted(r["recording"] for r in manifest.recordings) == ["night-0000", "night-0001"]
+    assert not list((out / "_synthetic").glob("night-0002*"))
