@@ -764,6 +764,36 @@ def _preflight(task: RecordingTask) -> tuple[int, str | None]:
         return 0, _reason(err, task.pair.psg_path)
 
 
+def _check_tasks(
+    tasks: Sequence[RecordingTask], failed: list[dict[str, str]], progress: bool | None
+) -> tuple[list[RecordingTask], dict[str, int]]:
+    """:func:`_preflight` every task; failures are appended to ``failed``.
+
+    Returns
+    -------
+    (list of RecordingTask, dict)
+        The tasks that passed, and their epoch estimates by slug.
+    """
+    from tqdm import tqdm
+
+    checked, estimates = [], {}
+    quiet = len(tasks) < 50 or progress is False
+    for task in tqdm(tasks, desc="check", unit="rec", disable=True if quiet else None):
+        estimate, problem = _preflight(task)
+        if problem is None:
+            estimates[task.slug] = estimate
+            checked.append(task)
+        else:
+            failed.append(
+                {
+                    "file": str(task.pair.psg_path),
+                    "recording": f"{task.pair.dataset}/{task.pair.recording}",
+                    "reason": problem,
+                }
+            )
+    return checked, estimates
+
+
 def _reason(err: BaseException, path: Path) -> str:
     """A failure's cause in one line, without a leading ``PATH: `` (the file is listed)."""
     text = str(err) if isinstance(err, PSGError) else f"{type(err).__name__}: {err}"
@@ -1522,32 +1552,9 @@ def render_dataset(
     finished = {path.stem for path in _finished_markers(work)}
     pending = [t for t in tasks if t.slug not in finished]
     report.resumed = len(tasks) - len(pending)
-    report.retried = sum(
-        1
-        for t in pending
-        if previous and str(t.pair.psg_path) in {f["file"] for f in previous.failed}
-    )
-    # Before any drawing: every recording's header, channels and montage.
-    estimates: dict[str, int] = {}
-    checked = []
-    for task in tqdm(
-        pending,
-        desc="check",
-        unit="rec",
-        disable=True if len(pending) < 50 else ((not progress) if progress is not None else None),
-    ):
-        estimate, problem = _preflight(task)
-        if problem is None:
-            estimates[task.slug] = estimate
-            checked.append(task)
-        else:
-            failed.append(
-                {
-                    "file": str(task.pair.psg_path),
-                    "recording": f"{task.pair.dataset}/{task.pair.recording}",
-                    "reason": problem,
-                }
-            )
+    retry_files = {f["file"] for f in previous.failed} if previous else set()
+    report.retried = sum(1 for t in pending if str(t.pair.psg_path) in retry_files)
+    checked, estimates = _check_tasks(pending, failed, progress)
     if strict and failed:
         raise DatasetError(f"{failed[0]['file']}: {failed[0]['reason']}")
     if not tasks and not previous:

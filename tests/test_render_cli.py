@@ -419,3 +419,20 @@ def test_corrected_synthetic_rerun_renders_only_the_nights_asked_for(tmp_path, c
     manifest = read_manifest(out)
     assert sorted(r["recording"] for r in manifest.recordings) == ["night-0000", "night-0001"]
     assert not list((out / "_synthetic").glob("night-0002*"))
+
+
+def test_a_whole_render_never_imports_torch(tmp_path):
+    """Writing shards does not go through webdataset (whose import pulls in torch)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    code = (
+        "import sys; from psgvlm.cli import main; "
+        f"rc = main(['render', '--synthetic', '1', '--synthetic-hours', '0.05', '--out', "
+        f"{str(out)!r}, '--no-progress', '--size', '64x32']); "
+        "print(rc, sorted(m for m in ('torch', 'webdataset', 'vlm') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 []"
+    assert verify_shards(out)["samples"] > 0

@@ -207,3 +207,33 @@ def test_list_shards_ignores_temporary_and_foreign_files(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in list_shards(tmp_path)] == ["train-000000.tar", "val-000001.tar"]
     assert [p.name for p in list_shards(tmp_path, "val")] == ["val-000001.tar"]
+
+
+def test_shards_are_written_byte_for_byte_as_webdataset_writes_them(tmp_path):
+    """ShardSink writes tar members itself (no webdataset import, which imports torch),
+    exactly as ``webdataset.TarWriter(encoder=False, mtime=0)`` would."""
+    import io
+
+    import webdataset as wds
+
+    from engine.shards import _TarWriter
+
+    samples = [
+        make_sample(f"edf_rec_{i:05d}", bytes(range(256)) * (i + 1), "png", i % 5, {"epoch": i})
+        for i in range(7)
+    ]
+    theirs, ours = io.BytesIO(), io.BytesIO()
+    writer = wds.TarWriter(theirs, encoder=False, mtime=0)
+    for sample in samples:
+        writer.write(sample)
+    writer.close()
+    mine = _TarWriter(ours)
+    for sample in samples:
+        mine.write(sample)
+    mine.close()
+    assert ours.getvalue() == theirs.getvalue()
+    with ShardSink(tmp_path, "train") as sink:
+        for sample in samples:
+            sink.write(sample)
+    read = list(wds.WebDataset(str(tmp_path / "train-000000.tar"), shardshuffle=False))
+    assert [s["__key__"] for s in read] == [s["__key__"] for s in samples]
