@@ -375,7 +375,7 @@ def _command_line() -> str:
     """This process's command line as typed: ``psgvlm bench ...``, ``python -m bench.tables``."""
     program = Path(sys.argv[0])
     name = f"python -m {program.parent.name}" if program.name == "__main__.py" else program.name
-    return shlex.join([name, *sys.argv[1:]])
+    return " ".join([name, *map(shlex.quote, sys.argv[1:])])
 
 
 def machine_slug(machine: Mapping[str, Any]) -> str:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .report import BenchError, format_rate, goal_line, markdown_table, short_commit
+from .report import BenchError, format_rate, goal_line, markdown_table
 
 __all__ = ["RESULTS", "KINDS", "Block", "find_blocks", "generate", "update", "main"]
 
@@ -86,17 +86,20 @@ def _provenance(reports: Sequence[tuple[str, dict[str, Any]]]) -> str:
     lines = []
     for path, report in reports:
         machine = report["machine"]
-        commit = short_commit(machine)
+        commit = f"`{(machine.get('git_commit') or '?')[:7]}`"
         if machine.get("git_dirty"):
             files = machine.get("git_dirty_files") or []
-            commit += f" (uncommitted: {', '.join(files[:8])}{', ...' if len(files) > 8 else ''})"
+            more = ", ..." if len(files) > 8 else ""
+            commit += f" plus uncommitted changes ({', '.join(files[:8])}{more})"
         elif machine.get("git_dirty") is False:
-            commit += " (clean tree)"
+            commit += ", clean tree"
+        else:
+            commit += f" (from {machine.get('git_commit_from', 'git')}; clean tree unknown)"
         gpu = machine.get("gpu") or "no GPU"
         wall = f", {report['wall_s']:g} s wall" if "wall_s" in report else ""
         load = machine.get("load_average")
         lines.append(
-            f"- [`{path}`]({path}): `{machine['command']}` at git `{commit}`, "
+            f"- [`{path}`]({path}): `{machine['command']}` at git {commit}, "
             f"{machine['date'].replace('T', ' ').replace('+00:00', ' UTC')}; {machine['cpu']}, "
             f"{machine['usable_cores']} usable cores, {gpu}; load average {load} at the "
             f"start{wall}; source digest `{machine.get('source_digest', '?')}`"

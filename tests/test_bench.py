@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from bench import adversarial
+from bench import adversarial, tables
 from bench.render import RenderBenchSettings, montage_for, parse_sizes, parse_workers
 from bench.report import (
     GOAL_STATUSES,
+    RESULTS_DIR,
     BenchError,
     PeakRSS,
     goal,
     goal_line,
+    machine_slug,
     markdown_table,
     summarize,
 )
@@ -253,3 +257,107 @@ def test_kernel_ab_report(tmp_path, capsys):
     assert "python -m bench.adversarial --update" in capsys.readouterr().err
     assert main(argv[:3] + ["no-such-revision", *argv[4:]]) == 2
     assert "no-such-revision" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ RESULTS.md tables
+
+
+def _tracked(paths):
+    root = Path(__file__).resolve().parents[1]
+    listed = subprocess.run(["git", "-C", str(root), "ls-files", "--", *map(str, paths)],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return {(root / line).resolve() for line in listed.splitlines()}
+
+
+def test_results_tables_equal_what_their_reports_give():
+    """bench/RESULTS.md's tables are exactly what ``python -m bench.tables`` makes of the
+    committed reports (rerun the benchmarks, then ``python -m bench.tables``, commit both)."""
+    diff = tables.update(tables.RESULTS, check=True)
+    assert diff == [], "\n".join(diff[:80])
+    kinds = {block.kind for block in tables.find_blocks(tables.RESULTS.read_text())}
+    assert {"provenance", "render-throughput", "render-ratios", "render-goals", "kernel"} <= kinds
+    assert main(["bench", "tables", "--check"]) == 0
+
+
+def test_results_reports_are_committed_with_their_provenance():
+    reports = tables.referenced_reports()
+    assert reports and all(path.is_relative_to(RESULTS_DIR) for path in reports)
+    if (Path(__file__).resolve().parents[1] / ".git").exists():
+        assert set(reports) <= _tracked(reports), "commit the reports RESULTS.md reads"
+    for path in reports:
+        machine = json.loads(path.read_text())["machine"]
+        assert len(machine["git_commit"]) == 40 and machine["git_dirty"] in (True, False, None)
+        assert {"date", "source_digest", "cpu", "gpu", "command"} <= set(machine)
+        assert path.parent.name == machine_slug(machine) or os.environ.get("PSGVLM_BENCH_MACHINE")
+
+
+def test_tables_check_catches_a_hand_edited_figure(quick_render, capsys):
+    """A figure changed by hand (or a stale table) fails ``--check``; the command restores it."""
+    out, report = quick_render
+    page = out / "page.md"
+    page.write_text("# t\n\n<!-- table: render-goals render.json -->\n<!-- end table -->\n\n"
+                    "<!-- table: provenance render.json -->\nstale\n<!-- end table -->\n")  # fmt: skip
+    assert tables.update(page) != []  # filled in
+    assert tables.update(page, check=True) == []
+    text = page.read_text()
+    assert text.count("- **") == len(report["goals"])
+    assert f"`{report['machine']['command']}`" in text
+    first = report["goals"][0]
+    edited = text.replace(f"median {first['value']:,.3g}", f"median {first['value'] * 2:,.3g}", 1)
+    assert edited != text
+    page.write_text(edited)
+    assert main(["bench", "tables", "--check", "--page", str(page)]) == 1
+    assert "tables differ from their reports" in capsys.readouterr().err
+    assert page.read_text() == edited  # --check changes nothing
+    assert main(["bench", "tables", "--page", str(page)]) == 0
+    assert page.read_text() == text
+    page.write_text("<!-- table: no-such-kind render.json -->\n<!-- end table -->\n")
+    assert tables.main(["--page", str(page)]) == 2
+    page.write_text("<!-- table: render-goals missing.json -->\n<!-- end table -->\n")
+    assert tables.main(["--page", str(page)]) == 2
+    assert "missing.json: no such report" in capsys.readouterr().err
+
+
+def test_reports_default_to_the_committed_results_folder(monkeypatch):
+    from bench.report import default_out_dir, report_dir
+
+    machine = {"cpu": "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz", "usable_cores": 16,
+               "gpu": None}  # fmt: skip
+    assert machine_slug(machine) == "intel-xeon-platinum-8480-16cpu"
+    assert machine_slug(machine | {"gpu": "NVIDIA H200"}) == "nvidia-h200-16cpu"
+    assert report_dir(None, machine) == RESULTS_DIR / "intel-xeon-platinum-8480-16cpu"
+    assert report_dir("elsewhere", machine) == Path("elsewhere")
+    assert default_out_dir().parent == RESULTS_DIR
+    monkeypatch.setenv("PSGVLM_BENCH_MACHINE", "My VM #2")
+    assert machine_slug(machine) == "my-vm-2"
+
+
+def test_git_state_names_the_commit_and_a_dirty_tree(tmp_path, monkeypatch):
+    from bench.report import git_state, source_digest
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pyproject.toml").write_text("")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    monkeypatch.delenv("PSGVLM_GIT_COMMIT", raising=False)
+    clean = git_state(tmp_path)
+    assert clean["git_dirty"] is False and len(clean["git_commit"]) == 40
+    assert clean["source_digest"] == source_digest(tmp_path)
+    (tmp_path / "notes.md").write_text("prose does not make the tree dirty\n")
+    assert git_state(tmp_path)["git_dirty"] is False
+    (tmp_path / "engine" / "a.py").write_text("x = 2\n")
+    dirty = git_state(tmp_path)
+    assert dirty["git_dirty"] is True and dirty["git_dirty_files"] == ["engine/a.py"]
+    assert dirty["source_digest"] != clean["source_digest"]
+    # A copy whose .git is stale: the commit named by PSGVLM_GIT_COMMIT, cleanliness unknown.
+    monkeypatch.setenv("PSGVLM_GIT_COMMIT", "0123456789abcdef0123456789abcdef01234567")
+    claimed = git_state(tmp_path)
+    assert claimed["git_commit"].startswith("0123456") and claimed["git_dirty"] is None
+    assert claimed["git_commit_from"] == "PSGVLM_GIT_COMMIT"
+    monkeypatch.setenv("PSGVLM_GIT_COMMIT", clean["git_commit"][:10])
+    assert git_state(tmp_path)["git_dirty"] is True  # HEAD is that commit: git can tell
