@@ -220,22 +220,11 @@ def write_edf_annotations(
     start_time : datetime, optional
         The recording's start, so that readers line the annotations up with it.
     """
-    import pyedflib
+    from engine.io.hypnogram import write_annotations_edf
 
     onsets, durations, stages, _ = _check_rows(onsets, durations, stages)
-    if np.any(onsets < 0) or np.any(durations <= 0):
-        raise HypnogramError("EDF+ annotations need onsets >= 0 and positive durations")
-    path = Path(path)
-    writer = pyedflib.EdfWriter(str(path), 0, pyedflib.FILETYPE_EDFPLUS)
-    try:
-        if start_time is not None:
-            writer.setStartdatetime(start_time)
-        writer.setEquipment("psgvlm")
-        for onset, duration, stage in zip(onsets, durations, stages):
-            writer.writeAnnotation(float(onset), float(duration), EDF_LABELS[int(stage)])
-    finally:
-        writer.close()
-    return path
+    labels = [EDF_LABELS[int(stage)] for stage in stages]
+    return write_annotations_edf(path, list(zip(onsets, durations, labels)), start_time)
 
 
 def plot_hypnogram(

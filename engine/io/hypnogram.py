@@ -48,7 +48,14 @@ from ..errors import EDFError, HypnogramError, UnknownStageError
 from ..stages import STAGE_NAMES, Stage, stage_name, to_stage
 from .edf import signal_file_family
 
-__all__ = ["FORMATS", "Hypnogram", "read_hypnogram", "detect_format", "find_hypnogram"]
+__all__ = [
+    "FORMATS",
+    "Hypnogram",
+    "read_hypnogram",
+    "detect_format",
+    "find_hypnogram",
+    "write_annotations_edf",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -639,3 +646,57 @@ def find_hypnogram(psg_path: str | os.PathLike[str]) -> Path | None:
             if candidate != psg_path and candidate.is_file():
                 return candidate
     return None
+
+
+def write_annotations_edf(
+    path: str | os.PathLike[str],
+    annotations: Sequence[tuple[float, float, str]],
+    start_time: datetime | None = None,
+    patient: str = "",
+    equipment: str = "psgvlm",
+) -> Path:
+    """Write an annotations-only EDF+ file (a Sleep-EDF style hypnogram) with pyedflib.
+
+    Parameters
+    ----------
+    path : path
+        Output ``.edf`` file.
+    annotations : sequence of (onset, duration, text)
+        Seconds from the recording start (EDF+ keeps 0.1 ms) and the annotation text,
+        e.g. ``"Sleep stage N2"``.
+    start_time : datetime, optional
+        The recording's start, so that readers line the annotations up with it.
+    patient, equipment : str
+        Header fields.
+
+    Raises
+    ------
+    HypnogramError
+        For a negative onset or a non-positive duration.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "hypnogram.edf"
+    >>> _ = write_annotations_edf(path, [(0.0, 30.0, "Sleep stage W"), (30.0, 60.0, "Sleep stage N2")])
+    >>> read_hypnogram(path).stages.tolist()
+    [0, 2]
+    """
+    import pyedflib
+
+    rows = [(float(onset), float(duration), str(text)) for onset, duration, text in annotations]
+    if any(onset < 0 or duration <= 0 for onset, duration, _ in rows):
+        raise HypnogramError(f"{path}: EDF+ annotations need onsets >= 0 and positive durations")
+    path = Path(path)
+    writer = pyedflib.EdfWriter(str(path), 0, pyedflib.FILETYPE_EDFPLUS)
+    try:
+        if start_time is not None:
+            writer.setStartdatetime(start_time)
+        if patient:
+            writer.setPatientCode(patient)
+        writer.setEquipment(equipment)
+        for onset, duration, text in rows:
+            writer.writeAnnotation(onset, duration, text)
+    finally:
+        writer.close()
+    return path
