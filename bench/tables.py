@@ -14,8 +14,8 @@ reports are the JSON files the benchmarks write into ``bench/results/<machine>/`
 
 Kinds (:data:`KINDS`): ``provenance`` (one line per report: command, git commit and
 whether the tree was clean, machine, device, date), ``render-throughput``,
-``render-ratios``, ``render-goals``, ``model`` (a train and an infer report) and
-``kernel``.
+``render-ratios``, ``render-goals``, ``model`` (train and infer reports), ``kernel``
+and ``pins`` (the adversarial pin file of :mod:`bench.adversarial`).
 
 Examples
 --------
@@ -204,6 +204,24 @@ def _kernel(reports: Sequence[tuple[str, dict[str, Any]]]) -> str:
     )  # fmt: skip
 
 
+def _pins(reports: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    lines = []
+    for path, pins in reports:
+        at, cases, corners, every = (
+            pins["pinned_at"], pins["cases"], pins["corner_cases"], pins["fast_every"]
+        )  # fmt: skip
+        fast = sum(1 for i in range(cases) if i < corners or i % every == 0)
+        state = {True: " plus uncommitted changes", False: ", clean tree"}.get(at["git_dirty"], "")
+        lines.append(
+            f"- [`{path}`]({path}): {cases:,} adversarial cases ({corners} written by hand), "
+            f"pinned at git `{(at['git_commit'] or '?')[:7]}`{state}, "
+            f"{at['date'].replace('T', ' ').replace('+00:00', ' UTC')} (numpy {at['numpy']}, "
+            f"numba {at['numba']}, Pillow {at['pillow']}); CI checks {fast} of them (the "
+            f"hand-written ones and every {every}th)"
+        )
+    return "\n".join(lines)
+
+
 #: kind -> table maker (it takes one or more ``(path, report)`` pairs)
 KINDS: dict[str, Callable[[Sequence[tuple[str, dict[str, Any]]]], str]] = {
     "provenance": _provenance,
@@ -212,6 +230,7 @@ KINDS: dict[str, Callable[[Sequence[tuple[str, dict[str, Any]]]], str]] = {
     "render-goals": _render_goals,
     "model": _model,
     "kernel": _kernel,
+    "pins": _pins,
 }
 
 

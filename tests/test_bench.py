@@ -275,12 +275,15 @@ def test_results_tables_equal_what_their_reports_give():
     diff = tables.update(tables.RESULTS, check=True)
     assert diff == [], "\n".join(diff[:80])
     kinds = {block.kind for block in tables.find_blocks(tables.RESULTS.read_text())}
-    assert {"provenance", "render-throughput", "render-ratios", "render-goals", "kernel"} <= kinds
+    assert {"provenance", "render-throughput", "render-ratios", "render-goals", "kernel",
+            "pins"} <= kinds  # fmt: skip
     assert main(["bench", "tables", "--check"]) == 0
 
 
 def test_results_reports_are_committed_with_their_provenance():
-    reports = tables.referenced_reports()
+    everything = tables.referenced_reports()
+    assert adversarial.PIN_FILE in everything  # the pin's own line is generated too
+    reports = [path for path in everything if path != adversarial.PIN_FILE]
     assert reports and all(path.is_relative_to(RESULTS_DIR) for path in reports)
     if (Path(__file__).resolve().parents[1] / ".git").exists():
         assert set(reports) <= _tracked(reports), "commit the reports RESULTS.md reads"
