@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from .report import BenchError, git_state, library_versions
+
 __all__ = [
     "PIN_FILE",
     "SEED",
@@ -382,9 +384,16 @@ class CheckResult:
 
 def read_pins(path: str | Path = PIN_FILE) -> dict[str, Any]:
     """The pin file as a dict (``pins`` keyed by int case index)."""
-    data = json.loads(Path(path).read_text())
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BenchError(
+            f"no pin file at {path} (python -m bench.adversarial --update makes one)"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise BenchError(f"{path}: not a pin file ({err})") from None
     if data.get("format") != _FORMAT:
-        raise ValueError(f"{path}: unknown pin format {data.get('format')!r}")
+        raise BenchError(f"{path}: unknown pin format {data.get('format')!r}")
     data["pins"] = {int(k): tuple(v) for k, v in data["pins"].items()}
     return data
 
@@ -427,12 +436,10 @@ def check_pins(
 
 def write_pins(path: str | Path = PIN_FILE, renderer: Renderer | None = None) -> dict[str, Any]:
     """Render the full set and write the pin file; return what changed against the old one."""
-    from bench.report import git_state, library_versions
-
     path = Path(path)
     old = read_pins(path)["pins"] if path.exists() else {}
     pins = compute_pins(range(FULL_CASES), renderer)
-    versions = library_versions()
+    versions, git = library_versions(), git_state()
     header = {
         "format": _FORMAT,
         "about": "sha256 (16 hex) of each adversarial case's inputs and of the pixels the CPU "
@@ -447,8 +454,8 @@ def write_pins(path: str | Path = PIN_FILE, renderer: Renderer | None = None) ->
             "".join(p for _, p in (pins[i] for i in sorted(pins))).encode()
         ).hexdigest()[:_DIGEST_HEX],
         "pinned_at": {
-            "git_commit": git_state()["git_commit"],
-            "git_dirty": git_state()["git_dirty"],
+            "git_commit": git["git_commit"],
+            "git_dirty": git["git_dirty"],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **{k: versions[k] for k in ("numpy", "numba", "pillow")},
         },
@@ -494,7 +501,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.adversarial",
                                      description=__doc__.split("\n")[0])  # fmt: skip
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except BenchError as err:
+        print(f"bench pins: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -135,5 +135,7 @@ def test_command_line_checks_and_refuses_a_fast_update(capsys):
     assert adversarial.main(["--fast"]) == 0
     assert "same pixels" in capsys.readouterr().out
     assert adversarial.main(["--fast", "--update"]) == 2
+    assert adversarial.main(["--pins", "/nonexistent/pins.json"]) == 2
+    assert "no pin file at /nonexistent/pins.json" in capsys.readouterr().err
     with pytest.raises(ValueError, match="case index"):
         build_case(FULL_CASES)
