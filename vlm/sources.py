@@ -48,6 +48,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PRERAU_PREFIX = "prerau:"
+DREAMS_PREFIX = "dreams:"
 YASA_PREFIX = "yasa:"
 
 
@@ -186,8 +187,8 @@ class Recording:
 def open_recording(
     recording: str | os.PathLike, hypnogram: str | os.PathLike | Hypnogram | None = None
 ) -> Recording:
-    """One recording: an EDF/BDF file (with ``hypnogram`` as its scorer, if given) or
-    ``prerau:DIR``.
+    """One recording: an EDF/BDF file (with ``hypnogram`` as its scorer, if given),
+    ``prerau:DIR`` or ``dreams:DIR/excerptN.txt`` (:mod:`engine.io.dreams`).
 
     Raises
     ------
@@ -200,6 +201,11 @@ def open_recording(
 
         rec = load_prerau(text[len(PRERAU_PREFIX) :])
         return Recording("prerau", rec.recording, rec.labels, rec.hypnogram, arrays=rec)
+    if text.startswith(DREAMS_PREFIX) and not os.path.exists(text):
+        from engine.io.dreams import load_dreams_excerpt
+
+        rec = load_dreams_excerpt(text[len(DREAMS_PREFIX) :])
+        return Recording("dreams", rec.recording, rec.labels, rec.hypnogram, arrays=rec)
     from engine.io.edf import open_recording as open_edf
     from engine.io.hypnogram import read_hypnogram
 
@@ -226,8 +232,8 @@ def find_recordings(
     Parameters
     ----------
     inputs : sequence of str
-        ``prerau:DIR``, EDF files, folders, globs or dataset specs
-        (:func:`engine.io.datasets.find_pairs`).
+        ``prerau:DIR``, ``dreams:DIR`` (every excerpt) or ``dreams:DIR/excerptN.txt``, EDF
+        files, folders, globs or dataset specs (:func:`engine.io.datasets.find_pairs`).
     hypnogram : path, optional
         Hypnogram file of a single EDF input (otherwise paired by dataset rules).
     scorer : int
@@ -249,6 +255,12 @@ def find_recordings(
     for spec in inputs:
         if spec.startswith(PRERAU_PREFIX) and not os.path.exists(spec):
             out.append(open_recording(spec))
+        elif spec.startswith(DREAMS_PREFIX) and not os.path.exists(spec):
+            from engine.io.dreams import find_dreams_excerpts
+
+            path = Path(spec[len(DREAMS_PREFIX) :])
+            excerpts = find_dreams_excerpts(path) if path.is_dir() else [path]
+            out.extend(open_recording(f"{DREAMS_PREFIX}{p}") for p in excerpts)
         elif hypnogram is not None:
             out.append(open_recording(spec, hypnogram))
         else:

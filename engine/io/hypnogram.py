@@ -24,6 +24,9 @@ Formats (``fmt``):
     scorers 1 and 2 (a directory or an ISRUC recording path picks by ``scorer``).
 ``dcsm``
     ``.ids`` lines ``start,duration,stage``.
+``dreams``
+    A ``[Hypnogram]`` line, then one R&K code per 5 s; 20-s epochs
+    (:mod:`engine.io.dreams`).
 ``csv``
     A header ``onset,duration,stage`` then one interval per row.
 """
@@ -68,6 +71,7 @@ FORMATS: tuple[str, ...] = (
     "profusion-xml",
     "isruc",
     "dcsm",
+    "dreams",
     "csv",
 )
 
@@ -542,6 +546,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "csv"
     if suffix == ".txt":
         first = next((line.strip() for line in _read_text(path).splitlines() if line.strip()), "")
+        if first.lower().replace(" ", "") == "[hypnogram]":
+            return "dreams"
         if re.fullmatch(r"-?\d+", first):
             return "isruc"
         if first.lower().replace(" ", "").startswith("onset,duration,stage"):
@@ -606,6 +612,10 @@ def read_hypnogram(
             hypnogram = _read_isruc(path, scorer)
         elif fmt == "dcsm":
             hypnogram = _read_dcsm(path, None)
+        elif fmt == "dreams":
+            from .dreams import read_dreams_hypnogram
+
+            hypnogram = read_dreams_hypnogram(path)
         else:
             hypnogram = _read_csv(path, None)
     except EDFError as err:
