@@ -316,6 +316,10 @@ def test_montage_must_keep_the_training_rows(night):
     # other derivations with the same roles are fine
     source = open_source(psg, make_render_config(), montage="eeg=C3-M2,eog=E2-M1,emg=chin")
     assert [c.label for c in source.channels] == ["EEG C4-M1", "EOG E2-M1", "EMG chin"]
+    # the strips are captioned with what is drawn, not with the training montage's slots
+    stager = Stager("unused", [None], make_render_config())
+    assert stager.setup.spec().labels == ("C4-M1", "E1-M2", "chin")
+    assert stager.spec(source).labels == ("C4-M1", "E2-M1", "EMG chin")
 
 
 def test_reference_alignment():

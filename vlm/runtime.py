@@ -23,6 +23,7 @@ Weights load on first use, so commands check every argument and file first::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -255,13 +256,22 @@ class Stager:
         return self.load()[0][1]
 
     # -- drawing and scoring -------------------------------------------------------------
+    def spec(self, source):
+        """The training :class:`engine.raster.RenderSpec`, captions naming what ``source``
+        draws (``CZ-A1`` where the training images read ``C4-M1``): a scorer reading the
+        image is never misled about the derivation."""
+        spec = self.setup.spec()
+        if spec.labels is None:
+            return spec
+        return dataclasses.replace(spec, labels=tuple(source.drawn_labels))
+
     def pixels(self, source, positions: Sequence[int] | np.ndarray) -> np.ndarray:
         """uint8 images of the windows centred on grid epochs ``positions``."""
         from engine.raster import render
 
         windows = model_windows(source, np.asarray(positions, dtype=np.int64),
                                 self.setup.window_seconds)  # fmt: skip
-        return render(windows, self.setup.spec())
+        return render(windows, self.spec(source))
 
     def images(self, pixels: np.ndarray) -> list:
         """Rendered pixels as the RGB images training decoded from its shards."""
