@@ -379,3 +379,32 @@ def test_ensemble_members_must_share_one_montage(tiny_model, tmp_path, capsys):
                  "--ensemble", members[1], "--out", str(tmp_path / "out")])  # fmt: skip
     assert code != 0
     assert "members must share one setup" in capsys.readouterr().err
+
+
+def test_eval_names_unreadable_recordings_and_keeps_going_when_asked(
+    tiny_model, tmp_path, write_edf, shared_data, capsys
+):
+    from psgvlm.cli import main
+
+    fake = tmp_path / "notes.edf"
+    fake.write_text("not an EDF file\n")
+    eeg_only = write_edf(tmp_path / "emg.edf", [("EMG chin", np.zeros(6000), 100.0, "uV")])
+    args = ["eval", f"prerau:{shared_data / 'prerau'}", str(fake), str(eeg_only),
+            "--model", str(tiny_model["base"]), "--adapter", str(tiny_model["adapter"]),
+            "--render-config", str(tiny_model["shards"]), "--peers", "--epochs", "0:4"]  # fmt: skip
+    # default: stop before any model loads, naming the file and the reader's error
+    assert main([*args, "--out", str(tmp_path / "stop")]) == 2
+    err = capsys.readouterr().err
+    assert str(fake) in err and "(and 1 more)" in err and "--keep-going" in err
+    assert not (tmp_path / "stop").exists()
+    # --keep-going: the readable one is evaluated, the others listed, the status is still 1
+    out = tmp_path / "kept"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*args, "--keep-going", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"]["n"] == 4
+    assert [f["recording"] for f in metrics["failed"]] == [str(fake), str(eeg_only)]
+    assert "hypnogram" in metrics["failed"][1]["error"]
+    assert f"failed: {fake}" in err and "Not evaluated:" in (out / "metrics.md").read_text()

@@ -31,6 +31,7 @@ import csv
 import json
 import logging
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from ..peers import PEERS, peer_available, yasa_stage
 from ..robustness import evaluate_perturbed, plot_robustness, robustness_markdown
 from ..runtime import Stager, add_model_arguments, pick_stager, stager_from_args
 from ..smoothing import SMOOTHERS, smooth_runs, synthetic_stage_hmm, training_class_prior
-from ..sources import find_recordings, select_epochs
+from ..sources import Recording, find_recordings, select_epochs
 
 __all__ = ["comparison_markdown", "write_report", "add_arguments", "run"]
 
@@ -149,6 +150,9 @@ def comparison_markdown(results: Mapping[str, Any], title: str = "Real recording
             + " | ".join(accs)
             + " |"
         )
+    if results.get("failed"):
+        lines += ["", "Not evaluated:"]
+        lines += [f"- {f['recording']}: {f['error']}" for f in results["failed"]]
     return "\n".join(lines) + "\n"
 
 
@@ -242,13 +246,39 @@ def _stagers(args: argparse.Namespace) -> list[Stager]:
     return stagers
 
 
+def _usable_recordings(
+    args: argparse.Namespace, inputs: list[str], stagers: list[Stager]
+) -> tuple[list[tuple[Recording, Stager]], list[dict[str, str]]]:
+    """Every input's recordings with the stager that reads them, checked before any model
+    loads; what cannot be read is a failure (fatal unless ``--keep-going``)."""
+    if args.hypnogram is not None and len(inputs) != 1:
+        raise DatasetError("--hypnogram pairs with exactly one EDF file input")
+    usable, failed = [], []
+    for spec in inputs:
+        try:
+            found = find_recordings([spec], args.hypnogram, args.scorer)
+        except PSGError as err:
+            failed.append({"recording": spec, "error": str(err)})
+            found = []
+        for rec in found:
+            try:
+                usable.append((rec, pick_stager(stagers, rec.labels, str(rec))))
+            except PSGError as err:
+                failed.append({"recording": str(rec), "error": str(err)})
+    if failed and not args.keep_going:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise PSGError(f"{failed[0]['error']}{more}; --keep-going evaluates the others")
+    if not usable:
+        raise DatasetError("none of the recordings can be evaluated")
+    return usable, failed
+
+
 def run_recordings(args: argparse.Namespace) -> int:
     """``psgvlm eval RECORDING...``: stage recordings, compare with the scorer and peers."""
     inputs = [*args.recordings, *args.recordings_opt]
     stagers = _stagers(args)
     peers = [p for p in PEERS if peer_available(p)] if args.peers is None else list(args.peers)
-    recordings = find_recordings(inputs, args.hypnogram, args.scorer)
-    chosen = [pick_stager(stagers, rec.labels, str(rec)) for rec in recordings]
+    usable, failed = _usable_recordings(args, inputs, stagers)
     hmm = synthetic_stage_hmm() if args.smooth == "hmm" else None
     y_true, y_model, y_smooth = [], [], []
     peer_runs: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {p: [] for p in peers}
@@ -256,12 +286,19 @@ def run_recordings(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     per_recording = []
     lengths = set()
-    for index, (rec, stager) in enumerate(zip(recordings, chosen)):
-        source = stager.open(rec)
+    for rec, stager in usable:
+        try:
+            source = stager.open(rec)
+            scored = np.flatnonzero(source.hypnogram.stages != int(Stage.UNK))
+            if scored.size == 0:
+                raise DatasetError(f"{rec}: no scored epochs")
+        except PSGError as err:
+            if not args.keep_going:
+                raise
+            failed.append({"recording": str(rec), "error": str(err)})
+            continue
+        index = len(y_true)
         hyp = source.hypnogram
-        scored = np.flatnonzero(hyp.stages != int(Stage.UNK))
-        if scored.size == 0:
-            raise DatasetError(f"{rec}: no scored epochs")
         positions = scored[select_epochs(args.epochs, scored.size)]
         lengths.add(f"{hyp.epoch_length:g}")
         logger.info("%s/%s: %d epochs with model %s", rec.dataset, rec.name, positions.size,
@@ -327,6 +364,7 @@ def run_recordings(args: argparse.Namespace) -> int:
         ],
         "inputs": inputs,
         "epochs": args.epochs,
+        "failed": failed,
     }  # fmt: skip
     confusions = {"model": results["model"]["confusion"]}
     if hmm is not None:
@@ -343,7 +381,9 @@ def run_recordings(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_report(args.out, results, comparison_markdown(results), rows, confusions)
         print(args.out)
-    return 0
+    for failure in failed:
+        print(f"psgvlm eval: failed: {failure['recording']}: {failure['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _peer_metrics(
@@ -450,6 +490,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     group = parser.add_argument_group("recordings")
     group.add_argument("--hypnogram", type=Path, help="hypnogram file of a single EDF recording")
+    group.add_argument("--keep-going", action="store_true",
+                       help="evaluate the recordings that can be read and list the others "
+                       "(the exit status is still 1); default: stop at the first failure, "
+                       "before any model loads")  # fmt: skip
     group.add_argument("--scorer", type=int, default=1,
                        help="hypnogram scorer where a dataset has several (default: 1)")  # fmt: skip
     group.add_argument(
