@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ask": ("vlm.commands.ask", "ask one question about one epoch"),
     "chat": ("vlm.commands.ask", "interactive chat about a recording's epochs"),
     "explain": ("vlm.commands.explain", "attribution heatmaps for an epoch's predicted stage"),
+    "serve": ("vlm.commands.serve", "review nights in the browser: ask, explain, correct, export"),
 }
 
 
