@@ -188,7 +188,7 @@ def _kernel(reports: Sequence[tuple[str, dict[str, Any]]]) -> str:
         def verdict(check: dict[str, Any] | None) -> str:
             if check is None:
                 return "same source"
-            return f"{'same' if check['ok'] else 'DIFFERENT'} ({check['checked']} cases)"
+            return f"{'same' if check['ok'] else 'DIFFERENT'} ({check['checked']:,} cases)"
 
         rows.append([
             f"`{settings['base']}` vs the tree", settings["size"], settings["channels"],
