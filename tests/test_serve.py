@@ -115,9 +115,22 @@ def test_recordings_are_listed_and_bad_ones_say_why(setup):
     page = client.get("/")
     assert page.status_code == 200 and "uPlot.iife.min.js" in page.text
     vendored = client.get("/static/vendor/uplot/uPlot.iife.min.js")
-    assert vendored.status_code == 200 and vendored.text.startswith(
-        "/*! https://github.com/leeoniya/uPlot"
-    )
+    assert vendored.status_code == 200
+    assert vendored.text.startswith("/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
+
+
+def test_the_page_loads_nothing_from_elsewhere():
+    import re
+
+    from vlm.serve.app import STATIC
+
+    for name in ("index.html", "app.js", "style.css"):
+        text = (STATIC / name).read_text(encoding="utf-8")
+        assert not re.search(r"(?:src|href|url)\s*[=(]\s*[\"']?(?:https?:)?//", text), name
+        assert 'fetch("http' not in text and "import(" not in text, name
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    for local in re.findall(r'(?:src|href)="(/static/[^"]+)"', page):
+        assert (STATIC / local[len("/static/") :]).is_file(), local
 
 
 def test_hypnogram_and_statistics_follow_the_runtime(setup):
@@ -316,6 +329,13 @@ def test_export_is_read_back_by_this_reader_and_pyedflib(setup):
         onsets, _, texts = reader.readAnnotations()
     assert list(onsets) == [30.0 * k for k in range(len(STAGES))]
     assert texts[5] == "Sleep stage N2"
+    try:
+        import mne
+    except ImportError:  # MNE comes with yasa (the test extra); checked where installed
+        return
+    annotations = mne.read_annotations(edf_path)
+    assert list(annotations.description) == [f"Sleep stage {s}" for s in reviewed]
+    np.testing.assert_allclose(annotations.onset, [30.0 * k for k in range(len(STAGES))])
 
 
 def test_an_unscored_recording_exports_what_is_staged(setup):

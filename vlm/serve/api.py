@@ -240,4 +240,4 @@ def export(request: Request, rid: str = _RID,
 def index(request: Request) -> JSONResponse:
     """The routes, for a script that starts here."""
     routes = sorted({f"{m} {r.path}" for r in router.routes for m in getattr(r, "methods", ())})
-    return JSONResponse({"routes": routes, "docs": "/docs"})
+    return JSONResponse({"routes": routes, "openapi": "/openapi.json"})

@@ -48,8 +48,14 @@ def create_app(library: Library, allowed_hosts: Sequence[str] | None = None) -> 
         yield
         library.stop(timeout=5.0)
 
-    app = FastAPI(title="psgvlm serve", summary="Review a night: staging, questions, "
-                  "explanations, corrections", version="1", lifespan=lifespan)  # fmt: skip
+    app = FastAPI(
+        title="psgvlm serve",
+        summary="Review a night: staging, questions, explanations, corrections",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,  # Swagger and ReDoc pages load from a CDN; /openapi.json stays
+        redoc_url=None,
+    )
     app.state.library = library
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware

@@ -198,7 +198,7 @@ class Night:
         """The reviewed hypnogram: corrections over the model's stages (UNK: neither)."""
         out = self.model_stages()
         if self.edits is not None:
-            for epoch, name in self.edits.stages.items():
+            for epoch, name in self.edits.stages.copy().items():
                 out[epoch] = STAGE_NAMES.index(name)
         return out
 

@@ -112,7 +112,7 @@ def hypnogram(night) -> dict[str, Any]:
     with night.lock:
         probs = None if night.probabilities is None else night.probabilities.copy()
         stages, model = night.stages(), night.model_stages()
-        edited = sorted(night.edits.stages)
+        edited = sorted(night.edits.stages.copy())
         seq = night.edits.seq
     hyp = night.source.hypnogram
     reference = night.reference

@@ -108,7 +108,9 @@ function clickToJump(u) {
 // Ticks on whole clock units (seconds): 30 s ... 2 h for the night, 1 s ... 1 min for traces.
 const NIGHT_TICKS = [30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800];
 const TRACE_TICKS = [1, 2, 5, 10, 15, 30, 60, 120];
-const timeAxis = { values: (u, splits) => splits.map((v) => clock(v)), space: 60, incrs: NIGHT_TICKS };
+const timeAxis = {
+  values: (u, splits, axis, space, incr) => splits.map((v) => clock(v, incr < 60)), space: 60, incrs: NIGHT_TICKS,
+};
 
 function nightData() {
   const h = S.hyp, n = h.onsets.length;
@@ -494,6 +496,7 @@ async function poll() {
   const first = !S.rec || (!S.rec.opened && summary.opened);
   S.rec = summary;
   setStatus(summary);
+  $("night").hidden = $("epoch").hidden = !summary.opened;  // nothing to show but the reason
   if (!summary.opened) return;
   if (first) {
     S.startSec = null;
