@@ -414,3 +414,19 @@ def test_serve_command_prints_the_url_and_serves(setup, tmp_path):
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.mark.shared
+def test_a_real_segment_with_its_reference_opens(setup, shared_data, tmp_path):
+    """The Prerau segment (real EEG, one channel, scored): its scoring is the reference."""
+    import threading
+
+    from vlm.serve.night import Night
+
+    (entry,) = find_inputs([f"prerau:{shared_data / 'prerau'}"])
+    night = Night(entry, setup["stager"], tmp_path / entry.rid, threading.Lock())
+    night.step()  # opens it; staging 167 epochs is not needed here
+    assert night.status == "staging", night.error
+    assert len(night) == 167 and night.reference is not None
+    assert sorted(set(night.reference.tolist())) == [0, 1, 2, 3, 4]
+    assert [c.role for c in night.source.channels] == ["eeg", "eog", "emg"]  # absent: NaN

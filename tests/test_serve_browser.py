@@ -12,6 +12,7 @@ refresh the ones docs/serve.md shows.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 from selenium import webdriver  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -174,6 +176,13 @@ def test_review_a_synthetic_night(stager, browser, shots, tmp_path):
         press(browser, Keys.ESCAPE, Keys.HOME, "l")
         wait_epoch(browser, 1)  # an untrained model is never that sure
 
+        # A click on the hypnogram goes to the epoch under the pointer.
+        over = browser.find_element(By.CSS_SELECTOR, "#hypnogram .u-over")
+        ActionChains(browser).move_to_element_with_offset(
+            over, int(over.size["width"] * (6.5 / 8 - 0.5)), 0
+        ).click().perform()
+        wait_epoch(browser, 6)
+
         # Ask about epoch 2 (three detected spindles): the answer and its events.
         press(browser, Keys.HOME, Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
         wait_epoch(browser, 2)
@@ -204,6 +213,19 @@ def test_review_a_synthetic_night(stager, browser, shots, tmp_path):
         wait_epoch(browser, 2)
         stage = browser.find_element(By.ID, "epoch-stage")
         assert stage.text == "N3" and "corrected" in stage.get_attribute("class")
+
+        # Another tab corrects epoch 3: this one shows it without a reload.
+        other = urllib.request.Request(
+            url + "api/recordings/synth-0007/edits",
+            data=json.dumps({"epoch": 3, "stage": "W", "client": "other-tab"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert urllib.request.urlopen(other, timeout=10).status == 200
+        press(browser, Keys.ARROW_RIGHT)
+        wait_epoch(browser, 3)
+        wait(browser, lambda d: text(d, "epoch-stage") == "W", 10, "the other tab's edit")
+        assert library.get("synth-0007").edits.stages == {2: "N3", 3: "W"}
+        stages[3] = "W"
 
         # Export both files from the page and read them back.
         for kind in ("csv", "edf"):
