@@ -496,7 +496,7 @@ async function poll() {
   const first = !S.rec || (!S.rec.opened && summary.opened);
   S.rec = summary;
   setStatus(summary);
-  $("night").hidden = $("epoch").hidden = !summary.opened;  // nothing to show but the reason
+  for (const id of ["night", "epoch", "chat", "exports"]) $(id).hidden = !summary.opened;  // only the reason
   if (!summary.opened) return;
   if (first) {
     S.startSec = null;
