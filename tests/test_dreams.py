@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.errors import DatasetError, HypnogramError
-from engine.io.dreams import find_dreams_excerpts, load_dreams_excerpt, read_dreams_hypnogram
+from engine.io.dreams import find_dreams_excerpts, load_dreams_excerpt
 from engine.io.hypnogram import detect_format, read_hypnogram
 from engine.stages import Stage
 
@@ -39,7 +39,7 @@ def test_bad_dreams_files_are_named(tmp_path):
     bad = tmp_path / "Hypnogram_excerpt1.txt"
     bad.write_text("[Hypnogram]\n5\nx\n")
     with pytest.raises(HypnogramError, match="one integer R&K code per line"):
-        read_dreams_hypnogram(bad)
+        read_hypnogram(bad, fmt="dreams")
     short = tmp_path / "excerpt2.txt"
     short.write_text("[C3-A1]\n1\n2\n3\n")
     with pytest.raises(DatasetError, match="not a whole rate"):

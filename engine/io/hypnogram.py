@@ -512,6 +512,67 @@ def _read_text(path: Path) -> str:
 
 
 # -- detection and entry point -----------------------------------------------------------
+#: R&K codes of the DREAMS hypnograms -> AASM stages (S3 and S4 are N3).
+_DREAMS_CODES: dict[int, Stage] = {
+    5: Stage.W, 4: Stage.R, 3: Stage.N1, 2: Stage.N2, 1: Stage.N3, 0: Stage.N3,
+}  # fmt: skip
+_DREAMS_LABEL_SECONDS = 5.0  # seconds per hypnogram line
+_DREAMS_EPOCH = 20.0  # the expert's epoch length
+
+
+def _read_dreams(path: Path) -> Hypnogram:
+    """One 20-s epoch per four 5-s R&K codes of a DREAMS ``Hypnogram_excerptN.txt``.
+
+    The expert scored 20-s epochs from 0 s, written as four equal 5-s codes each; S3 and
+    S4 are N3; a 20-s epoch whose codes differ, or are not a stage, is UNK.
+
+    Raises
+    ------
+    HypnogramError
+        When the file is not a DREAMS hypnogram or holds non-integer codes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "Hypnogram_excerpt9.txt"
+    >>> codes = [5, 5, 5, 5, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 2, 2]  # the last epoch disagrees
+    >>> _ = path.write_text("[Hypnogram]\\n" + "".join(f"{c}\\n" for c in codes))
+    >>> hyp = read_hypnogram(path)
+    >>> hyp.onsets.tolist(), [int(s) for s in hyp.stages]
+    ([0.0, 20.0, 40.0, 60.0], [0, 2, 3, -1])
+    """
+    lines = [line for line in _read_text(path).splitlines() if line.strip()]
+    if not lines or lines[0].strip().lower().replace(" ", "") != "[hypnogram]":
+        raise HypnogramError(f"{path}: expected a first line [Hypnogram] (DREAMS)")
+    rows = lines[1:]
+    try:
+        codes = np.array([int(float(row)) for row in rows], dtype=np.int64)
+    except ValueError:
+        raise HypnogramError(f"{path}: expected one integer R&K code per line") from None
+    per_epoch = int(round(_DREAMS_EPOCH / _DREAMS_LABEL_SECONDS))
+    n_epochs = codes.size // per_epoch
+    if n_epochs < 1:
+        raise HypnogramError(f"{path}: fewer than {per_epoch} codes (one 20-s epoch)")
+    blocks = codes[: n_epochs * per_epoch].reshape(n_epochs, per_epoch)
+    stages, labels = [], []
+    for block in blocks:
+        same = bool(np.all(block == block[0]))
+        code = int(block[0])
+        stages.append(
+            int(_DREAMS_CODES[code]) if same and code in _DREAMS_CODES else int(Stage.UNK)
+        )
+        labels.append(str(code) if same else "/".join(map(str, block)))
+    return Hypnogram(
+        _DREAMS_EPOCH * np.arange(n_epochs, dtype=float),
+        np.full(n_epochs, _DREAMS_EPOCH),
+        stages,
+        labels,
+        source=path,
+        format="dreams",
+        epoch_length=_DREAMS_EPOCH,
+    )
+
+
 def detect_format(path: str | os.PathLike[str]) -> str:
     """Guess the hypnogram format of ``path`` from its name and first bytes.
 
@@ -613,9 +674,7 @@ def read_hypnogram(
         elif fmt == "dcsm":
             hypnogram = _read_dcsm(path, None)
         elif fmt == "dreams":
-            from .dreams import read_dreams_hypnogram
-
-            hypnogram = read_dreams_hypnogram(path)
+            hypnogram = _read_dreams(path)
         else:
             hypnogram = _read_csv(path, None)
     except EDFError as err:
