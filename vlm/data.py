@@ -14,6 +14,10 @@ Streaming (:func:`make_dataset`):
   fresh draw from the same distribution, not the exact continuation (webdataset keeps no
   read position in a resampled stream).
 - evaluation streams read every shard once, in order, split by node then by worker.
+- a sample that cannot be decoded (a corrupt image, ``cls`` or ``json``; a damaged tar
+  member) is skipped with a warning in a training stream, and counted
+  (:class:`SkipCorrupt`); an evaluation stream stops with a :class:`ShardError` naming it,
+  since a silently smaller evaluation set would misstate the result.
 
 Each sample becomes: system prompt, user turn (image + question naming the channels), and
 the assistant answer (``"N2"``, or ``"N2. <evidence sentence>"`` in ``evidence`` mode).
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import glob
 import io
+import json
 import logging
 import os
 import tarfile
@@ -57,6 +62,7 @@ __all__ = [
     "ChatCollator",
     "read_samples",
     "images_as_trained",
+    "SkipCorrupt",
 ]
 
 logger = logging.getLogger(__name__)
@@ -184,29 +190,76 @@ def images_as_trained(pixels: np.ndarray, fmt: str = "png", quality: int = 90) -
     return [Image.fromarray(np.ascontiguousarray(p)).convert("RGB") for p in pixels]
 
 
+def _decode_image(field: str, data: bytes) -> Image.Image:
+    if field == "npy":
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+        if array.dtype != np.uint8 or array.ndim not in (2, 3):
+            raise ValueError(
+                f"npy image must be uint8 HxW or HxWxC, got {array.dtype} {array.shape}"
+            )
+        return Image.fromarray(array).convert("RGB")
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image.convert("RGB")
+
+
 def _to_sample(raw: dict[str, Any]) -> dict[str, Any]:
+    """One raw tar sample (bytes per field) -> ``{"key", "image", "cls", "meta"}``.
+
+    Raises
+    ------
+    ShardError
+        Naming the sample and its shard, when a field is missing or cannot be decoded.
+    """
     where = f"sample {raw.get('__key__')!r} in {raw.get('__url__')!r}"
     field = next((f for f in IMAGE_FIELDS if f in raw), None)
     if field is None:
         raise ShardError(f"{where}: no image field ({'/'.join(IMAGE_FIELDS)})")
     if "cls" not in raw or "json" not in raw:
         raise ShardError(f"{where}: missing 'cls' or 'json' field")
-    image = raw[field]
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise ShardError(
-                f"{where}: npy image must be uint8 HxW or HxWxC, got {image.dtype} {image.shape}"
-            )
-        image = Image.fromarray(image)
-    meta = raw["json"]
+    try:
+        image = _decode_image(field, raw[field])
+        cls = int(raw["cls"])
+        meta = json.loads(raw["json"])
+    except Exception as err:  # any decoder failure (PIL raises OSError, SyntaxError...)
+        raise ShardError(f"{where}: cannot decode it ({type(err).__name__}: {err})") from None
     if not isinstance(meta, dict):
         raise ShardError(f"{where}: 'json' is not an object")
-    return {
-        "key": raw["__key__"],
-        "image": image.convert("RGB"),
-        "cls": int(raw["cls"]),
-        "meta": meta,
-    }
+    return {"key": raw["__key__"], "image": image, "cls": cls, "meta": meta}
+
+
+class SkipCorrupt:
+    """Webdataset ``handler=`` of training streams: warn about a bad sample, count it, go on.
+
+    A damaged sample in the middle of a shard costs that sample, not the run. When bad
+    samples outnumber good ones after ``limit`` of them, the shards are broken rather than
+    damaged and the stream stops (a resampled stream would otherwise spin forever).
+
+    Attributes
+    ----------
+    skipped, good : int
+        Samples skipped and samples delivered by this stream (per dataloader worker).
+    """
+
+    def __init__(self, limit: int = 100) -> None:
+        self.limit = limit
+        self.skipped = 0
+        self.good = 0
+
+    def __call__(self, error: Exception) -> bool:
+        self.skipped += 1
+        logger.warning("skipped a corrupt sample (%d so far): %s", self.skipped, error)
+        if self.skipped >= self.limit and self.skipped > self.good:
+            raise ShardError(
+                f"{self.skipped} corrupt samples against {self.good} good ones: the shards "
+                f"are broken (last: {error})"
+            ) from None
+        return True
+
+    def count(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Pipeline stage that counts the samples that decoded."""
+        self.good += 1
+        return sample
 
 
 def _seeded_shuffle(bufsize: int, seed: int) -> Callable[[Iterator], Iterator]:
@@ -226,6 +279,7 @@ def make_dataset(
     training: bool,
     seed: int = 0,
     shuffle_buffer: int = 1000,
+    split_by_node: bool = True,
 ):
     """WebDataset pipeline yielding ``{"key", "image" (RGB PIL), "cls", "meta"}`` dicts.
 
@@ -234,12 +288,15 @@ def make_dataset(
     urls : sequence of str
         Shard paths (see :func:`expand_shards`).
     training : bool
-        Infinite resampled stream with shard + sample shuffling (see module docstring), or
-        one ordered pass split by node and worker.
+        Infinite resampled stream with shard + sample shuffling that skips corrupt samples
+        (see module docstring), or one ordered pass that stops at the first corrupt one.
     seed : int
         Base seed of the shard draw and the shuffle buffer (the trainer adds the step).
     shuffle_buffer : int
         Samples held by the shuffle buffer.
+    split_by_node : bool
+        Evaluation streams only: give each distributed rank its own shards (default), or
+        let every rank read all of them.
 
     Samples with ``cls < 0`` (unknown stage) are skipped.
     """
@@ -248,19 +305,23 @@ def make_dataset(
     if not urls:
         raise ShardError("no shards given")
     if training:
+        skip = SkipCorrupt()
         stages = [
             wds.ResampledShards(list(urls), seed=seed, deterministic=True),
-            wds.tarfile_to_samples(),
-            _seeded_shuffle(shuffle_buffer, seed),
+            wds.tarfile_to_samples(handler=skip),
+            _seeded_shuffle(shuffle_buffer, seed),  # of the raw (compressed) samples
+            wds.map(_to_sample, handler=skip),
+            wds.map(skip.count),
         ]
     else:
         stages = [
             wds.SimpleShardList(list(urls)),
-            wds.split_by_node,
+            *([wds.split_by_node] if split_by_node else []),
             wds.split_by_worker,
             wds.tarfile_to_samples(),
+            wds.map(_to_sample),
         ]
-    stages += [wds.decode("pil"), wds.map(_to_sample), wds.select(lambda s: s["cls"] >= 0)]
+    stages.append(wds.select(lambda s: s["cls"] >= 0))
     return wds.DataPipeline(*stages)
 
 
@@ -408,10 +469,16 @@ class ChatCollator:
         return batch
 
 
-def read_samples(urls: Sequence[str], limit: int | None = None) -> list[dict[str, Any]]:
-    """Read scored samples in order (no shuffling), at most ``limit``."""
+def read_samples(
+    urls: Sequence[str], limit: int | None = None, split_by_node: bool = True
+) -> list[dict[str, Any]]:
+    """Read scored samples in order (no shuffling), at most ``limit``.
+
+    ``split_by_node=False`` reads the same samples on every distributed rank (see
+    :func:`make_dataset`).
+    """
     samples = []
-    for sample in make_dataset(urls, training=False):
+    for sample in make_dataset(urls, training=False, split_by_node=split_by_node):
         samples.append(sample)
         if limit is not None and len(samples) >= limit:
             break
