@@ -226,8 +226,8 @@ def test_briefly_trained_adapter_uses_its_shards_render_parameters(tmp_path, nig
 
     from engine.pipeline import RenderSettings, render_dataset
     from psgvlm.cli import main
-    from vlm.model import LoraArgs
-    from vlm.train import DataArgs, ModelArgs, TrainArgs, train
+    from vlm.train import train
+    from vlm.train_args import parse_config
 
     _, psg, _ = night
     base, _ = model_dirs
@@ -236,13 +236,14 @@ def test_briefly_trained_adapter_uses_its_shards_render_parameters(tmp_path, nig
         montage="eeg=C4-M1,eog=E1-M2,emg=chin", width=IMAGE_SIZE[0], height=IMAGE_SIZE[1]
     )
     render_dataset([str(psg)], shards, settings, split=(1.0, 0.0, 0.0), progress=False)
-    adapter = train(
-        ModelArgs(model=str(base), image_size="112x112", dtype="float32"),
-        LoraArgs(lora_r=4, lora_alpha=8, lora_dropout=0.0, modules_to_save=["lm_head"]),
-        DataArgs(train_shards=str(shards / "train-*.tar"), shuffle_buffer=8),
-        TrainArgs(output_dir=str(tmp_path / "run"), max_steps=3, per_device_batch_size=4,
-                  warmup_steps=0, logging_steps=1, save_steps=100, learning_rate=1e-3),
-    )  # fmt: skip
+    adapter = train(*parse_config([
+        "--model", str(base), "--image_size", "112x112", "--dtype", "float32",
+        "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0",
+        "--modules_to_save", "lm_head", "--train_shards", str(shards / "train-*.tar"),
+        "--eval_shards", "null", "--shuffle_buffer", "8", "--output_dir", str(tmp_path / "run"),
+        "--max_steps", "3", "--per_device_train_batch_size", "4", "--warmup_steps", "0",
+        "--logging_steps", "1", "--save_steps", "100", "--learning_rate", "1e-3",
+    ]))  # fmt: skip
     config = find_render_setup(adapter)
     assert config.montage == "eeg=C4-M1,eog=E1-M2,emg=chin"
     # the stager draws an epoch pixel for pixel as the training shard holds it
