@@ -266,8 +266,8 @@ class EpochSource:
                     logger.debug("%s: %s: %s", source or "signals", channel.label, note)
                 if plan.warning:
                     logger.warning("%s: %r: %s", source or "signals", channel.label, plan.warning)
-                values = preprocess(raw, fs, channel.role, params=preprocessing)
-                processed[key] = (values.astype(np.float32), plan)
+                values = preprocess(raw, fs, channel.role, params=preprocessing, dtype=np.float32)
+                processed[key] = (values, plan)
             rows.append(processed[key][0])
             plans.append(processed[key][1])
         n_samples = min(row.size for row in rows)
@@ -289,7 +289,9 @@ class EpochSource:
                 f"{source or 'signals'}: resampling is disabled but the channels have different "
                 f"rates ({', '.join(f'{r:g}' for r in sorted(rates))} Hz)"
             )
-        stacked = np.stack([row[:n_samples] for row in rows])
+        stacked = np.empty((len(rows), n_samples), np.float32)
+        for target, row in zip(stacked, rows):
+            target[:] = row[:n_samples]
         return cls(stacked, fs, channels, hypnogram, plans, source, start_time)
 
     # -- access ------------------------------------------------------------------------
@@ -424,9 +426,12 @@ def _epochs_of(
             logger.info("%s: hypnogram starts %+g s from the recording", psg_path, offset)
             hypnogram = hypnogram.shifted(offset)
     rates = {c.label: recording.channels[c.index].fs for c in channels}
+    indices = sorted({c.index for c in channels})
+    # Every montage channel in one pass over the data records, as float32 µV.
+    samples = dict(zip(indices, recording.read_channels(indices)))
     return EpochSource._assemble(
         channels,
-        lambda channel: recording.read(channel.index),
+        lambda channel: samples[channel.index],
         rates,
         hypnogram,
         preprocessing,

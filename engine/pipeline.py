@@ -607,6 +607,7 @@ def render_recording(
         "preprocessing": preprocessing.to_dict(),
         "engine_version": __version__,
     }
+    meta_json = _MetaJson(header)
     labels: Counter[str] = Counter()
     epochs = 0
     if settings.features:
@@ -636,15 +637,16 @@ def render_recording(
                 ]
             for j, blob in enumerate(blobs):
                 cls = int(batch.stage[j])
-                meta = header | {
-                    "epoch": int(batch.index[j]),
-                    "onset": float(batch.onset[j]),
-                    "duration": float(batch.duration[j]),
-                    "stage": stage_name(cls),
-                    "raw_label": batch.label[j],
-                }
-                if features is not None:
-                    meta["features"] = features[j]
+                meta = meta_json(
+                    {
+                        "epoch": int(batch.index[j]),
+                        "onset": float(batch.onset[j]),
+                        "duration": float(batch.duration[j]),
+                        "stage": stage_name(cls),
+                        "raw_label": batch.label[j],
+                    }
+                    | ({} if features is None else {"features": features[j]})
+                )
                 key = sample_key(pair.dataset, pair.recording, int(batch.index[j]))
                 sink.write(make_sample(key, blob, settings.fmt, cls, meta))
                 labels[stage_name(cls)] += 1
@@ -678,6 +680,31 @@ def render_recording(
     done.mkdir(parents=True, exist_ok=True)
     atomic_write_text(done / f"{task.slug}.json", json.dumps(marker, indent=1))
     return marker
+
+
+class _MetaJson:
+    """A sample's JSON: the recording's header encoded once, each epoch's fields after it.
+
+    ``_MetaJson(header)(fields)`` equals ``json.dumps(header | fields, separators=(",",
+    ":"), allow_nan=False).encode()`` when no field name is in ``header`` (the merged
+    dict keeps the header's keys first, in order, then the fields'), byte for byte.
+    """
+
+    def __init__(self, header: Mapping[str, Any]) -> None:
+        self.header = header
+        text = json.dumps(header, separators=(",", ":"), allow_nan=False)
+        self.prefix = text[:-1] + ("," if header else "")
+
+    def __call__(self, fields: Mapping[str, Any]) -> bytes:
+        if not fields or any(name in self.header for name in fields):
+            return json.dumps(
+                dict(self.header) | dict(fields), separators=(",", ":"), allow_nan=False
+            ).encode("utf-8")
+        try:
+            body = json.dumps(fields, separators=(",", ":"), allow_nan=False)
+        except ValueError as err:
+            raise ShardError(f"sample metadata is not JSON-serialisable: {err}") from None
+        return (self.prefix + body[1:]).encode("utf-8")
 
 
 def _target_epoch(signals: np.ndarray, context: int) -> np.ndarray:

@@ -1,8 +1,10 @@
-"""Per-role filtering and resampling with scipy.signal.
+"""Per-role filtering and resampling.
 
 Each channel is resampled to a common rate with ``resample_poly`` (polyphase, with its own
 anti-aliasing filter) and band-pass filtered for its role (zero-phase Butterworth sections
-through ``sosfiltfilt``), optionally notch filtered. Filters run at the lower of the input
+through ``sosfiltfilt``), optionally notch filtered: scipy.signal's filters and results,
+computed by :mod:`engine.dsp` without importing scipy (:func:`preprocess_reference` is the
+scipy version they are tested against). Filters run at the lower of the input
 and output rates: a 256 Hz channel going to 100 Hz is resampled first, so the filters see
 2.5x fewer samples. Bands that do not fit below that rate's Nyquist frequency are clamped
 to 0.45 x rate and the change is recorded in the channel's :class:`FilterPlan` (SHHS EOG at
@@ -22,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
 import numpy as np
-from scipy import signal as sps
+
+from . import dsp
 
 __all__ = [
     "DEFAULT_BANDS",
@@ -31,6 +34,7 @@ __all__ = [
     "FilterPlan",
     "plan_filters",
     "preprocess",
+    "preprocess_reference",
 ]
 
 logger = logging.getLogger(__name__)
@@ -225,21 +229,26 @@ def plan_filters(role: str, fs: float, params: Preprocessing | None = None) -> F
 
 
 def _sos(plan: FilterPlan, order: int) -> list[np.ndarray]:
+    """The filters of a plan, in the order they run: band-pass (or one edge), then notch."""
     sections = []
     if plan.band is not None:
         low, high = plan.band
         if low is not None and high is not None:
-            sections.append(
-                sps.butter(order, (low, high), "bandpass", fs=plan.filter_fs, output="sos")
-            )
+            sections.append(dsp.butter_sos(order, (low, high), "bandpass", plan.filter_fs))
         elif low is not None:
-            sections.append(sps.butter(order, low, "highpass", fs=plan.filter_fs, output="sos"))
+            sections.append(dsp.butter_sos(order, low, "highpass", plan.filter_fs))
         elif high is not None:
-            sections.append(sps.butter(order, high, "lowpass", fs=plan.filter_fs, output="sos"))
+            sections.append(dsp.butter_sos(order, high, "lowpass", plan.filter_fs))
     if plan.notch is not None:
-        b, a = sps.iirnotch(plan.notch, Q=30.0, fs=plan.filter_fs)
-        sections.append(sps.tf2sos(b, a))
+        sections.append(dsp.notch_sos(plan.notch, 30.0, plan.filter_fs))
     return sections
+
+
+def _filter_stages(plan: FilterPlan, order: int, n: int) -> list[dsp.FilterStage]:
+    """:class:`engine.dsp.FilterStage` of each filter, for a signal of ``n`` samples."""
+    if n < 2:
+        return []
+    return [dsp.filter_stage(sos, min(3 * (2 * len(sos) + 1), n - 1)) for sos in _sos(plan, order)]
 
 
 def preprocess(
@@ -248,8 +257,13 @@ def preprocess(
     role: str,
     target_fs: float | None = None,
     params: Preprocessing | None = None,
+    dtype: type = np.float64,
 ) -> np.ndarray:
     """Filter one channel for its role and resample it.
+
+    The same computation as :func:`preprocess_reference` (scipy's ``resample_poly`` and
+    ``sosfiltfilt``) done by :mod:`engine.dsp`: outputs agree to ~1e-6 of the signal's
+    range (the resampler runs in float32), see ``tests/test_dsp.py``.
 
     Parameters
     ----------
@@ -263,26 +277,45 @@ def preprocess(
     target_fs : float, optional
         Output rate; overrides ``params.target_fs``.
     params : Preprocessing, optional
+    dtype : numpy dtype
+        float64 (default) or float32 output.
 
     Returns
     -------
     numpy.ndarray
-        float64 samples at the planned output rate (see :func:`plan_filters`). A channel
-        too slow for its role comes back as its night-normalised envelope (see the module
+        Samples at the planned output rate (see :func:`plan_filters`). A channel too slow
+        for its role comes back as its night-normalised envelope (see the module
         docstring), no longer in µV.
     """
-    params = params or Preprocessing()
-    if target_fs is not None and target_fs != params.target_fs:
-        params = Preprocessing(**(asdict(params) | {"target_fs": float(target_fs)}))
-    values = np.asarray(signal, dtype=np.float64)
-    if values.ndim != 1:
-        raise ValueError(f"signal must be 1-D, got shape {values.shape}")
-    plan = plan_filters(role, fs, params)
-    for note in plan.notes:
-        logger.debug("%s", note)
-    missing = ~np.isfinite(values)
-    if missing.any():
-        values = np.where(missing, 0.0, values)
+    params, plan, values, missing = _prepare(signal, fs, role, target_fs, params)
+    downsample = plan.up < plan.down
+    resampled = (plan.up, plan.down) != (1, 1)
+    if downsample and values.size:
+        values = dsp.resample_poly(values, plan.up, plan.down)
+    stages = _filter_stages(plan, params.order, values.size)
+    if stages:
+        last = not resampled or downsample
+        out = np.empty(values.size, dtype if last else np.float64)
+        values = dsp.filter_chain(values, stages, out=out)
+    if not downsample and resampled and values.size:
+        values = dsp.resample_poly(values, plan.up, plan.down)
+    values = np.asarray(values, dtype=dtype)
+    return _finish(values, plan, role, missing)
+
+
+def preprocess_reference(
+    signal: np.ndarray,
+    fs: float,
+    role: str,
+    target_fs: float | None = None,
+    params: Preprocessing | None = None,
+) -> np.ndarray:
+    """:func:`preprocess` as scipy.signal computes it (float64): the reference it is
+    tested against. Imports scipy.signal (over a second), so the render path never
+    calls it."""
+    from scipy import signal as sps
+
+    params, plan, values, missing = _prepare(signal, fs, role, target_fs, params)
     downsample = plan.up < plan.down
     if downsample and values.size:
         values = sps.resample_poly(values, plan.up, plan.down)
@@ -293,7 +326,41 @@ def preprocess(
         values = sps.sosfiltfilt(sos, values, padlen=padlen)
     if not downsample and (plan.up, plan.down) != (1, 1) and values.size:
         values = sps.resample_poly(values, plan.up, plan.down)
-    if missing.any():
+    return _finish(np.asarray(values, dtype=np.float64), plan, role, missing)
+
+
+def _prepare(
+    signal: np.ndarray,
+    fs: float,
+    role: str,
+    target_fs: float | None,
+    params: Preprocessing | None,
+) -> tuple[Preprocessing, FilterPlan, np.ndarray, np.ndarray | None]:
+    """Parameters, plan, the samples with non-finite ones bridged by 0, and where they were."""
+    params = params or Preprocessing()
+    if target_fs is not None and target_fs != params.target_fs:
+        params = Preprocessing(**(asdict(params) | {"target_fs": float(target_fs)}))
+    values = np.asarray(signal)
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"signal must be 1-D, got shape {values.shape}")
+    plan = plan_filters(role, fs, params)
+    for note in plan.notes:
+        logger.debug("%s", note)
+    if np.isfinite(values.sum(dtype=np.float64)):  # one pass; NaN and inf would show
+        return params, plan, values, None
+    missing = ~np.isfinite(values)
+    values = np.where(missing, 0.0, values).astype(values.dtype)
+    return params, plan, values, missing
+
+
+def _finish(
+    values: np.ndarray, plan: FilterPlan, role: str, missing: np.ndarray | None
+) -> np.ndarray:
+    """Non-finite input samples back as NaN at their output positions; envelopes."""
+    if missing is not None:
+        values = np.array(values, copy=True)
         positions = np.arange(values.size) * (plan.down / plan.up)
         source = np.minimum(np.round(positions).astype(np.int64), missing.size - 1)
         values[missing[source]] = np.nan

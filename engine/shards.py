@@ -97,7 +97,7 @@ def shard_name(split: str, shard: int) -> str:
 
 
 def make_sample(
-    key: str, image_bytes: bytes, fmt: str, cls: int, meta: Mapping[str, Any]
+    key: str, image_bytes: bytes, fmt: str, cls: int, meta: Mapping[str, Any] | bytes
 ) -> dict[str, Any]:
     """Build one WebDataset sample from an encoded image, its class and metadata.
 
@@ -111,8 +111,9 @@ def make_sample(
         Image field name.
     cls : int
         Class id 0..4, or -1 for an unknown-stage epoch.
-    meta : mapping
-        JSON-serialisable metadata.
+    meta : mapping or bytes
+        JSON-serialisable metadata, or its JSON text already encoded (UTF-8 bytes, as
+        ``json.dumps(meta, separators=(",", ":"), allow_nan=False)`` gives it).
 
     Returns
     -------
@@ -129,10 +130,13 @@ def make_sample(
         )
     if isinstance(cls, bool) or not isinstance(cls, int) or not _MIN_CLASS <= cls <= _MAX_CLASS:
         raise ShardError(f"sample {key}: class id must be an integer in -1..4, got {cls!r}")
-    try:
-        meta_bytes = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as err:
-        raise ShardError(f"sample {key}: metadata is not JSON-serialisable: {err}") from None
+    if isinstance(meta, (bytes, bytearray)):
+        meta_bytes = bytes(meta)
+    else:
+        try:
+            meta_bytes = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as err:
+            raise ShardError(f"sample {key}: metadata is not JSON-serialisable: {err}") from None
     return {"__key__": key, fmt: bytes(image_bytes), "cls": str(cls).encode(), "json": meta_bytes}
 
 
@@ -178,12 +182,50 @@ class _HashingFile(io.RawIOBase):
         super().close()
 
 
+_BLOCK = tarfile.BLOCKSIZE
+_RECORD = tarfile.RECORDSIZE
+#: Fields of a member header after its name, mode, uid and gid (ustar, as tarfile writes
+#: them): see :func:`_member_header`.
+_OWNER = b"bigdata".ljust(32, b"\0")
+_TAIL = b"0" + b"\0" * 100 + tarfile.POSIX_MAGIC + _OWNER + _OWNER + b"\0" * (8 + 8 + 155 + 12)
+
+
+def _member_header(name: str, size: int) -> bytes:
+    """The 512-byte header ``tarfile`` writes for a regular member (mode 0444, owner
+    ``bigdata``, mtime 0) when the name fits the ustar field; else the pax form.
+
+    The fast form is what ``TarInfo.tobuf(PAX_FORMAT)`` gives for an ASCII name of at
+    most 100 bytes and a size under 8 GiB; anything else is built by tarfile itself.
+    """
+    encoded = name.encode("ascii", "surrogateescape") if name.isascii() else b""
+    if not encoded or len(encoded) > 100 or size >= 8**11:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, 0, 0o444
+        info.uname = info.gname = "bigdata"
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    head = (
+        encoded.ljust(100, b"\0")
+        + b"0000444\0"  # mode
+        + b"0000000\0" * 2  # uid, gid
+        + b"%011o\0" % size
+        + b"00000000000\0"  # mtime
+    )
+    checksum = sum(head) + 8 * 32 + sum(_TAIL)  # the checksum field counts as spaces
+    return head + b"%06o\0 " % checksum + _TAIL
+
+
 class _TarWriter:
     """Samples into a tar stream, byte for byte as ``webdataset.TarWriter(encoder=False,
-    mtime=0)`` writes them: one member per field, in sorted field order."""
+    mtime=0)`` writes them: one member per field, in sorted field order.
+
+    Headers are built from a template (:func:`_member_header`) and each sample goes to
+    the file in one write: tarfile's per-member header building cost more than encoding
+    the image.
+    """
 
     def __init__(self, fileobj: Any) -> None:
-        self.tarstream = tarfile.open(fileobj=fileobj, mode="w|")
+        self.fileobj = fileobj
+        self.offset = 0
 
     def write(self, sample: Mapping[str, Any]) -> int:
         """Append a sample's fields (bytes, or str for text); return the bytes added."""
@@ -191,6 +233,7 @@ class _TarWriter:
             raise ValueError("object must contain a __key__")
         key = sample["__key__"]
         total = 0
+        chunks = []
         for name in sorted(sample):
             if name.startswith("_"):
                 continue
@@ -199,18 +242,24 @@ class _TarWriter:
                 value = value.encode("utf-8")
             if not isinstance(value, (bytes, bytearray, memoryview)):
                 raise ValueError(f"{name} doesn't map to a bytes after encoding ({type(value)})")
-            info = tarfile.TarInfo(f"{key}.{name}")
-            info.size = len(value)
-            info.mtime = 0
-            info.mode = 0o444
-            info.uname = info.gname = "bigdata"
-            self.tarstream.addfile(info, io.BytesIO(value))
-            total += info.size
+            size = len(value)
+            chunks.append(_member_header(f"{key}.{name}", size))
+            chunks.append(value)
+            if size % _BLOCK:
+                chunks.append(b"\0" * (_BLOCK - size % _BLOCK))
+            total += size
+        data = b"".join(chunks)
+        self.fileobj.write(data)
+        self.offset += len(data)
         return total
 
     def close(self) -> None:
-        """Write the end-of-archive blocks."""
-        self.tarstream.close()
+        """Write the end-of-archive blocks, padded to tarfile's record size."""
+        end = b"\0" * (2 * _BLOCK)
+        self.offset += len(end)
+        if self.offset % _RECORD:
+            end += b"\0" * (_RECORD - self.offset % _RECORD)
+        self.fileobj.write(end)
 
 
 class ShardSink:

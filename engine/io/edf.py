@@ -34,10 +34,11 @@ in its own unit, and :attr:`Recording.notes` says so once (information, not a wa
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -671,6 +672,52 @@ class Recording:
             values *= scale
         return values
 
+    def read_channels(self, labels_or_indices: Sequence[str | int]) -> list[np.ndarray]:
+        """Whole channels as float32, in µV: :meth:`read`'s values, read in one pass.
+
+        The data records are read once, in file order, and every requested channel's
+        samples are converted straight from them (no float64 copy, no pass per channel):
+        the render path reads its montage this way. Values equal :meth:`read`'s to
+        float32 precision. EDF+D files with gaps go through :meth:`read` (NaN in the
+        gaps).
+        """
+        channels = [self.channel(item) for item in labels_or_indices]
+        if self._record_starts is not None or self._header.n_records == 0:
+            return [self.read(c.index).astype(np.float32) for c in channels]
+        header = self._header
+        offsets, counts, gains, shifts, starts = [], [], [], [], [0]
+        for channel in channels:
+            signal = header.signals[self._signal_index[channel.index]]
+            if signal.digital_max == signal.digital_min:
+                self._physical(signal, np.zeros(1, np.int32))  # raises the reader's error
+            gain = (signal.physical_max - signal.physical_min) / (
+                signal.digital_max - signal.digital_min
+            )
+            shift = signal.physical_min - signal.digital_min * gain
+            scale = unit_scale_to_uv(channel.unit)
+            if scale is not None and scale != 1.0:
+                gain, shift = gain * scale, shift * scale
+            offsets.append(signal.offset)
+            counts.append(signal.samples_per_record)
+            gains.append(gain)
+            shifts.append(shift)
+            starts.append(starts[-1] + signal.samples_per_record * header.n_records)
+        out = np.empty(starts[-1], np.float32)
+        records = np.asarray(self._records())
+        two = header.bytes_per_sample == 2
+        _convert_records()(
+            records,
+            records.view("<i2") if two else np.zeros((0, 0), "<i2"),
+            header.bytes_per_sample,
+            np.array(offsets, np.int64),
+            np.array(counts, np.int64),
+            np.array(gains, np.float64),
+            np.array(shifts, np.float64),
+            np.array(starts, np.int64),
+            out,
+        )
+        return [out[starts[i] : starts[i + 1]] for i in range(len(channels))]
+
     def _read_numpy(self, channel: ChannelInfo, first: int, last: int) -> np.ndarray:
         signal = self._header.signals[self._signal_index[channel.index]]
         spr = signal.samples_per_record
@@ -769,6 +816,43 @@ class Recording:
         """Each channel with its whole signal, one at a time (bounded memory)."""
         for channel in self.channels:
             yield channel, self.read(channel.index)
+
+
+@functools.cache
+def _convert_records():
+    """numba kernel: selected signals of every data record -> float32 ``gain * d + shift``.
+
+    ``records`` is the (records, bytes) map of the data (``words`` the same as 16-bit
+    integers for EDF); signal ``i`` starts at sample
+    ``offsets[i]`` of a record and has ``counts[i]`` samples per record, written to
+    ``out[starts[i]:starts[i + 1]]``. Samples are little-endian 16-bit (EDF) or 24-bit
+    (BDF) two's complement.
+    """
+    import numba
+
+    @numba.njit(nogil=True, cache=True)
+    def convert(records, words, size, offsets, counts, gains, shifts, starts, out):
+        for r in range(records.shape[0]):
+            record = records[r]
+            for i in range(offsets.shape[0]):
+                count = counts[i]
+                target = out[starts[i] + r * count : starts[i] + (r + 1) * count]
+                first = offsets[i] * size
+                gain, shift = gains[i], shifts[i]
+                if size == 2:
+                    source = words[r, offsets[i] : offsets[i] + count]
+                    for c in range(count):
+                        target[c] = np.float32(gain * source[c] + shift)
+                else:
+                    for c in range(count):
+                        value = (
+                            np.int32(record[first + 3 * c])
+                            | (np.int32(record[first + 3 * c + 1]) << 8)
+                            | (np.int32(np.int8(record[first + 3 * c + 2])) << 16)
+                        )
+                        target[c] = np.float32(gain * value + shift)
+
+    return convert
 
 
 def _record_stamp(raw: bytes) -> float:
