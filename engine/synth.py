@@ -349,6 +349,15 @@ class _Subject:
     pop_rate_per_hour: float = 0.0
     movement_probability: float = 0.0
     sweat_episodes: int = 0
+    # --variability wide (see _widen_subject); neutral values otherwise
+    level_scale: dict[str, list[float]] = field(default_factory=dict)
+    alpha_burst_scale: float = 1.0
+    slow_wave_floor: float = 95.0
+    eyes_closed_scale: float = 1.0
+
+
+#: Domain-randomisation profiles of ``synth_night(variability=...)``.
+VARIABILITY = ("standard", "wide")
 
 
 def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -391,6 +400,52 @@ def _draw_subject(rng: np.random.Generator, channels: tuple[str, ...]) -> _Subje
 
 
 # --------------------------------------------------------------------------- arguments
+
+
+def _widen_subject(rng: np.random.Generator, subject: _Subject) -> _Subject:
+    """``variability="wide"``: a subject drawn from a broader population than the standard
+    profile (other people, ages and amplifiers), so that no absolute amplitude or texture of
+    one stage is a reliable cue on its own. Figures from the literature, not from any
+    recording:
+
+    - older sleepers' slow waves are smaller: slow-wave amplitude and slope fall from young
+      to middle age (Carrier et al. 2011, *Eur J Neurosci* 33:758-766) and delta power of
+      NREM sleep roughly halves by middle age (Landolt et al. 1996, *Brain Res*
+      738:205-212; Mander, Winer & Walker 2017, *Neuron* 94:19-36); scorers still score N3
+      in them, so the slow-wave amplitude is scaled by an age factor 0.55-1.0 and its floor
+      follows (95 µV x factor instead of AASM's fixed 75 µV criterion);
+    - waking alpha differs widely between people and is weak at central derivations, and
+      some 5-10 % of adults have a low-voltage EEG with little alpha (Niedermeyer's
+      *Electroencephalography*, ch. "The normal EEG of the waking adult"): W alpha (level and
+      bursts) x0.3-1.5, eyes-open wake more frequent;
+    - the fast activity of W (beta, scalp muscle) depends on vigilance and electrode
+      contact: x0.3-1.5 (beta) and x0.3-2 (muscle); N1 is "low-amplitude, mixed frequency"
+      (AASM v2.6) with variable theta: N1 background x0.6-1.1, theta x0.6-1.6, beta x0.5-2;
+    - every stage's background x0.8-1.25 independently (inter-individual spectra differ
+      by stage; Lendner et al. 2020 for the aperiodic part).
+    """
+    ones = [1.0] * 5
+    background = [_loguniform(rng, 0.8, 1.25) for _ in range(5)]
+    background[N1] *= rng.uniform(0.6, 1.1)
+    age = rng.uniform(0.55, 1.0)
+    theta, beta, muscle = list(ones), list(ones), list(ones)
+    theta[N1] = _loguniform(rng, 0.6, 1.6)
+    beta[W] = _loguniform(rng, 0.3, 1.5)
+    beta[N1] = _loguniform(rng, 0.5, 2.0)
+    muscle[W] = _loguniform(rng, 0.3, 2.0)
+    alpha = list(ones)
+    alpha[W] = _loguniform(rng, 0.3, 1.5)
+    delta = list(ones)
+    delta[N3] = age
+    subject.level_scale = {
+        "background": background, "delta": delta, "theta": theta, "alpha": alpha,
+        "beta": beta, "muscle": muscle,
+    }  # fmt: skip
+    subject.alpha_burst_scale = alpha[W]
+    subject.slow_wave_pp *= age
+    subject.slow_wave_floor = 95.0 * age
+    subject.eyes_closed_scale = rng.uniform(0.5, 1.0)
+    return subject
 
 
 def _check_seed(seed: int) -> None:
@@ -772,10 +827,11 @@ class _Night:
         for e, stage in enumerate(self.stages):
             t0 = e * EPOCH_LENGTH
             if stage == W:
-                closed_p = 0.7 if e < self.onset_epoch else 0.45
+                closed_p = (0.7 if e < self.onset_epoch else 0.45) * self.subject.eyes_closed_scale
                 self.eyes_closed[e] = rng.random() < closed_p
                 if self.eyes_closed[e]:
-                    self._alpha_train(e, rng.uniform(0.55, 0.9), _ALPHA_BURST_RMS, (2.0, 12.0))
+                    burst = _ALPHA_BURST_RMS * self.subject.alpha_burst_scale
+                    self._alpha_train(e, rng.uniform(0.55, 0.9), burst, (2.0, 12.0))
                     self._blinks(e, rng.poisson(1.0))
                     self._sems(e, rng.poisson(0.3))
                 else:
@@ -882,7 +938,8 @@ class _Night:
             durations.append(self.rng.uniform(0.6, 1.6))
         base = self.subject.slow_wave_pp * (0.8 + 0.3 * depth)
         for start, d in zip(self._place(epoch, durations, margin=0.1), durations):
-            pp = float(np.clip(base * self.rng.lognormal(0.0, 0.18), 95.0, 230.0))
+            floor = self.subject.slow_wave_floor
+            pp = float(np.clip(base * self.rng.lognormal(0.0, 0.18), floor, 230.0))
             self._event(
                 "slow_wave", start, d, epoch, "brain",
                 pp=pp, neg_fraction=0.55, neg_share=0.58, sharpness=0,
@@ -956,7 +1013,8 @@ class _Night:
 
     # ---------------------------------------------------------------- rendering
     def _level(self, component: str) -> np.ndarray:
-        return np.asarray(_LEVELS[component], dtype=np.float64)[self.stages]
+        scale = self.subject.level_scale.get(component, (1.0,) * 5)
+        return (np.asarray(_LEVELS[component]) * np.asarray(scale))[self.stages]
 
     def render_brain(self, labels: tuple[str, ...], fs: float) -> dict[str, np.ndarray]:
         """EEG channels (and the frontal signal the EOG picks up) at rate ``fs``.
@@ -1237,6 +1295,7 @@ def synth_night(
     channels: Any = ALL_CHANNELS,
     randomize: bool = True,
     stages: Any = None,
+    variability: str = "standard",
 ) -> SyntheticNight:
     """Generate one synthetic PSG night.
 
@@ -1259,6 +1318,11 @@ def synth_night(
         rate... When False a canonical subject without artefacts is used.
     stages : sequence of int, optional
         Use this hypnogram (stage ids 0-4 per epoch) instead of drawing one.
+    variability : {"standard", "wide"}
+        ``"wide"`` (with ``randomize``) also draws older sleepers' smaller slow waves, weak
+        or absent waking alpha, quieter or busier wake and N1 and per-stage background
+        levels (:func:`_widen_subject`, from an extra random stream: standard nights of a
+        seed are unchanged).
 
     Returns
     -------
@@ -1278,6 +1342,8 @@ def synth_night(
     (60000,)
     """
     _check_seed(seed)
+    if variability not in VARIABILITY:
+        raise SynthError(f"variability must be one of {VARIABILITY}, got {variability!r}")
     hyp_seed, subject_seed, event_seed, noise_seed = _streams(seed)
     if stages is not None:
         hyp = np.asarray(stages)
@@ -1296,6 +1362,9 @@ def synth_night(
     labels = _pick_channels(channels, subject_rng)
     rates = _pick_rates(fs, labels, subject_rng)
     subject = _draw_subject(subject_rng, labels) if randomize else _Subject()
+    if randomize and variability == "wide":
+        wide_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(4,)))
+        subject = _widen_subject(wide_rng, subject)
 
     night = _Night(
         hyp, subject, labels, rates, randomize, np.random.default_rng(event_seed), noise_seed
@@ -1340,7 +1409,10 @@ def synth_night(
         if amplitude and subject.line_freq < 0.45 * rates[c]:
             signals[c] += np.float32(amplitude) * _mains(subject.line_freq, rates[c], n_of[c])
         signals[c] += np.float32(subject.dc_offset.get(c, 0.0))
-    params = asdict(subject) | {"randomize": bool(randomize), "channels": list(labels), "fs": rates}
+    params = asdict(subject) | {
+        "randomize": bool(randomize), "variability": variability, "channels": list(labels),
+        "fs": rates,
+    }  # fmt: skip
     return SyntheticNight(
         signals={c: signals[c] for c in labels},
         fs=rates,
@@ -1537,6 +1609,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="'all', 'random' or comma-separated labels (default: all)",
     )
     parser.add_argument(
+        "--variability",
+        choices=VARIABILITY,
+        default="standard",
+        help="domain randomisation: standard, or wide (older sleepers' smaller slow waves, "
+        "weak waking alpha, quieter or busier W and N1, per-stage levels) (default: standard)",
+    )
+    parser.add_argument(
         "--no-randomize",
         action="store_true",
         help="canonical subject, no artefacts (default: randomised subject and artefacts)",
@@ -1555,8 +1634,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for seed in tqdm(range(args.seed, args.seed + args.nights), desc="synth", unit="night"):
         night = synth_night(
-            seed, hours=args.hours, fs=fs, channels=channels, randomize=not args.no_randomize
-        )
+            seed, hours=args.hours, fs=fs, channels=channels,
+            randomize=not args.no_randomize, variability=args.variability,
+        )  # fmt: skip
         psg, _ = write_night(night, args.out)
         logger.debug("wrote %s (%d epochs, %d events)", psg, night.n_epochs, len(night.events))
     logger.info("wrote %d nights into %s", args.nights, args.out)

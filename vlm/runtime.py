@@ -37,6 +37,7 @@ import numpy as np
 from engine.errors import ChannelNotFoundError, ModelError
 from engine.stages import STAGE_NAMES
 
+from .calibration import input_caveat, load_calibration, temperature_scale
 from .render_setup import RENDER_CONFIG_NAME, RenderConfig, find_render_setup, training_config
 from .sources import Recording, model_windows, open_source
 
@@ -44,6 +45,7 @@ __all__ = [
     "Stager",
     "StagingResult",
     "pick_stager",
+    "default_stager",
     "add_model_arguments",
     "stager_from_args",
 ]
@@ -125,6 +127,10 @@ class Stager:
         self.montage = montage
         self.name = name or (str(self.adapters[0]) if self.adapters[0] else "zero-shot")
         self._members: list[tuple[Any, Any]] | None = None
+        #: Each member's calibration temperature (``calibration.json`` beside its adapter).
+        self.temperatures = [
+            float((load_calibration(a) or {}).get("temperature", 1.0)) for a in self.adapters
+        ]
 
     @classmethod
     def from_adapter(
@@ -282,7 +288,8 @@ class Stager:
     def score(
         self, images: Sequence, batch_size: int = 8, prompts: Sequence[str] | None = None
     ) -> np.ndarray:
-        """Stage probabilities ``(len(images), 5)``: the members' mean.
+        """Stage probabilities ``(len(images), 5)``: the members' mean, each member's
+        scaled by its calibration temperature (:attr:`temperatures`).
 
         ``prompts`` default to the training question of the setup (naming its channels).
         """
@@ -291,11 +298,19 @@ class Stager:
         prompts = list(prompts) if prompts is not None else [self.setup.question()] * len(images)
         return np.mean(
             [
-                score_candidates(model, processor, images, prompts, STAGE_NAMES, batch_size)
-                for model, processor in self.load()
+                temperature_scale(
+                    score_candidates(model, processor, images, prompts, STAGE_NAMES, batch_size),
+                    temperature,
+                )
+                for (model, processor), temperature in zip(self.load(), self.temperatures)
             ],
             axis=0,
         )
+
+    def caveat(self, source) -> str | None:
+        """One line when ``source`` looks unlike the training nights, else None
+        (:func:`vlm.calibration.input_caveat`)."""
+        return input_caveat(source, load_calibration(self.adapters[0]))
 
     def probabilities(
         self,
@@ -367,9 +382,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, ensemble: bool = True) 
     """Options every model command shares: model, adapter, render setup, montage, device."""
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--model", required=True,
+        "--model",
         help="base model: a Hugging Face id (Qwen/Qwen2-VL-2B-Instruct), a local directory, "
-        "or tiny:qwen2vl / tiny:llava (a tiny random model built offline)",
+        "or tiny:qwen2vl / tiny:llava (a tiny random model built offline); default, with no "
+        "--adapter: the shipped stager whose montage the recording fills (vlm/default_models)",
     )  # fmt: skip
     group.add_argument("--adapter", type=Path, help="LoRA adapter directory (vlm/train.py "
                        "output, e.g. runs/tiny_qwen2vl/adapter); omit for zero-shot")  # fmt: skip
@@ -394,8 +410,37 @@ def add_model_arguments(parser: argparse.ArgumentParser, ensemble: bool = True) 
                        help="load the base weights with bitsandbytes (default: none)")  # fmt: skip
 
 
-def stager_from_args(args: argparse.Namespace) -> Stager:
-    """The :class:`Stager` named by :func:`add_model_arguments` options (no weights loaded)."""
+def default_stager(recording: Any, device: str | None = None) -> Stager:
+    """The shipped stager (:mod:`vlm.defaults`) whose montage ``recording`` fills with the
+    most rows (a path, ``prerau:DIR``... or a :class:`~vlm.sources.Recording`).
+
+    Raises
+    ------
+    ModelError
+        When no default model is installed.
+    ChannelNotFoundError
+        When the recording has no usable channel (the message lists the channels found).
+    """
+    from .defaults import default_model_dirs
+    from .sources import open_recording
+
+    folders = default_model_dirs()
+    if not folders:
+        raise ModelError("no default model installed (vlm/default_models); pass --model")
+    stagers = [Stager.from_adapter(str(f / "base"), f / "adapter", device=device) for f in folders]
+    for folder, stager in zip(folders, stagers):
+        stager.name = f"default model {folder.name}"
+    rec = recording if isinstance(recording, Recording) else open_recording(recording)
+    return pick_stager(stagers, rec.labels, str(rec))
+
+
+def stager_from_args(args: argparse.Namespace, recording: Any = None) -> Stager:
+    """The :class:`Stager` named by :func:`add_model_arguments` options (no weights loaded);
+    without ``--model`` and ``--adapter``, the :func:`default_stager` for ``recording``."""
+    if args.model is None:
+        if args.adapter is not None or recording is None:
+            raise ModelError("--model is required with --adapter (or for this command)")
+        return default_stager(recording, args.device)
     return Stager.from_adapter(
         args.model,
         args.adapter,

@@ -150,15 +150,21 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "ask") -> None
 
 def run(args: argparse.Namespace) -> int:
     """``psgvlm ask`` / ``psgvlm chat``: everything is checked before the model loads."""
-    stager = stager_from_args(args)
+    stager = stager_from_args(args, args.recording)
     source = stager.open(args.recording, args.hypnogram)
+    caveat = stager.caveat(source)
     chat = EpochChat(
         source, stager, args.out,
         generate={"auto": None, "on": True, "off": False}[args.generate],
         max_new_tokens=args.max_new_tokens, epoch=args.epoch,
     )  # fmt: skip
     if getattr(args, "command", "ask") == "chat":
+        if caveat:
+            print(caveat)
         return chat_loop(chat, sys.stdin, sys.stdout)
     answer = chat.ask(args.question)
-    print(json.dumps(answer.to_dict(), indent=1) if args.json else format_answer(answer))
+    if args.json:
+        print(json.dumps({**answer.to_dict(), "caveat": caveat}, indent=1))
+    else:
+        print((caveat + "\n" if caveat else "") + format_answer(answer))
     return 0

@@ -202,9 +202,9 @@ def run(args: argparse.Namespace) -> int:
     """``psgvlm stage``: stage every epoch and write the outputs."""
     if args.batch_size < 1:
         raise ModelError(f"--batch-size must be at least 1, got {args.batch_size}")
-    stager = stager_from_args(args)
-    logger.info("render parameters from %s", stager.setup.source)
     recording = open_recording(args.recording, args.hypnogram or args.reference)
+    stager = stager_from_args(args, recording)
+    logger.info("render parameters from %s", stager.setup.source)
     reference = None
     if args.reference is not None:  # on the recording's clock, like the grid
         reference = (
@@ -213,14 +213,16 @@ def run(args: argparse.Namespace) -> int:
             else open_recording(args.recording, args.reference).hypnogram
         )
     source = stager.open(recording)
+    caveat = stager.caveat(source)
     result = stager.stage(source, args.batch_size, progress=not args.no_progress)
     aligned = None
     if reference is not None:
         aligned = align_reference(reference, result.onsets, result.epoch_length)
     info = {
         "recording": str(args.recording),
-        "model": str(args.model),
-        "adapter": str(args.adapter) if args.adapter else None,
+        "model": str(args.model or stager.model_id),
+        "adapter": str(args.adapter or stager.adapters[0]),
+        "caveat": caveat,
         "ensemble": [str(m) for m in stager.adapters] if len(stager.adapters) > 1 else None,
         "render_config": stager.setup.source,
         "grid": str(args.hypnogram or args.reference or f"{result.epoch_length:g}-s epochs "
@@ -229,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
     }  # fmt: skip
     paths, summary = write_outputs(result, args.out, aligned, info, title=args.recording.name)
     stats = summary["statistics"]
+    if caveat:
+        print(caveat)
     print(
         f"{summary['epochs']} epochs: TST {_fmt(stats['TST'])} min, SE {_fmt(stats['SE'])}%, "
         f"mean probability {_fmt(summary['mean_probability'], 2)}"

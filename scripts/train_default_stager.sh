@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Train, calibrate, package and evaluate a default stager shipped in vlm/default_models/
+# (issue 19), from synthetic nights only (engine.synth), on one 2-core CPU:
+#
+#   scripts/train_default_stager.sh                          # eeg_only, ~15 min on 2 cores
+#   NAME=eeg_eog_emg CONFIG=vlm/configs/default_eeg_eog_emg.yaml \
+#       CHANNELS="EEG C4-M1,EOG E1-M2,EMG chin" MONTAGE=eeg=C4-M1,eog=E1-M2,emg=chin \
+#       scripts/train_default_stager.sh
+#
+# Steps (outputs under out/default/$NAME; timings in timings.tsv):
+#  1. psgvlm synth: $NIGHTS training nights (seeds $SEED..), sampling rates drawn per night
+#     ($FS; 'random' gives 50-512 Hz) and the generator's $VARIABILITY randomisation;
+#  2. psgvlm render at the config's image size, context 1 (the target epoch and a neighbour
+#     on each side);
+#  3. vlm/train.py (LoRA + trained head and embeddings on the tiny Qwen2-VL);
+#  4. $CAL_NIGHTS held-out synthetic nights (seeds 900000..) → python -m vlm.calibrate fit:
+#     calibration temperature and the training input range (calibration.json);
+#  5. packaging: the tiny base model's own weights (safetensors), the adapter, render.json
+#     and calibration.json into vlm/default_models/$NAME ($PACKAGE=0 skips it);
+#  6. scripts/dev_eval.sh on the four development recordings, YASA beside
+#     (bench/results/dev/$NAME), and python -m vlm.calibrate ece (ECE before/after).
+# Nothing here reads a real recording before step 6.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NAME=${NAME:-eeg_only}
+CONFIG=${CONFIG:-vlm/configs/default_eeg_only.yaml}
+CHANNELS=${CHANNELS:-EEG C4-M1}
+MONTAGE=${MONTAGE:-eeg=C4-M1}
+NIGHTS=${NIGHTS:-12}
+HOURS=${HOURS:-8}
+FS=${FS:-random}
+VARIABILITY=${VARIABILITY:-wide}
+SEED=${SEED:-0}
+CAL_NIGHTS=${CAL_NIGHTS:-2}
+PACKAGE=${PACKAGE:-1}
+RUN=${RUN:-out/default/$NAME}
+DEST=vlm/default_models/$NAME
+SIZE=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['image_size'])" "$CONFIG")
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$RUN"
+TIMINGS="$RUN/timings.tsv"
+printf "run\t%s\n" "$(date -Is)" >> "$TIMINGS"
+. scripts/lib/timing.sh
+
+if [ ! -f "$RUN/nights/.complete" ]; then
+    step synth psgvlm synth --nights "$NIGHTS" --hours "$HOURS" --fs "$FS" \
+        --variability "$VARIABILITY" --channels "$CHANNELS" --seed "$SEED" --out "$RUN/nights"
+    touch "$RUN/nights/.complete"
+fi
+[ -f "$RUN/train/adapter/adapter_config.json" ] ||
+    step render psgvlm render "synthetic:$RUN/nights" --out "$RUN/shards" --montage "$MONTAGE" \
+    --size "$SIZE" --context 1 --split 1,0,0 --workers 2 --no-progress
+if [ ! -f "$RUN/train/adapter/adapter_config.json" ]; then  # a finished run is kept
+    step train accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process 1 \
+        --mixed_precision no vlm/train.py --config "$CONFIG" --resume auto --seed "$SEED" \
+        --train_shards "$RUN/shards/train-*.tar" --output_dir "$RUN/train"
+fi
+if [ ! -f "$RUN/calibration-nights/.complete" ]; then
+    step synth-cal psgvlm synth --nights "$CAL_NIGHTS" --hours "$HOURS" --fs "$FS" \
+        --variability "$VARIABILITY" --channels "$CHANNELS" --seed 900000 \
+        --out "$RUN/calibration-nights"
+    touch "$RUN/calibration-nights/.complete"
+fi
+[ -f "$RUN/train/adapter/calibration.json" ] ||
+    step calibrate python -m vlm.calibrate fit --model tiny:qwen2vl \
+        --adapter "$RUN/train/adapter" --nights "$RUN/calibration-nights"
+MODEL=tiny:qwen2vl
+ADAPTER=$RUN/train/adapter
+if [ "$PACKAGE" != 0 ]; then
+    BASE=$(python -c "from vlm.model import resolve_model_id; from vlm.tiny import parse_image_size; print(resolve_model_id('tiny:qwen2vl', parse_image_size('$SIZE')))")
+    rm -rf "$DEST/base" "$DEST/adapter"
+    mkdir -p "$DEST/base" "$DEST/adapter"
+    cp "$BASE"/*.json "$BASE"/*.jinja "$BASE"/model.safetensors "$DEST/base/"
+    cp "$ADAPTER"/adapter_config.json "$ADAPTER"/adapter_model.safetensors \
+        "$ADAPTER"/render.json "$ADAPTER"/calibration.json "$DEST/adapter/"
+    cp "$CONFIG" "$DEST/adapter/training_config.yaml"
+    MODEL=$DEST/base
+    ADAPTER=$DEST/adapter
+fi
+step dev-eval env MODEL="$MODEL" scripts/dev_eval.sh "$ADAPTER" "$NAME"
+python -m vlm.calibrate ece --adapter "$ADAPTER" --calibrated-input \
+    --out "bench/results/dev/$NAME/calibration.json" "out/dev/eval/$NAME/predictions.csv"
+cp "$RUN/train/adapter/calibration.json" "bench/results/dev/$NAME/calibration_fit.json"

@@ -1,0 +1,263 @@
+"""Calibrated confidence and an out-of-distribution check for a trained stager.
+
+Two things are stored beside an adapter in ``calibration.json`` (:data:`CALIBRATION_NAME`)
+and used by :class:`vlm.runtime.Stager` and the ``stage``/``ask``/``chat`` commands:
+
+- a **temperature** ``T`` fitted on synthetic validation nights (subjects the adapter was
+  not trained on), by minimising the negative log-likelihood of the expert stages;
+  probabilities are then ``softmax(log p / T)`` (Guo et al. 2017, "On calibration of
+  modern neural networks", ICML). It never changes the predicted stage, only how sure the
+  model says it is;
+- the **input range** seen in those nights: per-30-s-chunk log10 rms and excess kurtosis
+  of each image row after the model's preprocessing. A recording most of whose chunks fall
+  outside that range (a flat channel, an ECG given as EEG, a signal in mV instead of µV) is
+  flagged by :func:`input_caveat` with one line instead of a silent "N3, p = 0.98".
+
+The fit and the figures come from :mod:`vlm.calibrate`::
+
+    python -m vlm.calibrate fit --model tiny:qwen2vl --adapter RUN/adapter \\
+        --nights RUN/calibration-nights
+    python -m vlm.calibrate ece --adapter RUN/adapter out/dev/eval/NAME/predictions.csv
+
+Expected calibration error (:func:`expected_calibration_error`) is the usual equal-width
+15-bin estimate over the top-class probability (Naeini et al. 2015; Guo et al. 2017).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CALIBRATION_NAME",
+    "temperature_scale",
+    "fit_temperature",
+    "expected_calibration_error",
+    "negative_log_likelihood",
+    "chunk_statistics",
+    "input_reference",
+    "input_caveat",
+    "load_calibration",
+    "save_calibration",
+]
+
+#: File written beside an adapter (and read by :class:`vlm.runtime.Stager`).
+CALIBRATION_NAME = "calibration.json"
+#: Seconds per chunk of the input statistics.
+CHUNK_S = 30.0
+#: Share of a recording's chunks outside the training range that raises the caveat.
+OUTSIDE_SHARE = 0.5
+#: Margin (in log10 µV) added on each side of the training range of chunk rms.
+RMS_MARGIN = 0.15
+_EPS = 1e-12
+
+
+def temperature_scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log p / T)`` row by row (``T = 1`` returns ``p`` renormalised).
+
+    Examples
+    --------
+    >>> p = np.array([[0.7, 0.2, 0.1, 0.0, 0.0]])
+    >>> temperature_scale(p, 2.0).round(3)
+    array([[0.523, 0.279, 0.198, 0.   , 0.   ]])
+    """
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, None)
+    logits = np.log(p + _EPS) / float(temperature)
+    logits -= logits.max(axis=-1, keepdims=True)
+    out = np.exp(logits) * (p > 0)
+    total = out.sum(axis=-1, keepdims=True)
+    return np.divide(out, total, out=np.zeros_like(out), where=total > 0)
+
+
+def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean ``-log p(label)``."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    return float(-np.mean(np.log(p[np.arange(labels.size), labels] + _EPS)))
+
+
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature that minimises the NLL of ``labels`` (searched over 0.05-20).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> labels = rng.integers(0, 5, 2000)
+    >>> sure = np.full((2000, 5), 0.01); sure[np.arange(2000), labels] = 0.96
+    >>> wrong = rng.random(2000) < 0.3                    # 30 % wrong but 96 % sure
+    >>> sure[wrong] = np.roll(sure[wrong], 1, axis=1)
+    >>> fit_temperature(sure, labels) > 1.5                # over-confident: T > 1
+    True
+    """
+    from scipy.optimize import minimize_scalar
+
+    p = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if p.ndim != 2 or p.shape[0] != labels.size or labels.size == 0:
+        raise ValueError(f"need (n, k) probabilities and n labels, got {p.shape}, {labels.shape}")
+    found = minimize_scalar(
+        lambda log_t: negative_log_likelihood(temperature_scale(p, np.exp(log_t)), labels),
+        bounds=(np.log(0.05), np.log(20.0)),
+        method="bounded",
+    )
+    return float(np.exp(found.x))
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, labels: np.ndarray, bins: int = 15
+) -> float:
+    """Equal-width-bin ECE of the top-class probability.
+
+    Examples
+    --------
+    >>> p = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
+    >>> round(expected_calibration_error(p, np.array([0, 0, 0, 1])), 3)
+    0.1
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0:
+        return float("nan")
+    confidence = p.max(axis=1)
+    correct = p.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(error)
+
+
+# -- input statistics -----------------------------------------------------------------------
+def chunk_statistics(signal: np.ndarray, fs: float, chunk_s: float = CHUNK_S) -> np.ndarray:
+    """``(n_chunks, 2)``: log10 rms (µV) and excess kurtosis of consecutive chunks.
+
+    Flat chunks get ``-inf`` rms and NaN kurtosis; chunks with NaN are skipped.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> stats = chunk_statistics(rng.normal(0, 20, 6000), 100.0)
+    >>> stats.shape, bool(abs(stats[0, 0] - np.log10(20)) < 0.02), bool(abs(stats[0, 1]) < 0.3)
+    ((2, 2), True, True)
+    """
+    x = np.asarray(signal, dtype=np.float64)
+    n = int(round(chunk_s * fs))
+    chunks = x[: (x.size // n) * n].reshape(-1, n) if x.size >= n else x[None, :]
+    chunks = chunks[np.isfinite(chunks).all(axis=1)]
+    centred = chunks - chunks.mean(axis=1, keepdims=True)
+    variance = (centred**2).mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_rms = 0.5 * np.log10(variance)
+        kurtosis = (centred**4).mean(axis=1) / variance**2 - 3.0
+    flat = variance < 1e-6
+    log_rms[flat] = -np.inf
+    kurtosis[flat] = np.nan
+    return np.stack([log_rms, kurtosis], axis=1)
+
+
+def input_reference(statistics: Sequence[np.ndarray]) -> dict[str, list[float]]:
+    """Training range per image row from the chunk statistics of validation nights.
+
+    Parameters
+    ----------
+    statistics : sequence of ndarray
+        One ``(n_chunks, 2)`` array per row (all nights stacked).
+
+    Returns
+    -------
+    dict
+        ``log_rms``: ``[[lo, hi], ...]`` (0.5th-99.5th percentile ± :data:`RMS_MARGIN`),
+        ``kurtosis``: ``[hi, ...]`` (99.5th percentile + 1) per row.
+    """
+    log_rms, kurtosis = [], []
+    for stats in statistics:
+        finite = stats[np.isfinite(stats).all(axis=1)]
+        lo, hi = np.percentile(finite[:, 0], [0.5, 99.5])
+        log_rms.append([round(float(lo - RMS_MARGIN), 4), round(float(hi + RMS_MARGIN), 4)])
+        kurtosis.append(round(float(np.percentile(finite[:, 1], 99.5) + 1.0), 3))
+    return {"log_rms": log_rms, "kurtosis": kurtosis}
+
+
+def _outside(stats: np.ndarray, rms_range: Sequence[float], kurtosis_hi: float) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return (
+            ~np.isfinite(stats[:, 0])
+            | (stats[:, 0] < rms_range[0])
+            | (stats[:, 0] > rms_range[1])
+            | ~(stats[:, 1] <= kurtosis_hi)
+        )
+
+
+def input_caveat(source, calibration: dict[str, Any] | None) -> str | None:
+    """One line when the recording's drawn signals look unlike the training nights.
+
+    Parameters
+    ----------
+    source : engine.epochs.EpochSource
+        The recording as the model reads it (preprocessed rows).
+    calibration : dict or None
+        :func:`load_calibration` of the adapter; None: no check (returns None).
+
+    Returns
+    -------
+    str or None
+        e.g. ``"caveat: EEG C3 looks unlike the training data (92 % of 30-s chunks outside
+        its amplitude/shape range: median 412 µV rms, trained on 6-71 µV); the stages below
+        may be meaningless"``; None when the input looks like the training nights.
+    """
+    reference = (calibration or {}).get("input_reference")
+    if not reference:
+        return None
+    signals = np.asarray(source.signals)
+    problems = []
+    for row, (rms_range, kurtosis_hi) in enumerate(
+        zip(reference["log_rms"], reference["kurtosis"])
+    ):
+        if row >= signals.shape[0]:
+            break
+        stats = chunk_statistics(signals[row], source.fs)
+        if stats.shape[0] == 0:
+            continue
+        share = float(_outside(stats, rms_range, kurtosis_hi).mean())
+        if share > OUTSIDE_SHARE:
+            finite = stats[np.isfinite(stats[:, 0]), 0]
+            median = f"{10 ** np.median(finite):.3g} µV rms" if finite.size else "flat"
+            label = getattr(source.channels[row], "label", f"row {row}")
+            problems.append(
+                f"{label}: {share:.0%} of 30-s chunks outside the training range (median "
+                f"{median}, trained on {10 ** rms_range[0]:.2g}-{10 ** rms_range[1]:.3g} µV, "
+                f"kurtosis <= {kurtosis_hi:.3g})"
+            )
+    if not problems:
+        return None
+    return (
+        "caveat: the recording looks unlike what the model was trained on ("
+        + "; ".join(problems)
+        + "); treat its stages and probabilities as unreliable"
+    )
+
+
+# -- persistence -----------------------------------------------------------------------------
+def load_calibration(adapter: str | os.PathLike | None) -> dict[str, Any] | None:
+    """``calibration.json`` beside an adapter, or None."""
+    if adapter is None:
+        return None
+    path = Path(adapter) / CALIBRATION_NAME
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def save_calibration(adapter: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Write ``ADAPTER/calibration.json``."""
+    path = Path(adapter) / CALIBRATION_NAME
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return path

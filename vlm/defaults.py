@@ -1,0 +1,43 @@
+"""The stagers shipped with psgvlm, used when ``--model`` and ``--adapter`` are omitted.
+
+Each folder of ``vlm/default_models/`` holds one complete model, trained only on synthetic
+nights by ``scripts/train_default_stager.sh``:
+
+- ``base/``: the tiny Qwen2-VL's own weights (safetensors), tokenizer and processor, so
+  the model does not depend on torch's random generator of the installed version;
+- ``adapter/``: the LoRA adapter, its ``render.json`` (how epochs are drawn) and
+  ``calibration.json`` (temperature and training input range, :mod:`vlm.calibration`);
+- ``MODEL_CARD.md``: training data, budget, development figures beside YASA, limits.
+
+:func:`default_model_dirs` lists them; :func:`vlm.runtime.stager_from_args` builds a
+stager for each and picks the one whose montage the recording fills with the most rows
+(EEG+EOG+EMG before EEG-only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["DEFAULT_MODELS_DIR", "default_model_dirs"]
+
+#: Where the shipped models live (package data).
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "default_models"
+
+
+def default_model_dirs(root: str | Path | None = None) -> list[Path]:
+    """Folders holding a shipped model (``base/config.json`` and ``adapter/``), sorted.
+
+    Examples
+    --------
+    >>> [p.name for p in default_model_dirs("nowhere")]
+    []
+    """
+    folder = Path(root) if root is not None else DEFAULT_MODELS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if (p / "base" / "config.json").is_file()
+        and (p / "adapter" / "adapter_config.json").is_file()
+    )
