@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 from collections.abc import Iterator, Sequence
 
 import numba
@@ -282,14 +283,21 @@ class PolyphasePlan:
         """``ceil(n_in * up / down)``, scipy's output length."""
         return -(-n_in * self.up // self.down)
 
-    def padded_input(self, x: np.ndarray) -> np.ndarray:
+    def padded_input(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``x`` as float32 with ``pad`` zeros before it and enough after it."""
         n_out = self.output_length(x.size)
         blocks = -(-n_out // self.up)
         size = max(blocks * self.down + int(self.starts.max()) + self.width, self.pad + x.size)
-        padded = np.zeros(size, np.float32)
+        padded = np.empty(size, np.float32) if out is None else out[:size]
+        padded[: self.pad] = 0.0
         padded[self.pad : self.pad + x.size] = x
+        padded[self.pad + x.size :] = 0.0
         return padded
+
+    def padded_size(self, n_in: int) -> int:
+        """Length of :meth:`padded_input` for ``n_in`` samples."""
+        blocks = -(-self.output_length(n_in) // self.up)
+        return max(blocks * self.down + int(self.starts.max()) + self.width, self.pad + n_in)
 
 
 @functools.lru_cache(maxsize=64)
@@ -549,8 +557,28 @@ def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     plan = polyphase_plan(up, down)
     out = np.empty(plan.output_length(x.size), np.float32)
     if x.size:
-        _kernels()["fir"](plan.padded_input(x), plan.taps, plan.starts, plan.down, out)
+        scratch = _scratch("fir-input", plan.padded_size(x.size), np.float32)
+        padded = plan.padded_input(x, scratch)
+        _kernels()["fir"](padded, plan.taps, plan.starts, plan.down, out)
     return out
+
+
+_WORKSPACE = threading.local()
+
+
+def _scratch(name: str, size: int, dtype: type) -> np.ndarray:
+    """A reusable scratch array of at least ``size`` elements (one per thread and name).
+
+    Large fresh arrays cost page faults on every call (a channel of a night is tens of
+    MB); the filters reuse their buffers instead.
+    """
+    buffers = getattr(_WORKSPACE, "buffers", None)
+    if buffers is None:
+        buffers = _WORKSPACE.buffers = {}
+    buffer = buffers.get(name)
+    if buffer is None or buffer.size < size or buffer.dtype != dtype:
+        buffer = buffers[name] = np.empty(max(size, 1), dtype)
+    return buffer[:size]
 
 
 def _layout(total: int, warmup: int) -> tuple[int, int]:
@@ -595,7 +623,7 @@ def sosfiltfilt(
     warmup = stage.warmup
     chunk, used = _layout(total, warmup)
     rows = chunk + 2 * warmup
-    lanes = np.empty((rows, LANES))
+    lanes = _scratch("lanes", rows * LANES, np.float64).reshape(rows, LANES)
     kernels["pack"](x, n, pad, chunk, warmup, used, lanes)
     first = lanes[0, 0]
     state = np.zeros((_GROUP, 2, LANES))

@@ -988,12 +988,11 @@ def _execute_pool(
     strict: bool,
     on_progress: Callable[[str, int], None] | None,
 ) -> Iterator[dict[str, Any]]:
-    """Run the tasks in a pool of spawned processes; progress comes through a queue."""
-    import multiprocessing
+    """Run the tasks in a pool of worker processes; progress comes through a queue."""
     import queue as queues
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    context = multiprocessing.get_context("spawn")
+    context = _worker_context()
     manager, channel = None, None
     if on_progress is not None:
         try:
@@ -1026,6 +1025,23 @@ def _execute_pool(
         pool.shutdown(wait=True, cancel_futures=True)
         if manager is not None:
             manager.shutdown()
+
+
+def _worker_context() -> Any:
+    """The multiprocessing context render workers start from.
+
+    A fork server that has imported :mod:`engine.render_worker` (the render path with
+    its kernels loaded) where the platform has one: workers are forked from it ready to
+    draw. Elsewhere, fresh spawned processes (each imports and loads on its own). Plain
+    ``fork`` is never used: the parent may hold threads (numba's pool, progress bars).
+    """
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["engine.render_worker"])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _execute_ray(

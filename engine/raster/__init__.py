@@ -33,6 +33,7 @@ __all__ = [
     "render_cuda",
     "render_gpu",
     "cuda_available",
+    "load_kernel",
 ]
 
 
@@ -75,14 +76,36 @@ def render(signals: np.ndarray, spec: RenderSpec, *, out: np.ndarray | None = No
     ):
         raise RenderError(f"out must be a C-contiguous uint8 array of shape {shape}")
     render_cpu, _ = build_render_kernels(spec.antialias, spec.color)
+    render_cpu(*_kernel_arguments(signals, spec, out))
+    return out if spec.color else out.reshape(shape[:3])
+
+
+def _kernel_arguments(signals: np.ndarray, spec: RenderSpec, out: np.ndarray) -> tuple:
+    """The CPU kernel's arguments for checked ``signals`` and an ``out`` buffer."""
+    layout = layout_for(spec)
     columns = column_tables(signals.shape[2], spec.width)
-    render_cpu(
-        signals, layout.template.reshape(-1), out.reshape(shape[0], -1), spec.width,
+    return (
+        signals, layout.template.reshape(-1), out.reshape(out.shape[0], -1), spec.width,
         columns.frac, columns.before, columns.after, columns.query_a, columns.query_b,
         columns.n_levels, columns.first_level, layout.gain, layout.mid_fx, layout.row_first,
         layout.row_last, layout.ink, layout.half_width_fx, layout.levels,
     )  # fmt: skip
-    return out if spec.color else out.reshape(shape[:3])
+
+
+def load_kernel(spec: RenderSpec, n_samples: int = 3000) -> None:
+    """Load (or compile) the CPU kernel ``spec`` draws with, without running it.
+
+    Running a parallel kernel starts numba's thread pool, which a process must not hold
+    when it forks: the fork server of ``psgvlm render --workers N`` loads the kernel this
+    way, so that its workers start with it ready.
+    """
+    import numba
+
+    signals = np.zeros((1, spec.channels, n_samples), np.float32)
+    planes = layout_for(spec).template.shape[2]
+    out = np.empty((1, spec.height, spec.width, planes), np.uint8)
+    render_cpu, _ = build_render_kernels(spec.antialias, spec.color)
+    render_cpu.compile(tuple(numba.typeof(a) for a in _kernel_arguments(signals, spec, out)))
 
 
 def _as_signals(signals: object, spec: RenderSpec) -> np.ndarray:

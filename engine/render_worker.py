@@ -1,0 +1,88 @@
+"""What a ``psgvlm render --workers N`` worker needs, loaded once in the fork server.
+
+The pool of :func:`engine.pipeline.render_dataset` starts its workers from a fork server
+(``multiprocessing``'s ``forkserver`` method, where the platform has it) that imports this
+module first: the readers, the filters, the rasterizer and the encoder are imported and
+their numba kernels loaded from numba's disk cache once, and every worker forked from the
+server starts with them in memory (milliseconds instead of the 1-3 s a spawned worker
+spends importing numba and loading kernels). Nothing here imports torch, webdataset or
+scipy.
+
+The server and its workers use numba's ``workqueue`` threading layer: numba's OpenMP
+layer refuses to run in a process forked from one that loaded it ("fork() called from a
+process already using GNU OpenMP"), and loading a parallel kernel loads the layer. No
+parallel kernel is run here (the workers start their threads on their first parallel
+call).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+numba.config.THREADING_LAYER = "workqueue"  # fork-safe; set before any parallel kernel loads
+
+from . import dsp, encode, epochs, pipeline, preprocess  # noqa: E402, F401 - preloaded
+from .io import datasets, edf, hypnogram  # noqa: E402, F401
+from .raster import RenderSpec, load_kernel  # noqa: E402
+
+__all__ = ["preload", "probe"]
+
+
+def preload() -> None:
+    """Import the render path and load its kernels (no thread pool is started)."""
+    import pyedflib  # noqa: F401 - the EDF reader's backend
+
+    dsp._kernels()
+    edf._convert_records()(
+        np.zeros((1, 2), np.uint8),
+        np.zeros((1, 1), "<i2"),
+        2,
+        np.zeros(1, np.int64),
+        np.ones(1, np.int64),
+        np.ones(1),
+        np.zeros(1),
+        np.array([0, 1], np.int64),
+        np.empty(1, np.float32),
+    )
+    spec = RenderSpec.for_roles(["eeg"], width=64, height=32, labels=("warm-up",))
+    load_kernel(spec)
+    pages = np.full((1, 32, 64), 255, np.uint8)
+    pages[0, 10:12] = 0
+    encode.encode_batch(pages, "png")
+
+
+def probe() -> dict:
+    """What a worker holds when it starts a task (for tests and ``bench render``).
+
+    Returns
+    -------
+    dict
+        ``pid``; ``heavy``: which of torch, webdataset, vlm and scipy.signal are
+        imported (none should be); ``preloaded``: the render path is already imported;
+        ``uptime_s``: seconds since the process started (a forked worker inherits the
+        server's start time, so this is not its start-up).
+    """
+    import os
+    import sys
+    import time
+
+    try:
+        import psutil
+
+        uptime = time.time() - psutil.Process(os.getpid()).create_time()
+    except Exception:  # noqa: BLE001 - psutil is optional here
+        uptime = float("nan")
+    heavy = ("torch", "webdataset", "vlm", "scipy.signal")
+    return {
+        "pid": os.getpid(),
+        "heavy": sorted(m for m in heavy if m in sys.modules),
+        "preloaded": "engine.dsp" in sys.modules and dsp._kernels.cache_info().currsize > 0,
+        "uptime_s": uptime,
+    }
+
+
+try:
+    preload()
+except Exception:  # noqa: BLE001 - a worker then loads what it needs itself
+    pass
