@@ -435,7 +435,7 @@ class ChatCollator:
         What the assistant answers.
     class_weights : array of 5 floats, optional
         Per-class loss weights; the batch then carries ``sample_weight`` (one per sample),
-        which :mod:`vlm.train` uses to weight each sample's mean answer-token loss.
+        which :func:`vlm.trainer.sample_loss` uses to weight each sample's mean answer-token loss.
     """
 
     def __init__(

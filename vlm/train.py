@@ -298,11 +298,11 @@ def train(
     from vlm.trainer import JsonlLog, SaveRenderSetup, StageTrainer
 
     set_seed(args.seed)
+    logger.info("loading %s (tiny: models are built on first use)", model_args.model)
     with args.main_process_first(local=True, desc="resolving the model"):
         name = resolve_model_id(
             model_args.model, parse_image_size(model_args.image_size), model_args.tiny_cache_dir
         )
-    logger.info("loading %s", name)
     model, processor, family = load_model_and_processor(
         name,
         family=model_args.family,

@@ -216,7 +216,15 @@ class _Parser(HfArgumentParser):
 def build_parser(add_help: bool = True, description: str = __doc__) -> HfArgumentParser:
     """The parser of ``vlm/train.py`` / ``psgvlm train``: ``--config`` and every setting.
 
-    Every option's help ends with its default; abbreviations are refused.
+    Every option's help ends with its default; abbreviations are refused; errors raise
+    :class:`PSGError`.
+
+    Parameters
+    ----------
+    add_help : bool
+        Add ``-h/--help`` (not when the options join ``psgvlm train``'s parser).
+    description : str
+        Text of ``--help`` above the options.
     """
     parser = _Parser(
         SECTIONS,
@@ -274,6 +282,17 @@ def parse_config(
 ) -> tuple[ModelArgs, LoraArgs, DataArgs, TrainingArgs]:
     """Settings from defaults, ``--config FILE.yaml`` and ``--key value`` options.
 
+    Parameters
+    ----------
+    argv : list of str, optional
+        The options (default: ``sys.argv[1:]``).
+    description : str
+        Text of ``--help`` above the options.
+
+    Returns
+    -------
+    (ModelArgs, LoraArgs, DataArgs, TrainingArgs)
+
     Raises
     ------
     PSGError
@@ -304,6 +323,6 @@ def parse_config(
                 kwargs[f.name] = None if null else value
         try:
             sections.append(section(**kwargs))
-        except ValueError as err:  # transformers' own checks of TrainingArguments
+        except (TypeError, ValueError) as err:  # e.g. transformers' checks, a YAML null
             raise PSGError(str(err).strip().replace("\n", " ")) from None
     return tuple(sections)  # type: ignore[return-value]
