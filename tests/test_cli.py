@@ -103,3 +103,15 @@ def test_unknown_command_and_version(capsys):
     assert main(["stagee"]) == 2
     assert "unknown command 'stagee'" in capsys.readouterr().err
     assert main(["--version"]) == 0
+
+
+def test_a_hub_id_without_network_fails_in_one_line(tmp_path, write_edf):
+    psg = write_edf(tmp_path / "rec.edf", [("EEG C4-M1", np.zeros(6000), 100.0, "uV")])
+    render = ROOT / "tests" / "data" / "render_eeg_only.json"
+    offline = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    out = _psgvlm("stage", str(psg), "--model", "Qwen/Qwen2-VL-2B-Instruct", "--render-config",
+                  str(render), "--out", str(tmp_path / "out"), env=offline)  # fmt: skip
+    assert out.returncode == 2
+    assert "not in the Hugging Face cache, and the Hub cannot be reached" in out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.count("error:") == 1
+    assert "loading" not in out.stderr  # checked before anything slow

@@ -47,6 +47,7 @@ __all__ = [
     "pick_stager",
     "default_stager",
     "add_model_arguments",
+    "add_grid_argument",
     "stager_from_args",
 ]
 
@@ -159,7 +160,9 @@ class Stager:
             When the render setup cannot be found, an ensemble member was drawn
             differently, or ``--ensemble`` comes without ``--adapter``.
         """
+        from .model import resolve_model_id
         from .sources import training_montage
+        from .tiny import TINY_PREFIX
 
         setup = find_render_setup(adapter, render_config)
         if ensemble and adapter is None:
@@ -176,6 +179,8 @@ class Stager:
             raise ModelError(f"--adapter {adapter}: not a LoRA adapter (no adapter_config.json)")
         if montage:
             training_montage(setup, montage)  # checked now, before any work
+        if not str(model).startswith(TINY_PREFIX):
+            resolve_model_id(model)  # a missing directory or an unreachable Hub, at once
         return cls(model, [adapter, *ensemble], setup, device, quantization, montage=montage)
 
     # -- what it reads -----------------------------------------------------------------
@@ -432,6 +437,15 @@ def default_stager(recording: Any, device: str | None = None) -> Stager:
         stager.name = f"default model {folder.name}"
     rec = recording if isinstance(recording, Recording) else open_recording(recording)
     return pick_stager(stagers, rec.labels, str(rec))
+
+
+def add_grid_argument(parser: argparse.ArgumentParser) -> None:
+    """``--hypnogram``: the epoch grid of a recording (scored or not)."""
+    parser.add_argument(
+        "--hypnogram", type=Path,
+        help="hypnogram whose epochs form the grid (default: 30-s epochs from the recording "
+        "start; prerau:/dreams: recordings bring their own)",
+    )  # fmt: skip
 
 
 def stager_from_args(args: argparse.Namespace, recording: Any = None) -> Stager:

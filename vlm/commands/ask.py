@@ -29,7 +29,7 @@ from typing import IO
 from engine.errors import PSGError
 
 from ..answers import HELP, Answer, EpochChat
-from ..runtime import add_model_arguments, stager_from_args
+from ..runtime import add_grid_argument, add_model_arguments, stager_from_args
 
 __all__ = ["format_answer", "chat_loop", "add_arguments", "run"]
 
@@ -134,9 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "ask") -> None
         parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     else:
         parser.add_argument("--epoch", type=int, default=0, help="first epoch (default: 0)")
-    parser.add_argument("--hypnogram", type=Path,
-                        help="hypnogram whose epochs form the grid (default: 30-s epochs from "
-                        "the recording start)")  # fmt: skip
+    add_grid_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("."),
                         help="where epoch images are saved (default: the current folder)")  # fmt: skip
     parser.add_argument(

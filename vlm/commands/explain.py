@@ -55,7 +55,7 @@ from ..attribution_studies import (
     pointing_markdown,
     scored_positions,
 )
-from ..runtime import add_model_arguments, stager_from_args
+from ..runtime import add_grid_argument, add_model_arguments, stager_from_args
 from ..sources import open_source
 
 __all__ = ["write_explanation", "add_arguments", "run"]
@@ -133,9 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="attribution on planted/detected events vs random boxes",
     )
-    parser.add_argument("--hypnogram", type=Path,
-                        help="hypnogram whose epochs form the grid (default: 30-s epochs from "
-                        "the recording start)")  # fmt: skip
+    add_grid_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("explain"),
                         help="output directory (default: explain)")  # fmt: skip
     parser.add_argument(
