@@ -4,10 +4,11 @@ Both benchmarks first render a short synthetic night into WebDataset shards with
 real pipeline (:func:`engine.pipeline.render_dataset`), so the model sees exactly what
 training and staging see.
 
-- ``train`` runs :func:`vlm.train.train` itself (the accelerate loop: forward, backward,
-  clipping, AdamW step, LoRA as the YAML config says) for a few steps with one log line
-  per step, and reports the samples/s and s/step of the steps after the warm-up, read
-  from the run's ``log.jsonl``. Data loading and collation count, as in real training.
+- ``train`` runs :func:`vlm.train.train` itself (:class:`vlm.trainer.StageTrainer`, a
+  ``transformers.Trainer``: forward, backward, clipping, AdamW step, LoRA as the YAML
+  config says) for a few steps with one log line per step, and reports the samples/s and
+  s/step of the steps after the warm-up, read from the run's ``log.jsonl``. Data loading
+  and collation count, as in real training.
 - ``infer`` loads the model (and an optional adapter) with
   :func:`vlm.model.load_model_and_processor` and times :func:`vlm.scoring.score_candidates`
   (the five stage answers scored as whole sequences) over the rendered epochs: epochs/s.
@@ -138,11 +139,12 @@ def bench_train(
     steps, warmup : int
         Steps run, and how many of the first are left out of the figures.
     batch_size : int, optional
-        Samples per step (default: the config's ``per_device_batch_size``).
+        Samples per step (default: the config's ``per_device_train_batch_size``).
     image_size : (int, int)
         Rendered image ``(width, height)``; the tiny model is built for it.
     tiny_cache_dir : path, optional
-        Where ``tiny:`` models are built (default: the config's ``tiny_cache_dir``).
+        Where ``tiny:`` models are built (default: the config's ``tiny_cache_dir``, else
+        ``$PSGVLM_CACHE_DIR/tiny``).
     work_dir : path, optional
         Scratch folder for shards and the run (default: a temporary folder).
     """
@@ -155,24 +157,24 @@ def bench_train(
     config = Path(config) if config is not None else default_config(model)
     with tempfile.TemporaryDirectory(prefix="psgvlm-bench-train-", dir=work_dir) as scratch:
         values = _config_values(config)
-        batch = int(batch_size or values.get("per_device_batch_size", 8))
+        batch = int(batch_size or values.get("per_device_train_batch_size", 8))
         shards = render_bench_shards(Path(scratch) / "shards", image_size, 4 * batch)
         overrides: dict[str, Any] = {
             "model": model,
             "image_size": f"{image_size[0]}x{image_size[1]}",
             "train_shards": str(shards / "train-*.tar"),
             "eval_shards": None,
-            "eval_steps": 0,
             "output_dir": str(Path(scratch) / "run"),
             "max_steps": steps,
-            "per_device_batch_size": batch,
+            "per_device_train_batch_size": batch,
             "gradient_accumulation_steps": 1,
             "warmup_steps": min(int(values.get("warmup_steps", 0)), steps),
             "logging_steps": 1,
             "save_steps": steps,
             "shuffle_buffer": 4 * batch,
-            "num_workers": 0,
-            "resume": None,
+            "dataloader_num_workers": 0,
+            "eval_strategy": "no",
+            "report_to": "none",
         }
         if tiny_cache_dir is not None:
             overrides["tiny_cache_dir"] = str(tiny_cache_dir)
@@ -257,17 +259,16 @@ def bench_infer(
     threads : int
         torch threads on the CPU.
     tiny_cache_dir : path, optional
-        Where ``tiny:`` models are built (default: :class:`vlm.train.ModelArgs`'s).
+        Where ``tiny:`` models are built (default: ``$PSGVLM_CACHE_DIR/tiny``, see
+        :func:`vlm.model.resolve_model_id`).
     work_dir : path, optional
         Scratch folder for the shards (default: a temporary folder).
     """
     import torch
 
     from vlm.data import build_question, expand_shards, read_samples
-    from vlm.model import load_model_and_processor
+    from vlm.model import load_model_and_processor, resolve_model_id
     from vlm.scoring import score_candidates
-    from vlm.tiny import resolve_tiny_model
-    from vlm.train import ModelArgs
 
     for name, value in (("epochs", epochs), ("batch-size", batch_size), ("repeats", repeats),
                         ("threads", threads)):  # fmt: skip
@@ -276,8 +277,7 @@ def bench_infer(
     device = _torch_device(device)
     if device == "cpu":
         torch.set_num_threads(threads)
-    cache = Path(tiny_cache_dir or ModelArgs.tiny_cache_dir).expanduser()
-    path = resolve_tiny_model(model, cache, image_size)
+    path = resolve_model_id(model, image_size, tiny_cache_dir)
     with tempfile.TemporaryDirectory(prefix="psgvlm-bench-infer-", dir=work_dir) as scratch:
         shards = render_bench_shards(Path(scratch) / "shards", image_size, epochs)
         samples = read_samples(expand_shards(shards, "train"), limit=epochs)
