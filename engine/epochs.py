@@ -36,7 +36,14 @@ from .stages import Stage
 if TYPE_CHECKING:
     from .io.edf import Recording
 
-__all__ = ["EpochBatch", "EpochSource", "open_epochs", "iter_epochs", "drawn_label"]
+__all__ = [
+    "EpochBatch",
+    "EpochSource",
+    "DeviceEpochSource",
+    "open_epochs",
+    "iter_epochs",
+    "drawn_label",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +134,7 @@ class EpochSource:
         source: Path | None = None,
         start_time: datetime | None = None,
     ) -> None:
-        signals = np.asarray(signals, dtype=np.float32)
+        signals = self._store(signals)
         if signals.ndim != 2 or signals.shape[0] != len(channels):
             raise ValueError(
                 f"signals must be (n_channels={len(channels)}, n_samples), got {signals.shape}"
@@ -135,7 +142,6 @@ class EpochSource:
         if not np.isfinite(fs) or fs <= 0:
             raise ValueError(f"fs must be positive, got {fs}")
         self._signals = signals
-        self._signals.flags.writeable = False
         self.fs = float(fs)
         self.channels = list(channels)
         self.plans = list(plans or [])
@@ -156,6 +162,13 @@ class EpochSource:
                 stacklevel=3,
             )
         self.hypnogram, self._starts = self._trim(epoched)
+
+    @staticmethod
+    def _store(signals: np.ndarray) -> np.ndarray:
+        """The signals as kept: a read-only float32 NumPy array."""
+        signals = np.asarray(signals, dtype=np.float32)
+        signals.flags.writeable = False
+        return signals
 
     @property
     def _name(self) -> str:
@@ -370,11 +383,50 @@ class EpochSource:
         )
 
 
+class DeviceEpochSource(EpochSource):
+    """An :class:`EpochSource` whose preprocessed signals live on a CUDA device.
+
+    Built by :func:`open_epochs` with ``device="cuda"``: the recording's channels are
+    decoded, resampled and filtered on the device (:mod:`engine.dsp_cuda`), and
+    :meth:`iter_batches` cuts epochs there, so its batches' ``signals`` are device arrays
+    (CuPy; NumPy under numba's CUDA simulator) ready for
+    :func:`engine.raster.render_cuda`. The other fields of a batch are on the host.
+    """
+
+    @staticmethod
+    def _store(signals: object) -> object:
+        if signals.dtype != np.float32:
+            raise ValueError(f"device signals must be float32, got {signals.dtype}")
+        return signals
+
+    def _batch(self, positions: np.ndarray, context: int) -> EpochBatch:
+        from . import dsp_cuda
+
+        xp = dsp_cuda.array_module()
+        width = (2 * context + 1) * self.epoch_samples
+        n_samples = int(self._signals.shape[1])
+        first = self._starts[positions] - context * self.epoch_samples
+        index = first[:, None] + np.arange(width)[None, :]
+        inside = (index >= 0) & (index < n_samples)
+        gather = xp.asarray(np.clip(index, 0, max(n_samples - 1, 0)))
+        rows = self._signals[:, gather]  # (channels, epochs, width)
+        out = xp.where(xp.asarray(inside)[None], rows, xp.float32(np.nan))
+        return EpochBatch(
+            signals=xp.ascontiguousarray(out.transpose(1, 0, 2)).astype(xp.float32),
+            index=positions.astype(np.int64),
+            onset=self.hypnogram.onsets[positions],
+            duration=self.hypnogram.durations[positions],
+            stage=self.hypnogram.stages[positions],
+            label=[self.hypnogram.labels[i] for i in positions.tolist()],
+        )
+
+
 def open_epochs(
     psg_path: str | os.PathLike[str] | Recording,
     hypnogram: Hypnogram | str | os.PathLike[str],
     montage: Montage | str = DEFAULT_MONTAGE,
     preprocessing: Preprocessing | None = None,
+    device: str = "cpu",
 ) -> EpochSource:
     """Open a recording with its hypnogram as an :class:`EpochSource`.
 
@@ -389,6 +441,9 @@ def open_epochs(
         recording's start.
     montage : Montage or str
     preprocessing : Preprocessing, optional
+    device : {"cpu", "cuda"}
+        ``"cuda"``: decode, filter and cut epochs on the CUDA device (a
+        :class:`DeviceEpochSource`; needs CuPy, or numba's CUDA simulator).
 
     Returns
     -------
@@ -400,10 +455,12 @@ def open_epochs(
     """
     from .io.edf import Recording, open_recording
 
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {device!r}")
     if isinstance(psg_path, Recording):
-        return _epochs_of(psg_path, hypnogram, montage, preprocessing)
+        return _epochs_of(psg_path, hypnogram, montage, preprocessing, device)
     with open_recording(psg_path) as recording:
-        return _epochs_of(recording, hypnogram, montage, preprocessing)
+        return _epochs_of(recording, hypnogram, montage, preprocessing, device)
 
 
 def _epochs_of(
@@ -411,6 +468,7 @@ def _epochs_of(
     hypnogram: Hypnogram | str | os.PathLike[str],
     montage: Montage | str,
     preprocessing: Preprocessing | None,
+    device: str = "cpu",
 ) -> EpochSource:
     """:func:`open_epochs` on an open recording."""
     psg_path = recording.path
@@ -426,6 +484,8 @@ def _epochs_of(
             logger.info("%s: hypnogram starts %+g s from the recording", psg_path, offset)
             hypnogram = hypnogram.shifted(offset)
     rates = {c.label: recording.channels[c.index].fs for c in channels}
+    if device == "cuda":
+        return _device_epochs_of(recording, channels, rates, hypnogram, preprocessing)
     indices = sorted({c.index for c in channels})
     # Every montage channel in one pass over the data records, as float32 µV.
     samples = dict(zip(indices, recording.read_channels(indices)))
@@ -437,6 +497,45 @@ def _epochs_of(
         preprocessing,
         recording.path,
         recording.start_time,
+    )
+
+
+def _device_epochs_of(
+    recording: Recording,
+    channels: list[ResolvedChannel],
+    rates: Mapping[str, float],
+    hypnogram: Hypnogram,
+    preprocessing: Preprocessing,
+) -> DeviceEpochSource:
+    """:func:`_epochs_of` on the device: decode, filter, stack (shortest length wins)."""
+    from . import dsp_cuda
+    from .preprocess import preprocess_device
+
+    indices = sorted({c.index for c in channels})
+    decoded = dict(zip(indices, dsp_cuda.decode_channels(recording, indices)))
+    processed: dict[str, tuple[object, FilterPlan]] = {}
+    rows, plans = [], []
+    for channel in channels:
+        key = f"{channel.role}:{channel.label}"
+        if key not in processed:
+            fs = rates[channel.label]
+            plan = plan_filters(channel.role, fs, preprocessing)
+            if plan.warning:
+                logger.warning("%s: %r: %s", recording.path, channel.label, plan.warning)
+            values = preprocess_device(decoded[channel.index], fs, channel.role, preprocessing)
+            processed[key] = (values, plan)
+        rows.append(processed[key][0])
+        plans.append(processed[key][1])
+    if not preprocessing.resample and len({plan.output_fs for plan in plans}) > 1:
+        raise ValueError(
+            f"{recording.path}: resampling is disabled but the channels have different rates"
+        )
+    fs = preprocessing.target_fs if preprocessing.resample else plans[0].output_fs
+    n_samples = min(int(row.shape[0]) for row in rows)
+    xp = dsp_cuda.array_module()
+    stacked = xp.stack([row[:n_samples] for row in rows]).astype(xp.float32)
+    return DeviceEpochSource(
+        stacked, fs, channels, hypnogram, plans, recording.path, recording.start_time
     )
 
 

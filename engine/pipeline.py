@@ -371,7 +371,49 @@ def _splits_from_table(subject_ids: Iterable[str], table: Mapping[str, str]) -> 
 def _encode(images: np.ndarray, settings: RenderSettings) -> list[bytes]:
     from .encode import encode_batch
 
+    global _DEVICE_JPEG
+    if not isinstance(images, np.ndarray):  # pages on a CUDA device
+        if settings.fmt == "jpg" and _DEVICE_JPEG is not False:
+            from .encode import encode_jpeg_cuda
+
+            try:  # nvJPEG (torch and torchvision with CUDA), imported on first use only
+                blobs = encode_jpeg_cuda(images, quality=settings.quality)
+            except RenderError as err:
+                logger.info("JPEG on the CPU: %s", err)
+                _DEVICE_JPEG = False
+            else:
+                _DEVICE_JPEG = True
+                return blobs
+        from .dsp_cuda import to_host
+
+        images = to_host(images)
     return encode_batch(images, settings.fmt, quality=settings.quality)
+
+
+#: Whether nvJPEG encoded device pages (None: not tried yet in this process).
+_DEVICE_JPEG: bool | None = None
+
+
+def _device_preprocessing() -> bool:
+    """Recordings can be decoded and filtered on the device (CuPy, or the simulator)."""
+    from .raster.gpu import is_simulator
+
+    if is_simulator():
+        return True
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _host(signals: Any) -> np.ndarray:
+    """Signals of a batch on the host (they are on the device with ``--device cuda``)."""
+    if isinstance(signals, np.ndarray):
+        return signals
+    from .dsp_cuda import to_host
+
+    return to_host(signals)
 
 
 class _Drawer:
@@ -386,10 +428,12 @@ class _Drawer:
         self.buffer: np.ndarray | None = None
 
     def __call__(self, signals: np.ndarray) -> np.ndarray:
-        from .raster import render, render_gpu
+        from .raster import render, render_cuda, render_gpu
 
         if self.device == "cuda":
-            return render_gpu(signals, self.spec)
+            if isinstance(signals, np.ndarray):  # host signals: up, drawn, back down
+                return render_gpu(signals, self.spec)
+            return render_cuda(signals, self.spec)  # pages stay on the device
         n = len(signals)
         if self.buffer is None or self.buffer.shape[0] < n:
             planes = 3 if self.spec.color else 1
@@ -574,7 +618,10 @@ def render_recording(
             hypnogram = read_hypnogram(pair.hypnogram_path, scorer=pair.scorer)
         else:
             hypnogram = _unscored_hypnogram(recording)
-        source = open_epochs(recording, hypnogram, montage, preprocessing)
+        on_device = task.device == "cuda" and _device_preprocessing()
+        source = open_epochs(
+            recording, hypnogram, montage, preprocessing, device="cuda" if on_device else "cpu"
+        )
     read_seconds = time.perf_counter() - started
     keep_unknown = settings.keep_unknown or not scored
     channels = list(source.channels)
@@ -628,7 +675,7 @@ def render_recording(
             blobs = _encode(images, settings)
             features = None
             if settings.features:
-                target = _target_epoch(batch.signals, settings.context)
+                target = _target_epoch(_host(batch.signals), settings.context)
                 features = [
                     _json_safe(f.to_dict())
                     for f in recording_features(
@@ -725,7 +772,7 @@ def _emg_reference(
         return None
     channel = roles.index("emg")
     rms = [
-        emg_rms(batch.signals[:, channel], source.fs)
+        emg_rms(_host(batch.signals)[:, channel], source.fs)
         for batch in source.iter_batches(task.batch_size, context=0, keep_unknown=keep_unknown)
         if len(batch.index)
     ]

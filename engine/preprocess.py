@@ -35,6 +35,7 @@ __all__ = [
     "plan_filters",
     "preprocess",
     "preprocess_reference",
+    "preprocess_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -301,6 +302,40 @@ def preprocess(
         values = dsp.resample_poly(values, plan.up, plan.down)
     values = np.asarray(values, dtype=dtype)
     return _finish(values, plan, role, missing)
+
+
+def preprocess_device(
+    signal: object,
+    fs: float,
+    role: str,
+    params: Preprocessing | None = None,
+) -> object:
+    """:func:`preprocess` of a float32 signal that lives on a CUDA device.
+
+    The same computation by :mod:`engine.dsp_cuda` (one source with the CPU kernels);
+    float32 out, on the device. Signals with non-finite samples, and channels too slow
+    for their role, are preprocessed on the host and copied back up.
+    """
+    from . import dsp_cuda
+
+    params = params or Preprocessing()
+    plan = plan_filters(role, fs, params)
+    xp = dsp_cuda.array_module()
+    finite = xp is not None and bool(xp.isfinite(signal.sum(dtype=np.float64)))
+    if plan.too_slow or not finite:
+        host = preprocess(dsp_cuda.to_host(signal), fs, role, params=params, dtype=np.float32)
+        return dsp_cuda.to_device(host)
+    values = signal
+    downsample = plan.up < plan.down
+    resampled = (plan.up, plan.down) != (1, 1)
+    if downsample and values.shape[0]:
+        values = dsp_cuda.resample_poly(values, plan.up, plan.down)
+    stages = _filter_stages(plan, params.order, int(values.shape[0]))
+    last_is_filter = not resampled or downsample
+    values = dsp_cuda.filter_chain(values, stages, np.float32 if last_is_filter else np.float64)
+    if not downsample and resampled and values.shape[0]:
+        values = dsp_cuda.resample_poly(values, plan.up, plan.down)
+    return values
 
 
 def preprocess_reference(

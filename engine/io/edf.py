@@ -692,10 +692,41 @@ class Recording:
         float32 precision. EDF+D files with gaps go through :meth:`read` (NaN in the
         gaps).
         """
+        layout = self.channel_layout(labels_or_indices)
+        if layout is None:
+            return [self.read(item).astype(np.float32) for item in labels_or_indices]
+        records, size, offsets, counts, gains, shifts, starts = layout
+        out = np.empty(int(starts[-1]), np.float32)
+        _convert_records()(
+            records,
+            records.view("<i2") if size == 2 else np.zeros((0, 0), "<i2"),
+            size,
+            offsets,
+            counts,
+            gains,
+            shifts,
+            starts,
+            out,
+        )
+        return [out[starts[i] : starts[i + 1]] for i in range(len(offsets))]
+
+    def channel_layout(self, labels_or_indices: Sequence[str | int]) -> tuple | None:
+        """Where whole channels lie in the data records, and how to scale them to µV.
+
+        Returns
+        -------
+        tuple or None
+            ``(records, bytes_per_sample, offsets, counts, gains, shifts, starts)``:
+            the (records, bytes) map of the data, each channel's first sample and
+            samples per record, the factor and offset from digital values to µV, and
+            where each channel starts in a concatenation of them (one more entry: the
+            total). ``None`` for EDF+D files with gaps and files without records (read
+            those with :meth:`read`).
+        """
         channels = [self.channel(item) for item in labels_or_indices]
-        if self._record_starts is not None or self._header.n_records == 0:
-            return [self.read(c.index).astype(np.float32) for c in channels]
         header = self._header
+        if self._record_starts is not None or header.n_records == 0:
+            return None
         offsets, counts, gains, shifts, starts = [], [], [], [], [0]
         for channel in channels:
             signal = header.signals[self._signal_index[channel.index]]
@@ -713,21 +744,15 @@ class Recording:
             gains.append(gain)
             shifts.append(shift)
             starts.append(starts[-1] + signal.samples_per_record * header.n_records)
-        out = np.empty(starts[-1], np.float32)
-        records = np.asarray(self._records())
-        two = header.bytes_per_sample == 2
-        _convert_records()(
-            records,
-            records.view("<i2") if two else np.zeros((0, 0), "<i2"),
+        return (
+            np.asarray(self._records()),
             header.bytes_per_sample,
             np.array(offsets, np.int64),
             np.array(counts, np.int64),
             np.array(gains, np.float64),
             np.array(shifts, np.float64),
             np.array(starts, np.int64),
-            out,
         )
-        return [out[starts[i] : starts[i + 1]] for i in range(len(channels))]
 
     def _read_numpy(self, channel: ChannelInfo, first: int, last: int) -> np.ndarray:
         signal = self._header.signals[self._signal_index[channel.index]]
