@@ -79,6 +79,15 @@ def build_parser(command: str) -> tuple[argparse.ArgumentParser, object]:
     return parser, module
 
 
+def _quiet_libraries() -> None:
+    """Hide library chatter that says nothing about the user's data: bitsandbytes'
+    note on optional CPU kernels and transformers' deprecation notices of its own calls."""
+    import warnings
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
 def _quiet_broken_pipe() -> int:
     """A reader closed our output (``psgvlm info FILE | head``): stop without a traceback."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -109,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(levelname)s %(name)s: %(message)s",
         )
+        if not args.verbose:
+            _quiet_libraries()
         return int(module.run(args) or 0)
     except PSGError as err:
         print(f"psgvlm {command}: error: {err}", file=sys.stderr)

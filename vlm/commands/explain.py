@@ -192,7 +192,8 @@ def _run_epoch(args, stager, source, extra) -> int:
         paths = write_explanation(args.out, index, pixels, attributions, sentence,
                                   {"recording": str(args.recording), "scored": stage_name(scored),
                                    "events": events})  # fmt: skip
-        print(f"epoch {index} (scored {stage_name(scored)}): {lead.predicted} (p = "
+        told = "unscored" if scored == int(Stage.UNK) else f"scored {stage_name(scored)}"
+        print(f"epoch {index} ({told}): {lead.predicted} (p = "
               f"{lead.probabilities[lead.predicted]:.2f}). {sentence}")  # fmt: skip
         for path in paths.values():
             print(path)
