@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import write_edf_file
 
@@ -135,3 +136,29 @@ def test_device_preprocessing_matches_scipy_and_the_cpu_under_simulator(tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "device-preprocessing-ok" in result.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(os.environ.get("PSGVLM_TEST_GPU") != "1", reason="set PSGVLM_TEST_GPU=1")
+def test_native_device_preprocessing_matches_the_cpu(tmp_path):
+    """On a real GPU: a 2-h night decoded, filtered and cut on the device equals the CPU's."""
+    from engine import dsp_cuda
+    from engine.epochs import DeviceEpochSource, open_epochs
+    from engine.pipeline import write_synthetic_nights
+    from engine.raster import cuda_available
+    from engine.raster.gpu import cp, cuda_unavailable_reason
+
+    assert cuda_available(), (
+        f"PSGVLM_TEST_GPU=1 but CUDA is unavailable: {cuda_unavailable_reason()}"
+    )
+    assert cp is not None, "PSGVLM_TEST_GPU=1 but CuPy is not installed (pip install -e .[gpu])"
+    nights = write_synthetic_nights(tmp_path / "nights", 1, 2.0)
+    psg, hyp = nights / "night-0000-PSG.edf", nights / "night-0000-Hypnogram.edf"
+    montage = "eeg=C4-M1,eog=E1-M2,emg=chin,eeg=F4-M1,eog=E2-M1,eeg=O2-M1"
+    cpu = open_epochs(psg, hyp, montage)
+    gpu = open_epochs(psg, hyp, montage, device="cuda")
+    assert isinstance(gpu, DeviceEpochSource) and isinstance(gpu.signals, cp.ndarray)
+    assert np.abs(dsp_cuda.to_host(gpu.signals) - cpu.signals).max() < 1e-2
+    a = next(cpu.iter_batches(64, context=1)).signals
+    b = dsp_cuda.to_host(next(gpu.iter_batches(64, context=1)).signals)
+    assert np.array_equal(np.isnan(a), np.isnan(b)) and np.nanmax(np.abs(a - b)) < 1e-2
