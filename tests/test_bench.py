@@ -149,7 +149,7 @@ def test_parsers_and_settings():
     full = RenderBenchSettings().resolved()
     quick = RenderBenchSettings(quick=True).resolved()
     assert quick.epochs < full.epochs and quick.rounds <= full.rounds
-    assert full.nights == 2 and full.workers == (1, 2)
+    assert full.nights == 4 and full.workers == (1, 2)  # a multi-night end-to-end job
     with pytest.raises(PSGError, match="--channels"):
         RenderBenchSettings(channels=0).resolved()
     with pytest.raises(BenchError, match="--device"):
