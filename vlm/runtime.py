@@ -164,6 +164,10 @@ class Stager:
         from .sources import training_montage
         from .tiny import TINY_PREFIX
 
+        if adapter is not None and not Path(adapter).is_dir():
+            raise ModelError(f"--adapter {adapter}: no such adapter directory")
+        if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+            raise ModelError(f"--adapter {adapter}: not a LoRA adapter (no adapter_config.json)")
         setup = find_render_setup(adapter, render_config)
         if ensemble and adapter is None:
             raise ModelError("--ensemble needs --adapter (the first member)")
@@ -175,8 +179,7 @@ class Stager:
                     f"--ensemble {member}: its training images were drawn differently from "
                     f"{adapter}'s ({RENDER_CONFIG_NAME} differs); members must share one setup"
                 )
-        if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-            raise ModelError(f"--adapter {adapter}: not a LoRA adapter (no adapter_config.json)")
+
         if montage:
             training_montage(setup, montage)  # checked now, before any work
         if not str(model).startswith(TINY_PREFIX):
@@ -377,7 +380,8 @@ def pick_stager(stagers: Sequence[Stager], labels: Sequence[str], where: str = "
         wanted = "; ".join(f"{s.name}: {s.montage_spec}" for s in stagers)
         raise ChannelNotFoundError(
             f"{where or 'recording'}: no model's montage can be filled from its channels "
-            f"{list(labels)}; models: {wanted} (pass --montage to name the derivations)"
+            f"{list(labels)}; models: {wanted} (--montage can name other derivations for the "
+            "same rows)"
         )
     return max(fitting, key=lambda s: (len(s.roles), -stagers.index(s)))
 
