@@ -7,25 +7,46 @@
 #   scripts/dev_eval.sh out/dev/baseline/train/adapter baseline
 #   MODEL=vlm/default_models/eeg_only/base scripts/dev_eval.sh ADAPTER NAME
 #   ENSEMBLE="A2 A3" scripts/dev_eval.sh A1 ensemble
+#   SMOKE=1 scripts/dev_eval.sh ADAPTER NAME     # toy size (CI): see below
 #
-# Writes the full report under out/dev/eval/NAME and copies metrics.json and metrics.md
-# into bench/results/dev/NAME (committed).
+# Writes the full report under $OUT (default out/dev/eval/NAME) and copies metrics.json and
+# metrics.md into $RESULTS (default bench/results/dev/NAME, committed).
+#
+# SMOKE=1 checks that the script still works: the first 10 epochs of each recording, or,
+# when $DATA lacks prerau/ or dreams-dev/, a 10-minute synthetic night instead (said on
+# stderr); OUT defaults to out/smoke/dev/eval/NAME and RESULTS to $OUT/results, so
+# nothing is written under bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ADAPTER=${1:?usage: scripts/dev_eval.sh ADAPTER NAME}
 NAME=${2:?usage: scripts/dev_eval.sh ADAPTER NAME}
+SMOKE=${SMOKE:-0}
 MODEL=${MODEL:-tiny:qwen2vl}
 DATA=${DATA:-../shared/data}
 ENSEMBLE=${ENSEMBLE:-}
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
-OUT=out/dev/eval/$NAME
+recordings=("prerau:$DATA/prerau" "dreams:$DATA/dreams-dev")
 extra=()
+if [ "$SMOKE" != 0 ]; then
+    OUT=${OUT:-out/smoke/dev/eval/$NAME}
+    RESULTS=${RESULTS:-$OUT/results}
+    extra=(--epochs 0:10)
+    if [ ! -d "$DATA/prerau" ] || [ ! -d "$DATA/dreams-dev" ]; then
+        echo "smoke: no development recordings in $DATA: evaluating a synthetic night instead" >&2
+        [ -f "$OUT/synthetic/synth-0100-PSG.edf" ] ||
+            psgvlm synth --nights 1 --hours 0.17 --seed 100 --out "$OUT/synthetic"
+        recordings=("$OUT/synthetic/synth-0100-PSG.edf"
+            --hypnogram "$OUT/synthetic/synth-0100-Hypnogram.edf")
+    fi
+fi
+OUT=${OUT:-out/dev/eval/$NAME}
+RESULTS=${RESULTS:-bench/results/dev/$NAME}
 if [ -n "$ENSEMBLE" ]; then
     # shellcheck disable=SC2206
-    extra=(--ensemble $ENSEMBLE)
+    extra+=(--ensemble $ENSEMBLE)
 fi
-psgvlm eval "prerau:$DATA/prerau" "dreams:$DATA/dreams-dev" --model "$MODEL" \
+psgvlm eval "${recordings[@]}" --model "$MODEL" \
     --adapter "$ADAPTER" "${extra[@]}" --peers yasa --no-progress --out "$OUT"
-mkdir -p "bench/results/dev/$NAME"
-cp "$OUT/metrics.json" "$OUT/metrics.md" "bench/results/dev/$NAME/"
+mkdir -p "$RESULTS"
+cp "$OUT/metrics.json" "$OUT/metrics.md" "$RESULTS/"
 cat "$OUT/metrics.md"

@@ -7,20 +7,42 @@
 #
 #   scripts/explain_report.sh                    # ~30 min on 2 busy cores
 #   WORK=/tmp/xr STEPS=700 scripts/explain_report.sh
+#   SMOKE=1 scripts/explain_report.sh            # toy size (CI): see below
 #
-# Steps whose outputs exist in $WORK are not redone (delete them to start over).
+# Steps whose outputs exist in $WORK are not redone (delete them to start over); an
+# interrupted training continues from its last checkpoint (--resume auto). The real
+# recordings ($DATA/yasa, $DATA/prerau) are used when present; a line says when not.
 # Outputs: $WORK/{nights,heldout,shards,run}, and under $OUT: eval/, epoch_*_{occlusion,gradxinput}.png
 # and .json, pointing_{synth,yasa,prerau}/, importance/, robustness/, timings.tsv.
+#
+# SMOKE=1 runs every step at toy size, to check that the script still works: two
+# 10-minute training nights and a 10-minute held-out one, 112x56 images, 3 training
+# steps, 4 epochs per stage, 10 robustness epochs under two perturbations; WORK
+# out/smoke/explain_work and OUT out/smoke/explain by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WORK=${WORK:-out/explain_work}
-OUT=${OUT:-bench/out/explain}
+SMOKE=${SMOKE:-0}
 CONFIG=${CONFIG:-vlm/configs/explain_tiny.yaml}
-STEPS=${STEPS:-700}
 DATA=${DATA:-../shared/data}
 MONTAGE=eeg=C4-M1,eog=E1-M2,emg=chin
+NIGHTS=12 HOURS=2 HELDOUT_HOURS=3 PER_STAGE=6 IMPORTANCE_PER_STAGE=20
+ROBUST_EPOCHS=100:220
+PERTURB='noise:snr=20,10,5,0;gain:0.5,2;line:50,60;wander;pops;drop:eog,emg;size:448x224'
 SIZE=$(sed -n 's/^image_size: *//p' "$CONFIG")
+train_extra=()
+if [ "$SMOKE" != 0 ]; then
+    WORK=${WORK:-out/smoke/explain_work}
+    OUT=${OUT:-out/smoke/explain}
+    STEPS=${STEPS:-3}
+    NIGHTS=2 HOURS=0.17 HELDOUT_HOURS=0.17 PER_STAGE=2 IMPORTANCE_PER_STAGE=4
+    ROBUST_EPOCHS=0:10 PERTURB='noise:snr=5;drop:eog' SIZE=112x56
+    train_extra=(--image_size "$SIZE" --logging_steps 1 --warmup_steps 0
+        --per_device_train_batch_size 2 --shuffle_buffer 8)
+fi
+WORK=${WORK:-out/explain_work}
+OUT=${OUT:-bench/out/explain}
+STEPS=${STEPS:-700}
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 mkdir -p "$WORK" "$OUT"
@@ -30,27 +52,31 @@ TIMINGS="$OUT/timings.tsv"
 
 # 1. Twelve 2-h training nights (seeds 0-11: twelve subjects, each with its own random
 # gains) and one held-out 3-h night (seed 100).
-[ -f "$WORK/nights/synth-0011-PSG.edf" ] ||
-    step synth psgvlm synth --nights 12 --hours 2 --seed 0 --out "$WORK/nights"
+[ -f "$WORK/nights/.complete" ] || {
+    step synth psgvlm synth --nights "$NIGHTS" --hours "$HOURS" --seed 0 --out "$WORK/nights"
+    touch "$WORK/nights/.complete"
+}
 [ -f "$WORK/heldout/synth-0100-PSG.edf" ] ||
-    step synth-heldout psgvlm synth --nights 1 --hours 3 --seed 100 --out "$WORK/heldout"
+    step synth-heldout psgvlm synth --nights 1 --hours "$HELDOUT_HOURS" --seed 100 \
+        --out "$WORK/heldout"
 [ -f "$WORK/shards/manifest.json" ] ||
     step render psgvlm render "synthetic:$WORK/nights" --out "$WORK/shards" --montage "$MONTAGE" \
         --size "$SIZE" --split 1,0,0 --no-progress
 
-# 2. Train the tiny model (vision LoRA, class-balanced loss: $CONFIG).
+# 2. Train the tiny model (vision LoRA, class-balanced loss: $CONFIG), built at the image
+# size in $PSGVLM_CACHE_DIR/tiny (the same seeded weights wherever it is built).
 [ -f "$WORK/run/adapter/adapter_config.json" ] ||
     step train psgvlm train --config "$CONFIG" --train_shards "$WORK/shards/train-*.tar" \
-        --eval_shards null --output_dir "$WORK/run" --tiny_cache_dir "$WORK/tiny" \
-        --max_steps "$STEPS" --class_weights auto --save_steps "$STEPS"
+        --eval_shards null --output_dir "$WORK/run" --resume auto \
+        --max_steps "$STEPS" --class_weights auto --save_steps "$STEPS" "${train_extra[@]}"
 
-BASE="$WORK/tiny/tiny-qwen2vl-$SIZE"
-MODEL=(--model "$BASE" --adapter "$WORK/run/adapter")
+MODEL=(--model tiny:qwen2vl --adapter "$WORK/run/adapter")
 NIGHT="$WORK/heldout/synth-0100-PSG.edf"
 HYP="$WORK/heldout/synth-0100-Hypnogram.edf"
 
 # Clean accuracy on the whole held-out night, beside YASA.
-step eval psgvlm eval "$NIGHT" --hypnogram "$HYP" "${MODEL[@]}" --device cpu --out "$OUT/eval"
+step eval psgvlm eval "$NIGHT" --hypnogram "$HYP" "${MODEL[@]}" --device cpu --no-progress \
+    --out "$OUT/eval"
 
 # 3. One epoch of each stage: the middle of the first long run of that stage.
 EPOCHS=$(python - "$HYP" <<'EOF'
@@ -78,21 +104,24 @@ step explain psgvlm explain "$NIGHT" --epoch "$EPOCHS" "${MODEL[@]}" --hypnogram
 
 # 4. Pointing game: planted events (synthetic), detected events (real snippets, Prerau).
 step pointing-synth psgvlm explain "$NIGHT" --pointing-game "${MODEL[@]}" --hypnogram "$HYP" \
-    --per-stage 6 --window 5 --out "$OUT/pointing_synth"
+    --per-stage "$PER_STAGE" --window 5 --out "$OUT/pointing_synth"
 if [ -d "$DATA/yasa" ]; then
     step pointing-yasa psgvlm explain "yasa:$DATA/yasa" --pointing-game "${MODEL[@]}" \
-        --per-stage 6 --window 5 --out "$OUT/pointing_yasa"
+        --per-stage "$PER_STAGE" --window 5 --out "$OUT/pointing_yasa"
+else
+    echo "skipping pointing-yasa: no YASA snippets at $DATA/yasa" >&2
 fi
 if [ -d "$DATA/prerau" ]; then
     step pointing-prerau psgvlm explain "prerau:$DATA/prerau" --pointing-game "${MODEL[@]}" \
-        --per-stage 6 --window 5 --out "$OUT/pointing_prerau"
+        --per-stage "$PER_STAGE" --window 5 --out "$OUT/pointing_prerau"
+else
+    echo "skipping pointing-prerau: no Prerau segment at $DATA/prerau" >&2
 fi
 
 # 5. Channel importance over the held-out night (up to 20 epochs per scored stage).
 step importance psgvlm explain "$NIGHT" --channel-importance "${MODEL[@]}" --hypnogram "$HYP" \
-    --per-stage 20 --out "$OUT/importance"
+    --per-stage "$IMPORTANCE_PER_STAGE" --out "$OUT/importance"
 
 # 6. Robustness: 120 epochs (W, N1, N2, N3 and R) re-rendered under each perturbation.
-step robustness psgvlm eval "$NIGHT" --hypnogram "$HYP" "${MODEL[@]}" --epochs 100:220 \
-    --perturb 'noise:snr=20,10,5,0;gain:0.5,2;line:50,60;wander;pops;drop:eog,emg;size:448x224' \
-    --out "$OUT/robustness"
+step robustness psgvlm eval "$NIGHT" --hypnogram "$HYP" "${MODEL[@]}" --epochs "$ROBUST_EPOCHS" \
+    --perturb "$PERTURB" --no-progress --out "$OUT/robustness"

@@ -13,13 +13,21 @@
 #  2. psgvlm render at the config's image size, context 1 (the target epoch and a neighbour
 #     on each side);
 #  3. vlm/train.py (LoRA + trained head and embeddings on the tiny Qwen2-VL);
-#  4. $CAL_NIGHTS held-out synthetic nights (seeds 900000..) → python -m vlm.calibrate fit:
+#  4. $CAL_NIGHTS held-out synthetic nights of $CAL_HOURS h (seeds 900000..) → python -m vlm.calibrate fit:
 #     calibration temperature and the training input range (calibration.json);
 #  5. packaging: the tiny base model's own weights (safetensors), the adapter, render.json
 #     and calibration.json into vlm/default_models/$NAME ($PACKAGE=0 skips it);
 #  6. scripts/dev_eval.sh on the four development recordings, YASA beside
 #     (bench/results/dev/$NAME), and python -m vlm.calibrate ece (ECE before/after).
-# Nothing here reads a real recording before step 6.
+# Nothing here reads a real recording before step 6. Steps whose outputs exist are not
+# redone; an interrupted training continues from its last checkpoint (--resume auto).
+#
+#   SMOKE=1 scripts/train_default_stager.sh                  # toy size (CI)
+#
+# SMOKE=1 runs every step at toy size, to check that the script still works: two
+# 10-minute nights, 168x56 images, 3 training steps, one 10-minute calibration night,
+# dev_eval.sh's smoke mode; RUN defaults to out/smoke/default/$NAME and everything,
+# the package ($DEST, default $RUN/package) and the dev results included, stays under it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,10 +41,24 @@ FS=${FS:-random}
 VARIABILITY=${VARIABILITY:-wide}
 SEED=${SEED:-0}
 CAL_NIGHTS=${CAL_NIGHTS:-2}
+CAL_HOURS=${CAL_HOURS:-4}
 PACKAGE=${PACKAGE:-1}
-RUN=${RUN:-out/default/$NAME}
-DEST=vlm/default_models/$NAME
+SMOKE=${SMOKE:-0}
 SIZE=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['image_size'])" "$CONFIG")
+train_extra=()
+if [ "$SMOKE" != 0 ]; then
+    RUN=${RUN:-out/smoke/default/$NAME}
+    DEST=${DEST:-$RUN/package}
+    NIGHTS=2 HOURS=0.17 CAL_NIGHTS=1 CAL_HOURS=0.17 SIZE=168x56
+    train_extra=(--image_size "$SIZE" --max_steps 3 --save_steps 2 --logging_steps 1
+        --warmup_steps 0 --per_device_train_batch_size 2 --shuffle_buffer 8)
+    DEV_OUT=${DEV_OUT:-$RUN/dev-eval}  # dev_eval.sh's smoke mode, its report kept under $RUN
+    RESULTS=${RESULTS:-$RUN/results}
+fi
+RUN=${RUN:-out/default/$NAME}
+DEST=${DEST:-vlm/default_models/$NAME}
+DEV_OUT=${DEV_OUT:-out/dev/eval/$NAME}  # dev_eval.sh's full report
+RESULTS=${RESULTS:-bench/results/dev/$NAME}  # and the files it copies (committed)
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$RUN"
 TIMINGS="$RUN/timings.tsv"
@@ -54,10 +76,10 @@ fi
 if [ ! -f "$RUN/train/adapter/adapter_config.json" ]; then  # a finished run is kept
     step train accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process 1 \
         --mixed_precision no vlm/train.py --config "$CONFIG" --resume auto --seed "$SEED" \
-        --train_shards "$RUN/shards/train-*.tar" --output_dir "$RUN/train"
+        --train_shards "$RUN/shards/train-*.tar" --output_dir "$RUN/train" "${train_extra[@]}"
 fi
 if [ ! -f "$RUN/calibration-nights/.complete" ]; then
-    step synth-cal psgvlm synth --nights "$CAL_NIGHTS" --hours "$HOURS" --fs "$FS" \
+    step synth-cal psgvlm synth --nights "$CAL_NIGHTS" --hours "$CAL_HOURS" --fs "$FS" \
         --variability "$VARIABILITY" --channels "$CHANNELS" --seed 900000 \
         --out "$RUN/calibration-nights"
     touch "$RUN/calibration-nights/.complete"
@@ -78,7 +100,8 @@ if [ "$PACKAGE" != 0 ]; then
     MODEL=$DEST/base
     ADAPTER=$DEST/adapter
 fi
-step dev-eval env MODEL="$MODEL" scripts/dev_eval.sh "$ADAPTER" "$NAME"
+step dev-eval env MODEL="$MODEL" OUT="$DEV_OUT" RESULTS="$RESULTS" SMOKE="$SMOKE" \
+    scripts/dev_eval.sh "$ADAPTER" "$NAME"
 python -m vlm.calibrate ece --adapter "$ADAPTER" --calibrated-input \
-    --out "bench/results/dev/$NAME/calibration.json" "out/dev/eval/$NAME/predictions.csv"
-cp "$RUN/train/adapter/calibration.json" "bench/results/dev/$NAME/calibration_fit.json"
+    --out "$RESULTS/calibration.json" "$DEV_OUT/predictions.csv"
+cp "$RUN/train/adapter/calibration.json" "$RESULTS/calibration_fit.json"

@@ -7,17 +7,31 @@
 #
 #   scripts/train_synth_ensemble.sh                           # 4 seeds, ~20 min on 2 cores
 #   SEEDS="0 100" ROOT=out/ens2 scripts/train_synth_ensemble.sh
+#   SMOKE=1 scripts/train_synth_ensemble.sh                   # toy size (CI): see below
 #
 # Outputs: $ROOT/seed<S>/ (each member's run, as train_synth_eval_real.sh EVAL=0 writes
 # it, its log in $ROOT/seed<S>.log) and $ROOT/eval/ (metrics.json, metrics.md,
-# predictions.csv).
+# predictions.csv). A member whose run is finished is kept.
+#
+# SMOKE=1 checks that the script still works: two members (SEEDS "0 100"), each
+# train_synth_eval_real.sh's smoke mode (two 10-minute nights, 3 training steps), then the
+# first 10 Prerau epochs (or, when $PRERAU is absent, a 10-minute synthetic night, said on
+# stderr); ROOT defaults to out/smoke/synth_ensemble.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SMOKE=${SMOKE:-0}
+eval_extra=()
+if [ "$SMOKE" != 0 ]; then
+    SEEDS=${SEEDS:-0 100}
+    ROOT=${ROOT:-out/smoke/synth_ensemble}
+    eval_extra=(--epochs 0:10)
+fi
 read -r -a seeds <<< "${SEEDS:-0 100 200 300}"
 ROOT=${ROOT:-out/synth_ensemble}
 PRERAU=${PRERAU:-../shared/data/prerau}
 PARALLEL=${PARALLEL:-2}
+export SMOKE
 if [ "${#seeds[@]}" -lt 2 ]; then
     echo "SEEDS must name at least two seeds, got '${seeds[*]}'" >&2
     exit 2
@@ -41,6 +55,16 @@ adapters=()
 for seed in "${seeds[@]}"; do
     adapters+=("$ROOT/seed$seed/train/adapter")
 done
-psgvlm eval "prerau:$PRERAU" --model tiny:qwen2vl --adapter "${adapters[0]}" \
-    --ensemble "${adapters[@]:1}" --peers yasa --smooth hmm --out "$ROOT/eval"
+recording=("prerau:$PRERAU")
+if [ "$SMOKE" != 0 ] && [ ! -d "$PRERAU" ]; then
+    echo "smoke: no Prerau data at $PRERAU: staging a held-out synthetic night instead" >&2
+    [ -f "$ROOT/heldout/synth-1000-PSG.edf" ] ||
+        psgvlm synth --nights 1 --hours 0.17 --fs 100 --channels "EEG C4-M1" --seed 1000 \
+            --out "$ROOT/heldout"
+    recording=("$ROOT/heldout/synth-1000-PSG.edf"
+        --hypnogram "$ROOT/heldout/synth-1000-Hypnogram.edf")
+fi
+psgvlm eval "${recording[@]}" --model tiny:qwen2vl --adapter "${adapters[0]}" \
+    --ensemble "${adapters[@]:1}" --peers yasa --smooth hmm --no-progress "${eval_extra[@]}" \
+    --out "$ROOT/eval"
 cat "$ROOT/eval/metrics.md"
