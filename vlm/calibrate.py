@@ -81,6 +81,23 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(args: argparse.Namespace) -> int:
+    """Recompute only the input range (no model inference) into an existing calibration."""
+    from .render_setup import find_render_setup
+    from .sources import find_recordings
+
+    setup = find_render_setup(args.adapter, None)
+    stats: list[list[np.ndarray]] = [[] for _ in setup.roles]
+    for recording in find_recordings([f"synthetic:{args.nights}"]):
+        source = recording.epochs(setup)
+        for row in range(len(setup.roles)):
+            stats[row].append(chunk_statistics(source.signals[row], source.fs))
+    data = load_calibration(args.adapter) or {"temperature": 1.0}
+    data["input_reference"] = input_reference([np.concatenate(s) for s in stats])
+    print(save_calibration(args.adapter, data))
+    return 0
+
+
 def _ece(args: argparse.Namespace) -> int:
     import csv
 
@@ -121,7 +138,7 @@ def _ece(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m vlm.calibrate fit|ece``."""
+    """``python -m vlm.calibrate fit|reference|ece``."""
     parser = argparse.ArgumentParser(prog="python -m vlm.calibrate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit the temperature and input range on synthetic nights")
@@ -131,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="synthetic validation nights (psgvlm synth --out DIR)")  # fmt: skip
     fit.add_argument("--batch-size", type=int, default=16, help="(default: 16)")
     fit.add_argument("--out", type=Path, help="where calibration.json goes (default: --adapter)")
+    ref = sub.add_parser("reference", help="recompute only the input range (no inference)")
+    ref.add_argument("--adapter", type=Path, required=True, help="adapter with calibration.json")
+    ref.add_argument("--nights", type=Path, required=True, help="synthetic validation nights")
     ece = sub.add_parser("ece", help="ECE before/after the temperature from eval predictions")
     ece.add_argument("--adapter", type=Path, required=True, help="adapter with calibration.json")
     ece.add_argument("predictions", nargs="+", help="psgvlm eval predictions.csv files")
@@ -139,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ece.add_argument("--out", type=Path, help="write the report as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return _fit(args) if args.command == "fit" else _ece(args)
+    return {"fit": _fit, "reference": _reference, "ece": _ece}[args.command](args)
 
 
 if __name__ == "__main__":  # pragma: no cover

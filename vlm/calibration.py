@@ -8,8 +8,8 @@ and used by :class:`vlm.runtime.Stager` and the ``stage``/``ask``/``chat`` comma
   probabilities are then ``softmax(log p / T)`` (Guo et al. 2017, "On calibration of
   modern neural networks", ICML). It never changes the predicted stage, only how sure the
   model says it is;
-- the **input range** seen in those nights: per-30-s-chunk log10 rms and excess kurtosis
-  of each image row after the model's preprocessing. A recording most of whose chunks fall
+- the **input range** seen in those nights: per-30-s-chunk log10 rms, excess kurtosis and
+  the share of power in four bands of each image row after the model's preprocessing. A recording most of whose chunks fall
   outside that range (a flat channel, an ECG given as EEG, a signal in mV instead of µV) is
   flagged by :func:`input_caveat` with one line instead of a silent "N3, p = 0.98".
 
@@ -50,10 +50,11 @@ __all__ = [
 CALIBRATION_NAME = "calibration.json"
 #: Seconds per chunk of the input statistics.
 CHUNK_S = 30.0
-#: Share of a recording's chunks outside the training range that raises the caveat.
-OUTSIDE_SHARE = 0.5
-#: Margin (in log10 µV) added on each side of the training range of chunk rms.
-RMS_MARGIN = 0.15
+#: Share of a row's chunks outside the training range that raises the caveat.
+OUTSIDE_SHARE = 0.25
+#: Margin added on each side of each statistic's training range (log10 units for rms and
+#: band shares, kurtosis units for kurtosis).
+MARGIN = (0.15, 1.0, 0.1, 0.1, 0.1, 0.1)
 _EPS = 1e-12
 
 
@@ -136,68 +137,86 @@ def expected_calibration_error(
 
 
 # -- input statistics -----------------------------------------------------------------------
-def chunk_statistics(signal: np.ndarray, fs: float, chunk_s: float = CHUNK_S) -> np.ndarray:
-    """``(n_chunks, 2)``: log10 rms (µV) and excess kurtosis of consecutive chunks.
+#: Bands (Hz) whose share of the 0.3-35 Hz power is part of the input statistics.
+BANDS = ((0.3, 2.0), (2.0, 8.0), (8.0, 13.0), (13.0, 35.0))
+#: Names of the :func:`chunk_statistics` columns.
+STATISTICS = ("log_rms", "kurtosis", *(f"log_share_{lo:g}-{hi:g}Hz" for lo, hi in BANDS))
 
-    Flat chunks get ``-inf`` rms and NaN kurtosis; chunks with NaN are skipped.
+
+def chunk_statistics(signal: np.ndarray, fs: float, chunk_s: float = CHUNK_S) -> np.ndarray:
+    """Per consecutive chunk: log10 rms (µV), excess kurtosis and the log10 share of the
+    0.3-35 Hz power in each of :data:`BANDS` (Welch, 4-s segments); see :data:`STATISTICS`.
+
+    Flat chunks get ``-inf`` rms and NaN for the rest; chunks with NaN are skipped.
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
     >>> stats = chunk_statistics(rng.normal(0, 20, 6000), 100.0)
     >>> stats.shape, bool(abs(stats[0, 0] - np.log10(20)) < 0.02), bool(abs(stats[0, 1]) < 0.3)
-    ((2, 2), True, True)
+    ((2, 6), True, True)
     """
+    from scipy.signal import welch
+
     x = np.asarray(signal, dtype=np.float64)
     n = int(round(chunk_s * fs))
     chunks = x[: (x.size // n) * n].reshape(-1, n) if x.size >= n else x[None, :]
     chunks = chunks[np.isfinite(chunks).all(axis=1)]
+    out = np.full((chunks.shape[0], len(STATISTICS)), np.nan)
+    if chunks.shape[0] == 0:
+        return out
     centred = chunks - chunks.mean(axis=1, keepdims=True)
     variance = (centred**2).mean(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_rms = 0.5 * np.log10(variance)
-        kurtosis = (centred**4).mean(axis=1) / variance**2 - 3.0
     flat = variance < 1e-6
-    log_rms[flat] = -np.inf
-    kurtosis[flat] = np.nan
-    return np.stack([log_rms, kurtosis], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[:, 0] = np.where(flat, -np.inf, 0.5 * np.log10(variance))
+        out[:, 1] = (centred**4).mean(axis=1) / variance**2 - 3.0
+        f, power = welch(centred, fs=fs, nperseg=min(n, int(round(4 * fs))), axis=1)
+        total = power[:, (f >= BANDS[0][0]) & (f < BANDS[-1][1])].sum(axis=1)
+        for k, (lo, hi) in enumerate(BANDS):
+            share = power[:, (f >= lo) & (f < min(hi, fs / 2))].sum(axis=1) / total
+            out[:, 2 + k] = np.log10(share + 1e-6)
+    out[flat, 1:] = np.nan
+    return out
 
 
-def input_reference(statistics: Sequence[np.ndarray]) -> dict[str, list[float]]:
+def input_reference(statistics: Sequence[np.ndarray]) -> dict[str, Any]:
     """Training range per image row from the chunk statistics of validation nights.
 
     Parameters
     ----------
     statistics : sequence of ndarray
-        One ``(n_chunks, 2)`` array per row (all nights stacked).
+        One ``(n_chunks, len(STATISTICS))`` array per row (all nights stacked).
 
     Returns
     -------
     dict
-        ``log_rms``: ``[[lo, hi], ...]`` (0.5th-99.5th percentile ± :data:`RMS_MARGIN`),
-        ``kurtosis``: ``[hi, ...]`` (99.5th percentile + 1) per row.
+        ``statistics``: the column names; ``ranges``: per row, ``[lo, hi]`` per column (the
+        0.5th-99.5th percentile, widened by :data:`MARGIN` of the column).
     """
-    log_rms, kurtosis = [], []
+    ranges = []
     for stats in statistics:
         finite = stats[np.isfinite(stats).all(axis=1)]
-        lo, hi = np.percentile(finite[:, 0], [0.5, 99.5])
-        log_rms.append([round(float(lo - RMS_MARGIN), 4), round(float(hi + RMS_MARGIN), 4)])
-        kurtosis.append(round(float(np.percentile(finite[:, 1], 99.5) + 1.0), 3))
-    return {"log_rms": log_rms, "kurtosis": kurtosis}
-
-
-def _outside(stats: np.ndarray, rms_range: Sequence[float], kurtosis_hi: float) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        return (
-            ~np.isfinite(stats[:, 0])
-            | (stats[:, 0] < rms_range[0])
-            | (stats[:, 0] > rms_range[1])
-            | ~(stats[:, 1] <= kurtosis_hi)
+        lo, hi = np.percentile(finite, [0.5, 99.5], axis=0)
+        ranges.append(
+            [[round(float(a - m), 4), round(float(b + m), 4)] for a, b, m in zip(lo, hi, MARGIN)]
         )
+    return {"statistics": list(STATISTICS), "ranges": ranges}
+
+
+def _outside(stats: np.ndarray, ranges: Sequence[Sequence[float]]) -> np.ndarray:
+    bounds = np.asarray(ranges, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        inside = (stats >= bounds[:, 0]) & (stats <= bounds[:, 1])  # NaN: outside
+    return ~inside.all(axis=1)
 
 
 def input_caveat(source, calibration: dict[str, Any] | None) -> str | None:
     """One line when the recording's drawn signals look unlike the training nights.
+
+    A 30-s chunk is outside when any of its :data:`STATISTICS` falls outside the range of
+    the calibration nights; the caveat is raised when more than :data:`OUTSIDE_SHARE` of a
+    row's chunks are.
 
     Parameters
     ----------
@@ -209,33 +228,34 @@ def input_caveat(source, calibration: dict[str, Any] | None) -> str | None:
     Returns
     -------
     str or None
-        e.g. ``"caveat: EEG C3 looks unlike the training data (92 % of 30-s chunks outside
-        its amplitude/shape range: median 412 µV rms, trained on 6-71 µV); the stages below
-        may be meaningless"``; None when the input looks like the training nights.
+        ``"caveat: the recording looks unlike what the model was trained on (EEG C4: 92 %
+        of 30-s chunks outside the training range (median 412 µV rms, trained on 4.2-50
+        µV; most often out: log_rms)); ..."``, or None.
     """
     reference = (calibration or {}).get("input_reference")
-    if not reference:
+    if not reference or "ranges" not in reference:
         return None
     signals = np.asarray(source.signals)
     problems = []
-    for row, (rms_range, kurtosis_hi) in enumerate(
-        zip(reference["log_rms"], reference["kurtosis"])
-    ):
-        if row >= signals.shape[0]:
-            break
+    for row, ranges in enumerate(reference["ranges"][: signals.shape[0]]):
         stats = chunk_statistics(signals[row], source.fs)
         if stats.shape[0] == 0:
             continue
-        share = float(_outside(stats, rms_range, kurtosis_hi).mean())
-        if share > OUTSIDE_SHARE:
-            finite = stats[np.isfinite(stats[:, 0]), 0]
-            median = f"{10 ** np.median(finite):.3g} µV rms" if finite.size else "flat"
-            label = getattr(source.channels[row], "label", f"row {row}")
-            problems.append(
-                f"{label}: {share:.0%} of 30-s chunks outside the training range (median "
-                f"{median}, trained on {10 ** rms_range[0]:.2g}-{10 ** rms_range[1]:.3g} µV, "
-                f"kurtosis <= {kurtosis_hi:.3g})"
-            )
+        outside = _outside(stats, ranges)
+        if outside.mean() <= OUTSIDE_SHARE:
+            continue
+        bounds = np.asarray(ranges)
+        with np.errstate(invalid="ignore"):
+            per_column = ~((stats >= bounds[:, 0]) & (stats <= bounds[:, 1]))
+        worst = STATISTICS[int(per_column.mean(axis=0).argmax())]
+        finite = stats[np.isfinite(stats[:, 0]), 0]
+        median = f"{10 ** np.median(finite):.3g} µV rms" if finite.size else "flat"
+        label = getattr(source.channels[row], "label", f"row {row}")
+        problems.append(
+            f"{label}: {outside.mean():.0%} of 30-s chunks outside the training range "
+            f"(median {median}, trained on {10 ** ranges[0][0]:.2g}-{10 ** ranges[0][1]:.3g} µV; "
+            f"most often out: {worst})"
+        )
     if not problems:
         return None
     return (
