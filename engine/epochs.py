@@ -267,22 +267,42 @@ class EpochSource:
         """Read each channel once, preprocess it, stack the rows (shortest length wins)."""
         processed: dict[str, tuple[np.ndarray, FilterPlan]] = {}
         rows, plans = [], []
+        raws: dict[str, tuple[np.ndarray, FilterPlan]] = {}
         for channel in channels:
             key = f"{channel.role}:{channel.label}"
-            if key not in processed:
+            if key not in raws:
                 raw = read(channel)
                 if raw.ndim != 1:
                     raise ValueError(f"channel {channel.label!r} must be 1-D, got {raw.shape}")
-                fs = rates[channel.label]
-                plan = plan_filters(channel.role, fs, preprocessing)
+                plan = plan_filters(channel.role, rates[channel.label], preprocessing)
                 for note in plan.notes:
                     logger.debug("%s: %s: %s", source or "signals", channel.label, note)
                 if plan.warning:
                     logger.warning("%s: %r: %s", source or "signals", channel.label, plan.warning)
-                values = preprocess(raw, fs, channel.role, params=preprocessing, dtype=np.float32)
+                raws[key] = (raw, plan)
+        # Channels that come out the same length are filtered straight into their row.
+        lengths = {-(-raw.size * plan.up // plan.down) for raw, plan in raws.values()}
+        stacked = None
+        if len(lengths) == 1:
+            stacked = np.empty((len(channels), lengths.pop()), np.float32)
+        for row_index, channel in enumerate(channels):
+            key = f"{channel.role}:{channel.label}"
+            if key not in processed:
+                raw, plan = raws[key]
+                out = None if stacked is None else stacked[row_index]
+                values = preprocess(
+                    raw, plan.fs, channel.role, params=preprocessing, dtype=np.float32, out=out
+                )
+                if out is not None and values is not out:
+                    out[:] = values
                 processed[key] = (values, plan)
+            elif stacked is not None:
+                stacked[row_index] = processed[key][0]
             rows.append(processed[key][0])
             plans.append(processed[key][1])
+        if stacked is not None and all(row.size == stacked.shape[1] for row in rows):
+            return cls(stacked, cls._rate(plans, preprocessing, source), channels, hypnogram,
+                       plans, source, start_time)  # fmt: skip
         n_samples = min(row.size for row in rows)
         longest = max(row.size for row in rows)
         if longest - n_samples > 1:
@@ -292,20 +312,24 @@ class EpochSource:
                 longest - n_samples,
                 n_samples,
             )
-        rates = {plan.output_fs for plan in plans}
-        if preprocessing.resample:
-            fs = preprocessing.target_fs
-        elif len(rates) == 1:
-            fs = rates.pop()
-        else:
-            raise ValueError(
-                f"{source or 'signals'}: resampling is disabled but the channels have different "
-                f"rates ({', '.join(f'{r:g}' for r in sorted(rates))} Hz)"
-            )
+        fs = cls._rate(plans, preprocessing, source)
         stacked = np.empty((len(rows), n_samples), np.float32)
         for target, row in zip(stacked, rows):
             target[:] = row[:n_samples]
         return cls(stacked, fs, channels, hypnogram, plans, source, start_time)
+
+    @staticmethod
+    def _rate(plans: list[FilterPlan], preprocessing: Preprocessing, source: Path | None) -> float:
+        """The common rate of the preprocessed channels."""
+        rates = {plan.output_fs for plan in plans}
+        if preprocessing.resample:
+            return preprocessing.target_fs
+        if len(rates) == 1:
+            return rates.pop()
+        raise ValueError(
+            f"{source or 'signals'}: resampling is disabled but the channels have different "
+            f"rates ({', '.join(f'{r:g}' for r in sorted(rates))} Hz)"
+        )
 
     # -- access ------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -259,6 +259,7 @@ def preprocess(
     target_fs: float | None = None,
     params: Preprocessing | None = None,
     dtype: type = np.float64,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Filter one channel for its role and resample it.
 
@@ -280,6 +281,8 @@ def preprocess(
     params : Preprocessing, optional
     dtype : numpy dtype
         float64 (default) or float32 output.
+    out : numpy.ndarray, optional
+        Array of ``dtype`` and the output's length to write into (returned).
 
     Returns
     -------
@@ -296,12 +299,18 @@ def preprocess(
     stages = _filter_stages(plan, params.order, values.size)
     if stages:
         last = not resampled or downsample
-        out = np.empty(values.size, dtype if last else np.float64)
-        values = dsp.filter_chain(values, stages, out=out)
+        if last and out is not None and missing is None and not plan.too_slow:
+            target = out  # the last filter writes the result in place
+        else:
+            target = np.empty(values.size, dtype if last else np.float64)
+        values = dsp.filter_chain(values, stages, out=target)
     if not downsample and resampled and values.size:
         values = dsp.resample_poly(values, plan.up, plan.down)
-    values = np.asarray(values, dtype=dtype)
-    return _finish(values, plan, role, missing)
+    values = _finish(np.asarray(values, dtype=dtype), plan, role, missing)
+    if out is None or values is out:
+        return values
+    out[:] = values
+    return out
 
 
 def preprocess_device(

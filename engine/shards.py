@@ -13,6 +13,7 @@ so a process killed at any moment leaves either a complete shard or none.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -411,6 +412,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def library_versions() -> dict[str, str]:
     """Versions of psgvlm and the libraries that shape the shards' bytes."""
+    return dict(_library_versions())
+
+
+@functools.cache
+def _library_versions() -> dict[str, str]:
+    """:func:`library_versions`, looked up once per process (each lookup parses a package's
+    metadata: ~10 ms apiece, which a short render paid on every manifest)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__

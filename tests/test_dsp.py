@@ -147,7 +147,7 @@ def _reference_source(psg, hypnogram, montage, monkeypatch):
         patch.setattr(
             epochs,
             "preprocess",
-            lambda raw, fs, role, params=None, dtype=None: preprocess_reference(
+            lambda raw, fs, role, params=None, **_: preprocess_reference(
                 raw, fs, role, params=params
             ),
         )
