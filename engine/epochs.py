@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import dsp
 from .errors import HypnogramError
 from .io.hypnogram import Hypnogram, read_hypnogram
 from .montage import DEFAULT_MONTAGE, Montage, ResolvedChannel, resolve_montage
@@ -511,8 +512,11 @@ def _epochs_of(
     if device == "cuda":
         return _device_epochs_of(recording, channels, rates, hypnogram, preprocessing)
     indices = sorted({c.index for c in channels})
-    # Every montage channel in one pass over the data records, as float32 µV.
-    samples = dict(zip(indices, recording.read_channels(indices)))
+    # Every montage channel in one pass over the data records, as float32 µV, into a
+    # buffer reused from recording to recording (they are filtered into new arrays).
+    total = sum(recording.channels[i].n_samples for i in indices)
+    scratch = dsp._scratch("edf-read", total, np.float32)
+    samples = dict(zip(indices, recording.read_channels(indices, out=scratch)))
     return EpochSource._assemble(
         channels,
         lambda channel: samples[channel.index],

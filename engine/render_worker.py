@@ -43,6 +43,8 @@ def preload() -> None:
         np.ones(1),
         np.zeros(1),
         np.array([0, 1], np.int64),
+        0,
+        1,
         np.empty(1, np.float32),
     )
     spec = RenderSpec.for_roles(["eeg"], width=64, height=32, labels=("warm-up",))

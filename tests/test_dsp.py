@@ -139,7 +139,7 @@ def _reference_source(psg, hypnogram, montage, monkeypatch):
     import engine.epochs as epochs
     from engine.io.edf import Recording
 
-    def read_each(self, indices):
+    def read_each(self, indices, **_):
         return [self.read(i) for i in indices]
 
     with monkeypatch.context() as patch:

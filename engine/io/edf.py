@@ -683,31 +683,52 @@ class Recording:
             values *= scale
         return values
 
-    def read_channels(self, labels_or_indices: Sequence[str | int]) -> list[np.ndarray]:
+    def read_channels(
+        self, labels_or_indices: Sequence[str | int], out: np.ndarray | None = None
+    ) -> list[np.ndarray]:
         """Whole channels as float32, in µV: :meth:`read`'s values, read in one pass.
 
         The data records are read once, in file order, and every requested channel's
         samples are converted straight from them (no float64 copy, no pass per channel):
         the render path reads its montage this way. Values equal :meth:`read`'s to
         float32 precision. EDF+D files with gaps go through :meth:`read` (NaN in the
-        gaps).
+        gaps). ``out``: a float32 array of at least the channels' total length to read into
+        (the channels are views of it).
         """
         layout = self.channel_layout(labels_or_indices)
         if layout is None:
             return [self.read(item).astype(np.float32) for item in labels_or_indices]
         records, size, offsets, counts, gains, shifts, starts = layout
-        out = np.empty(int(starts[-1]), np.float32)
-        _convert_records()(
-            records,
-            records.view("<i2") if size == 2 else np.zeros((0, 0), "<i2"),
-            size,
-            offsets,
-            counts,
-            gains,
-            shifts,
-            starts,
-            out,
-        )
+        if out is None or out.size < starts[-1] or out.dtype != np.float32:
+            out = np.empty(int(starts[-1]), np.float32)
+        convert = _convert_records()
+        # The records are read in blocks into one reused buffer (a fresh memory map costs a
+        # page fault per 4 KiB, more than the conversion), and converted block by block.
+        record_bytes = records.shape[1]
+        per_block = max(1, _READ_BLOCK // max(record_bytes, 1))
+        buffer = np.empty(per_block * record_bytes, np.uint8)
+        total = records.shape[0]
+        with open(self.path, "rb") as handle:
+            handle.seek(self._header.header_bytes)
+            for first in range(0, total, per_block):
+                count = min(per_block, total - first)
+                block = buffer[: count * record_bytes]
+                if handle.readinto(memoryview(block)) != block.size:
+                    raise EDFError(f"{self.path}: data records end early (read {first} of {total})")
+                block = block.reshape(count, record_bytes)
+                convert(
+                    block,
+                    block.view("<i2") if size == 2 else np.zeros((0, 0), "<i2"),
+                    size,
+                    offsets,
+                    counts,
+                    gains,
+                    shifts,
+                    starts,
+                    first,
+                    total,
+                    out,
+                )
         return [out[starts[i] : starts[i + 1]] for i in range(len(offsets))]
 
     def channel_layout(self, labels_or_indices: Sequence[str | int]) -> tuple | None:
@@ -858,8 +879,8 @@ class Recording:
 def _convert_records():
     """numba kernel: selected signals of every data record -> float32 ``gain * d + shift``.
 
-    ``records`` is the (records, bytes) map of the data (``words`` the same as 16-bit
-    integers for EDF); signal ``i`` starts at sample
+    ``records`` is a block of the data records, record ``record0`` of ``total`` first
+    (``words`` the same as 16-bit integers for EDF); signal ``i`` starts at sample
     ``offsets[i]`` of a record and has ``counts[i]`` samples per record, written to
     ``out[starts[i]:starts[i + 1]]``. Samples are little-endian 16-bit (EDF) or 24-bit
     (BDF) two's complement.
@@ -867,12 +888,14 @@ def _convert_records():
     import numba
 
     @numba.njit(nogil=True, cache=True)
-    def convert(records, words, size, offsets, counts, gains, shifts, starts, out):
+    def convert(records, words, size, offsets, counts, gains, shifts, starts, record0, total, out):
+        # records: a block of the data records, the first being record ``record0`` of ``total``.
         for r in range(records.shape[0]):
             record = records[r]
             for i in range(offsets.shape[0]):
                 count = counts[i]
-                target = out[starts[i] + r * count : starts[i] + (r + 1) * count]
+                where = starts[i] + (record0 + r) * count
+                target = out[where : where + count]
                 first = offsets[i] * size
                 gain, shift = gains[i], shifts[i]
                 if size == 2:
@@ -889,6 +912,10 @@ def _convert_records():
                         target[c] = np.float32(gain * value + shift)
 
     return convert
+
+
+#: Bytes of data records read at a time by :meth:`Recording.read_channels`.
+_READ_BLOCK = 4 << 20
 
 
 def _record_stamp(raw: bytes) -> float:
