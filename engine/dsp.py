@@ -390,15 +390,15 @@ def _slp_vectorize() -> Iterator[None]:
 # ----------------------------------------------------------------------------------------
 # CPU kernels
 # ----------------------------------------------------------------------------------------
-def _fir_kernel(x, taps, starts, down, out):
-    """Every output of the resampler, block by block (no division in the loop)."""
+def _fir_kernel(x, taps, starts, down, out, first_block, last_block, shift):
+    """Outputs of blocks ``first_block:last_block`` of the resampler (no division in the
+    loop); block ``b``'s phase ``s`` reads ``x[b * down + starts[s] - shift :][:width]``."""
     up, width = taps.shape
     n_out = out.shape[0]
-    blocks = (n_out + up - 1) // up
-    for b in range(blocks):
+    for b in range(first_block, last_block):
         first = b * up
         count = min(up, n_out - first)
-        base = b * down
+        base = b * down - shift
         s = 0
         while s + 1 < count:  # two phases at once: two independent reductions
             seg0 = x[base + starts[s] : base + starts[s] + width]
@@ -508,7 +508,10 @@ _f32 = numba.float32
 _f64 = numba.float64
 _i64 = numba.int64
 _SIGNATURES = {
-    "fir": (_fir_kernel, [(_f32[::1], _f32[:, ::1], _i64[::1], _i64, _f32[::1])]),
+    "fir": (
+        _fir_kernel,
+        [(_f32[::1], _f32[:, ::1], _i64[::1], _i64, _f32[::1], _i64, _i64, _i64)],
+    ),
     "pack": (
         _pack_kernel,
         [(x, _i64, _i64, _i64, _i64, _i64, _f64[:, ::1]) for x in (_f32[::1], _f64[::1])],
@@ -557,10 +560,37 @@ def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     plan = polyphase_plan(up, down)
     out = np.empty(plan.output_length(x.size), np.float32)
     if x.size:
-        scratch = _scratch("fir-input", plan.padded_size(x.size), np.float32)
-        padded = plan.padded_input(x, scratch)
-        _kernels()["fir"](padded, plan.taps, plan.starts, plan.down, out)
+        _resample_into(plan, np.ascontiguousarray(x, dtype=np.float32), out)
     return out
+
+
+def _resample_into(plan: PolyphasePlan, x: np.ndarray, out: np.ndarray) -> None:
+    """Run the resampler: the blocks whose taps lie inside ``x`` read it in place, the
+    first and last few read short zero-padded copies of its ends."""
+    fir = _kernels()["fir"]
+    n, pad, width, down = x.size, plan.pad, plan.width, plan.down
+    blocks = -(-out.size // plan.up)
+    low, high = int(plan.starts.min()), int(plan.starts.max())
+    first = max(0, -(-(pad - low) // down))  # first block reading no padding before x
+    last = min(blocks, (n + pad - width - high) // down + 1)  # blocks before it: none after
+    if first >= last:  # a short signal: all of it padded
+        padded = plan.padded_input(x, _scratch("fir-input", plan.padded_size(n), np.float32))
+        fir(padded, plan.taps, plan.starts, down, out, 0, blocks, 0)
+        return
+    # Head: padded positions 0 .. (first - 1) * down + high + width.
+    head_size = (first - 1) * down + high + width if first else 0
+    if first:
+        head = np.zeros(head_size, np.float32)
+        taken = min(n, head_size - pad)
+        head[pad : pad + taken] = x[:taken]
+        fir(head, plan.taps, plan.starts, down, out, 0, first, 0)
+    fir(x, plan.taps, plan.starts, down, out, first, last, pad)
+    if last < blocks:
+        start = last * down + low  # padded position of the tail's first sample read
+        tail = np.zeros((blocks - 1) * down + high + width - start, np.float32)
+        taken = max(0, min(n, start + tail.size - pad) - (start - pad))
+        tail[:taken] = x[start - pad : start - pad + taken]
+        fir(tail, plan.taps, plan.starts, down, out, last, blocks, start)
 
 
 _WORKSPACE = threading.local()
