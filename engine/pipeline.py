@@ -1091,6 +1091,27 @@ def _worker_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
+def worker_probe() -> dict:
+    """What a render worker holds before its first task (the tests submit it to a pool).
+
+    Returns
+    -------
+    dict
+        ``pid``; ``heavy``: which of torch, webdataset, vlm and scipy.signal are
+        imported (none should be); ``preloaded``: the fork server's preload
+        (:mod:`engine.render_worker`) is there, kernels loaded.
+    """
+    heavy = ("torch", "webdataset", "vlm", "scipy.signal")
+    dsp = sys.modules.get("engine.dsp")
+    return {
+        "pid": os.getpid(),
+        "heavy": sorted(m for m in heavy if m in sys.modules),
+        "preloaded": "engine.render_worker" in sys.modules
+        and dsp is not None
+        and dsp._kernels.cache_info().currsize > 0,
+    }
+
+
 def _execute_ray(
     tasks: Sequence[RecordingTask], workers: int, address: str, strict: bool
 ) -> Iterator[dict[str, Any]]:

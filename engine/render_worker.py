@@ -26,7 +26,7 @@ from . import dsp, encode, epochs, pipeline, preprocess  # noqa: E402, F401 - pr
 from .io import datasets, edf, hypnogram  # noqa: E402, F401
 from .raster import RenderSpec, load_kernel  # noqa: E402
 
-__all__ = ["preload", "probe"]
+__all__ = ["preload"]
 
 
 def preload() -> None:
@@ -52,36 +52,6 @@ def preload() -> None:
     pages = np.full((1, 32, 64), 255, np.uint8)
     pages[0, 10:12] = 0
     encode.encode_batch(pages, "png")
-
-
-def probe() -> dict:
-    """What a worker holds when it starts a task (for tests and ``bench render``).
-
-    Returns
-    -------
-    dict
-        ``pid``; ``heavy``: which of torch, webdataset, vlm and scipy.signal are
-        imported (none should be); ``preloaded``: the render path is already imported;
-        ``uptime_s``: seconds since the process started (a forked worker inherits the
-        server's start time, so this is not its start-up).
-    """
-    import os
-    import sys
-    import time
-
-    try:
-        import psutil
-
-        uptime = time.time() - psutil.Process(os.getpid()).create_time()
-    except Exception:  # noqa: BLE001 - psutil is optional here
-        uptime = float("nan")
-    heavy = ("torch", "webdataset", "vlm", "scipy.signal")
-    return {
-        "pid": os.getpid(),
-        "heavy": sorted(m for m in heavy if m in sys.modules),
-        "preloaded": "engine.dsp" in sys.modules and dsp._kernels.cache_info().currsize > 0,
-        "uptime_s": uptime,
-    }
 
 
 try:
