@@ -6,6 +6,7 @@
 #
 #   scripts/gpu_check.sh                 # on a GPU machine
 #   scripts/gpu_check.sh --cpu-smoke     # the same steps at toy size on the CPU (< 1 min)
+#   SMOKE=1 scripts/gpu_check.sh         # the same as --cpu-smoke (as in the other scripts)
 #   scripts/gpu_check.sh --out DIR --skip llava
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,10 @@ if [[ -z "${VIRTUAL_ENV:-}" && -x .venv/bin/python ]]; then
   PYTHON=.venv/bin/python
 else
   PYTHON=${PYTHON:-python}
+fi
+SMOKE=${SMOKE:-0}
+if [[ "$SMOKE" != 0 ]]; then
+  set -- --cpu-smoke "$@"
 fi
 limit=480
 for arg in "$@"; do

@@ -38,6 +38,16 @@ if [ "${#seeds[@]}" -lt 2 ]; then
 fi
 mkdir -p "$ROOT"
 
+# The members would race to build the tiny model on first use: build it once, here.
+if [ "$SMOKE" != 0 ]; then
+    size=168x56  # train_synth_eval_real.sh's smoke size
+else
+    size=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['image_size'])" \
+        "${CONFIG:-vlm/configs/synth_eeg_only.yaml}")
+fi
+python -c "import sys; from vlm.model import resolve_model_id; from vlm.tiny import parse_image_size
+resolve_model_id('tiny:qwen2vl', parse_image_size(sys.argv[1]))" "$size"
+
 for ((i = 0; i < ${#seeds[@]}; i += PARALLEL)); do
     pids=()
     for seed in "${seeds[@]:i:PARALLEL}"; do
