@@ -17,10 +17,29 @@ call).
 
 from __future__ import annotations
 
+import sys
+
 import numba
 import numpy as np
 
-numba.config.THREADING_LAYER = "workqueue"  # fork-safe; set before any parallel kernel loads
+
+def _in_fork_server() -> bool:
+    """True while ``multiprocessing``'s fork server is importing this module (its preload).
+
+    Imported anywhere else (a test, a doctest run), the module changes nothing: the
+    threading layer of that process is left alone.
+    """
+    frame = sys._getframe()
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "main" and code.co_filename.endswith("forkserver.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+if _in_fork_server():
+    numba.config.THREADING_LAYER = "workqueue"  # fork-safe; set before any kernel loads
 
 from . import dsp, encode, epochs, pipeline, preprocess  # noqa: E402, F401 - preloaded
 from .io import datasets, edf, hypnogram  # noqa: E402, F401
@@ -54,7 +73,8 @@ def preload() -> None:
     encode.encode_batch(pages, "png")
 
 
-try:
-    preload()
-except Exception:  # noqa: BLE001 - a worker then loads what it needs itself
-    pass
+if _in_fork_server():
+    try:
+        preload()
+    except Exception:  # noqa: BLE001 - a worker then loads what it needs itself
+        pass
