@@ -14,7 +14,8 @@
 #     on each side);
 #  3. vlm/train.py (LoRA + trained head and embeddings on the tiny Qwen2-VL);
 #  4. $CAL_NIGHTS held-out synthetic nights of $CAL_HOURS h (seeds 900000..) → python -m vlm.calibrate fit:
-#     calibration temperature and the training input range (calibration.json);
+#     calibration temperature (calibration.json); python -m vlm.calibrate reference on the
+#     training nights: the input range of the out-of-distribution caveat;
 #  5. packaging: the tiny base model's own weights (safetensors), the adapter, render.json
 #     and calibration.json into vlm/default_models/$NAME ($PACKAGE=0 skips it);
 #  6. scripts/dev_eval.sh on the four development recordings, YASA beside
@@ -87,6 +88,10 @@ fi
 [ -f "$RUN/train/adapter/calibration.json" ] ||
     step calibrate python -m vlm.calibrate fit --model tiny:qwen2vl \
         --adapter "$RUN/train/adapter" --nights "$RUN/calibration-nights"
+# the input range of the out-of-distribution caveat: from the training nights themselves
+# (every sampling rate drawn), not from the two calibration nights
+step reference python -m vlm.calibrate reference --adapter "$RUN/train/adapter" \
+    --nights "$RUN/nights"
 MODEL=tiny:qwen2vl
 ADAPTER=$RUN/train/adapter
 if [ "$PACKAGE" != 0 ]; then
@@ -97,6 +102,13 @@ if [ "$PACKAGE" != 0 ]; then
     cp "$ADAPTER"/adapter_config.json "$ADAPTER"/adapter_model.safetensors \
         "$ADAPTER"/render.json "$ADAPTER"/calibration.json "$DEST/adapter/"
     cp "$CONFIG" "$DEST/adapter/training_config.yaml"
+    python - "$DEST" <<'PY'  # the adapter names its shipped base, not this machine's cache
+import json, sys
+path = f"{sys.argv[1]}/adapter/adapter_config.json"
+config = json.load(open(path))
+config["base_model_name_or_path"] = f"{sys.argv[1]}/base"
+open(path, "w").write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+PY
     MODEL=$DEST/base
     ADAPTER=$DEST/adapter
 fi
