@@ -547,3 +547,26 @@ def test_accelerate_launch_two_cpu_processes(shards, cache, tmp_path):
     assert (state / "rng_state_1.pth").is_file()  # a second rank ran
     assert json.loads((state / "trainer_state.json").read_text())["global_step"] == 3
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_strong_noise_lowers_the_trained_models_accuracy(trained, cache, tmp_path):
+    """The robustness runs measure something: a model that stages a new synthetic night
+    well loses that when its EEG, EOG and EMG are buried in noise (SNR -20 dB)."""
+    from engine.perturb import parse_perturb_spec
+    from engine.synth import synth_night, write_night
+    from vlm.robustness import evaluate_perturbed
+    from vlm.runtime import Stager
+    from vlm.sources import open_recording
+
+    _, final = trained
+    psg, hyp = write_night(synth_night(4242, hours=1.0), tmp_path)
+    recording = open_recording(psg, hyp)
+    stager = Stager.from_adapter(str(_base_model(cache)), final)
+    positions = [np.arange(0, len(recording.hypnogram), 3)]
+    clean, noisy = evaluate_perturbed([recording], stager, parse_perturb_spec("noise:snr=-20"),
+                                      positions, peers=())  # fmt: skip
+    print(f"\nnew night: accuracy {clean['model']['accuracy']:.3f} clean, "
+          f"{noisy['model']['accuracy']:.3f} at SNR -20 dB")  # fmt: skip
+    assert clean["model"]["accuracy"] >= 0.6
+    assert noisy["model"]["accuracy"] <= clean["model"]["accuracy"] - 0.2
