@@ -17,8 +17,9 @@
 #
 # SMOKE=1 runs every step at toy size, to check that the script still works: two
 # 10-minute training nights and a 10-minute held-out one, 112x56 images, 3 training
-# steps, 4 epochs per stage, 10 robustness epochs under two perturbations; WORK
-# out/smoke/explain_work and OUT out/smoke/explain by default.
+# steps, 2 epochs per stage in the pointing game and 4 in channel importance, 10
+# robustness epochs under two perturbations; WORK out/smoke/explain_work and OUT
+# out/smoke/explain by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
