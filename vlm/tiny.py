@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from engine.errors import ModelError, RenderError
@@ -356,7 +359,9 @@ def resolve_tiny_model(name: str, cache_dir: str | Path, image_size: tuple[int, 
     """Turn ``"tiny:qwen2vl"`` into a built model directory under ``cache_dir``.
 
     Any other name is returned unchanged. The model is built on first use, so the shipped
-    tiny configs run on a fresh clone without a download.
+    tiny configs run on a fresh clone without a download. It is built in a private folder
+    and renamed into place, so processes that build it at the same time (an ensemble's
+    members, ``accelerate launch`` ranks) never read a half-written one.
     """
     if not name.startswith(TINY_PREFIX):
         return name
@@ -364,7 +369,16 @@ def resolve_tiny_model(name: str, cache_dir: str | Path, image_size: tuple[int, 
     width, height = image_size
     out = Path(cache_dir) / f"tiny-{family}-{width}x{height}"
     if not (out / "config.json").is_file():
-        build_tiny_model(family, out, image_size=image_size)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+        try:
+            build_tiny_model(family, scratch, image_size=image_size)
+            os.rename(scratch, out)
+        except OSError:
+            if not (out / "config.json").is_file():  # not another process's finished build
+                raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return str(out)
 
 
