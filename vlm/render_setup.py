@@ -145,6 +145,30 @@ class RenderConfig:
 
         return build_question({"channels": self.channels})
 
+    def draws_like(self, other: RenderConfig) -> bool:
+        """Whether ``other`` draws epochs the same way: rows (role, montage name, µV scale),
+        render spec, encoding, preprocessing and answer mode. What one training recording
+        happened to supply (its channel's rate, label, the captions it was drawn with)
+        does not count: models trained on different nights still draw alike.
+
+        Examples
+        --------
+        >>> a = RenderConfig(channels=[{"role": "eeg", "name": "C4-M1", "fs": 250.0}],
+        ...                  render={"scales_uv": [75.0], "labels": ["C4-M1"]})
+        >>> b = RenderConfig(channels=[{"role": "eeg", "name": "C4-M1", "fs": 100.0}],
+        ...                  render={"scales_uv": [75.0], "labels": ["Fpz-Cz"]})
+        >>> a == b, a.draws_like(b)
+        (False, True)
+        """
+
+        def key(setup: RenderConfig) -> tuple:
+            rows = [(str(c["role"]).lower(), c["name"], c.get("scale_uv")) for c in setup.channels]
+            render = {k: v for k, v in setup.render.items() if k != "labels"}
+            return (rows, render, setup.image_format, setup.quality, setup.preprocessing,
+                    setup.answer_mode)  # fmt: skip
+
+        return key(self) == key(other)
+
     # -- persistence ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON form (without :attr:`source`)."""

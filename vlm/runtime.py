@@ -174,7 +174,7 @@ class Stager:
         for member in ensemble:
             if not Path(member).is_dir():
                 raise ModelError(f"--ensemble {member}: no such adapter directory")
-            if find_render_setup(member, render_config) != setup:
+            if not find_render_setup(member, render_config).draws_like(setup):
                 raise ModelError(
                     f"--ensemble {member}: its training images were drawn differently from "
                     f"{adapter}'s ({RENDER_CONFIG_NAME} differs); members must share one setup"
