@@ -109,7 +109,11 @@ class Smoke:
 
 @pytest.fixture(scope="module")
 def smoke(request, tmp_path_factory):
-    here = {item.name for item in request.session.items if item.module is sys.modules[__name__]}
+    here = {
+        item.name
+        for item in request.session.items
+        if getattr(item, "module", None) is sys.modules[__name__]  # doctest items have none
+    }
     runs = Smoke(tmp_path_factory.mktemp("smoke"), {CHAINS[n] for n in here if n in CHAINS})
     yield runs
     runs.pool.shutdown(wait=True)
