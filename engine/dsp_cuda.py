@@ -150,6 +150,23 @@ def _kernels() -> dict:
             else:
                 lanes[r, k] = 0.0
 
+    @cuda.jit(device=True)
+    def steady_state(state, zi, n_sections, start):
+        # Each section's state for a signal that has stood at ``start`` forever.
+        for s in range(n_sections):
+            state[s, 0] = zi[s, 0] * start
+            state[s, 1] = zi[s, 1] * start
+
+    @cuda.jit(device=True)
+    def cascade(value, sections, state, n_sections):
+        # One sample through every second-order section, states updated in place.
+        for s in range(n_sections):
+            value, state[s, 0], state[s, 1] = biquad_step(
+                value, sections[s, 0], sections[s, 1], sections[s, 2], sections[s, 3],
+                sections[s, 4], state[s, 0], state[s, 1],
+            )  # fmt: skip
+        return value
+
     @cuda.jit
     def forward(lanes, sections, zi, chunk, warmup, used):
         # One thread per lane; every section of the stage per row, states in registers.
@@ -159,17 +176,9 @@ def _kernels() -> dict:
         state = cuda.local.array((MAX_SECTIONS, 2), np.float64)
         n_sections = sections.shape[0]
         start = lanes[0, k] if k * chunk - warmup <= 0 else 0.0
-        for s in range(n_sections):
-            state[s, 0] = zi[s, 0] * start
-            state[s, 1] = zi[s, 1] * start
+        steady_state(state, zi, n_sections, start)
         for r in range(lanes.shape[0]):
-            value = lanes[r, k]
-            for s in range(n_sections):
-                value, state[s, 0], state[s, 1] = biquad_step(
-                    value, sections[s, 0], sections[s, 1], sections[s, 2], sections[s, 3],
-                    sections[s, 4], state[s, 0], state[s, 1],
-                )  # fmt: skip
-            lanes[r, k] = value
+            lanes[r, k] = cascade(lanes[r, k], sections, state, n_sections)
 
     @cuda.jit
     def backward(lanes, sections, zi, chunk, warmup, used, total):
@@ -185,18 +194,11 @@ def _kernels() -> dict:
         last = lanes[total - 1 - last_lane * chunk + warmup, last_lane]
         origin = k * chunk - warmup
         start = last if origin + rows - 1 >= total - 1 else 0.0
-        for s in range(n_sections):
-            state[s, 0] = zi[s, 0] * start
-            state[s, 1] = zi[s, 1] * start
+        steady_state(state, zi, n_sections, start)
         for i in range(rows):
             r = rows - 1 - i
             value = last if origin + r > total - 1 else lanes[r, k]
-            for s in range(n_sections):
-                value, state[s, 0], state[s, 1] = biquad_step(
-                    value, sections[s, 0], sections[s, 1], sections[s, 2], sections[s, 3],
-                    sections[s, 4], state[s, 0], state[s, 1],
-                )  # fmt: skip
-            lanes[r, k] = value
+            lanes[r, k] = cascade(value, sections, state, n_sections)
 
     @cuda.jit
     def unpack(lanes, chunk, warmup, padlen, out):
