@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import ChannelNotFoundError, ModelError
+from engine.errors import ChannelNotFoundError, ModelError, MontageError
 from engine.stages import STAGE_NAMES
 
 from .calibration import input_caveat, load_calibration, temperature_scale
@@ -45,7 +45,10 @@ __all__ = [
     "Stager",
     "StagingResult",
     "pick_stager",
+    "default_stagers",
     "default_stager",
+    "require_model",
+    "stagers_from_args",
     "add_model_arguments",
     "add_grid_argument",
     "stager_from_args",
@@ -387,14 +390,25 @@ def pick_stager(stagers: Sequence[Stager], labels: Sequence[str], where: str = "
 
 
 # -- command line ---------------------------------------------------------------------------
-def add_model_arguments(parser: argparse.ArgumentParser, ensemble: bool = True) -> None:
-    """Options every model command shares: model, adapter, render setup, montage, device."""
+#: What ``--model`` defaults to in ``stage``, ``ask`` and ``chat``.
+DEFAULT_MODEL_HELP = (
+    "default, with no --adapter: the shipped stager whose montage the recording fills "
+    "(vlm/default_models)"
+)
+
+
+def add_model_arguments(
+    parser: argparse.ArgumentParser, ensemble: bool = True, default: str = DEFAULT_MODEL_HELP
+) -> None:
+    """Options every model command shares: model, adapter, render setup, montage, device.
+
+    ``default`` tells what the command does without ``--model`` (end of its help).
+    """
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
         help="base model: a Hugging Face id (Qwen/Qwen2-VL-2B-Instruct), a local directory, "
-        "or tiny:qwen2vl / tiny:llava (a tiny random model built offline); default, with no "
-        "--adapter: the shipped stager whose montage the recording fills (vlm/default_models)",
+        f"or tiny:qwen2vl / tiny:llava (a tiny random model built offline); {default}",
     )  # fmt: skip
     group.add_argument("--adapter", type=Path, help="LoRA adapter directory (vlm/train.py "
                        "output, e.g. runs/tiny_qwen2vl/adapter); omit for zero-shot")  # fmt: skip
@@ -419,30 +433,6 @@ def add_model_arguments(parser: argparse.ArgumentParser, ensemble: bool = True) 
                        help="load the base weights with bitsandbytes (default: none)")  # fmt: skip
 
 
-def default_stager(recording: Any, device: str | None = None) -> Stager:
-    """The shipped stager (:mod:`vlm.defaults`) whose montage ``recording`` fills with the
-    most rows (a path, ``prerau:DIR``... or a :class:`~vlm.sources.Recording`).
-
-    Raises
-    ------
-    ModelError
-        When no default model is installed.
-    ChannelNotFoundError
-        When the recording has no usable channel (the message lists the channels found).
-    """
-    from .defaults import default_model_dirs
-    from .sources import open_recording
-
-    folders = default_model_dirs()
-    if not folders:
-        raise ModelError("no default model installed (vlm/default_models); pass --model")
-    stagers = [Stager.from_adapter(str(f / "base"), f / "adapter", device=device) for f in folders]
-    for folder, stager in zip(folders, stagers):
-        stager.name = f"default model {folder.name}"
-    rec = recording if isinstance(recording, Recording) else open_recording(recording)
-    return pick_stager(stagers, rec.labels, str(rec))
-
-
 def add_grid_argument(parser: argparse.ArgumentParser) -> None:
     """``--hypnogram``: the epoch grid of a recording (scored or not)."""
     parser.add_argument(
@@ -452,14 +442,99 @@ def add_grid_argument(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def stager_from_args(args: argparse.Namespace, recording: Any = None) -> Stager:
-    """The :class:`Stager` named by :func:`add_model_arguments` options (no weights loaded);
-    without ``--model`` and ``--adapter``, the :func:`default_stager` for ``recording``."""
+def default_stagers(
+    device: str | None = None, quantization: str | None = None, montage: str | None = None
+) -> list[Stager]:
+    """A :class:`Stager` for each shipped model (:mod:`vlm.defaults`), named ``default model
+    NAME``, without loading weights; :func:`pick_stager` chooses one per recording.
+
+    Parameters
+    ----------
+    device, quantization : str, optional
+        As for :meth:`Stager.from_adapter`.
+    montage : str, optional
+        Other derivations for the rows; only the models with the montage's rows are kept.
+
+    Raises
+    ------
+    ModelError
+        When no default model is installed.
+    MontageError
+        When ``montage`` has the rows of no shipped model.
+    """
+    from .defaults import default_model_dirs
+
+    folders = default_model_dirs()
+    if not folders:
+        raise ModelError("no default model installed (vlm/default_models); pass --model")
+    stagers, refusals = [], []
+    for folder in folders:
+        try:
+            stager = Stager.from_adapter(str(folder / "base"), folder / "adapter", device=device,
+                                         quantization=quantization, montage=montage)  # fmt: skip
+        except MontageError as err:
+            refusals.append(f"default model {folder.name}: {err}")
+            continue
+        stager.name = f"default model {folder.name}"
+        stagers.append(stager)
+    if not stagers:
+        raise MontageError("; ".join(refusals))
+    return stagers
+
+
+def default_stager(recording: Any, device: str | None = None) -> Stager:
+    """The shipped stager whose montage ``recording`` fills with the most rows (a path,
+    ``prerau:DIR``... or a :class:`~vlm.sources.Recording`).
+
+    Raises
+    ------
+    ModelError
+        When no default model is installed.
+    ChannelNotFoundError
+        When the recording has no usable channel (the message lists the channels found).
+    """
+    return _pick_for(default_stagers(device), recording)
+
+
+def _pick_for(stagers: Sequence[Stager], recording: Any) -> Stager:
+    from .sources import open_recording
+
+    rec = recording if isinstance(recording, Recording) else open_recording(recording)
+    return pick_stager(stagers, rec.labels, str(rec))
+
+
+def require_model(args: argparse.Namespace, what: str) -> None:
+    """Refuse ``what`` (``--shards``...) without ``--model``: the shipped stagers are
+    chosen by a recording's channels.
+
+    Raises
+    ------
+    ModelError
+        When ``args.model`` is None.
+    """
     if args.model is None:
-        if args.adapter is not None or recording is None:
-            raise ModelError("--model is required with --adapter (or for this command)")
-        return default_stager(recording, args.device)
-    return Stager.from_adapter(
+        raise ModelError(f"{what} needs --model (and --adapter): the shipped default stagers "
+                         "are chosen by a recording's channels")  # fmt: skip
+
+
+def stagers_from_args(args: argparse.Namespace) -> list[Stager]:
+    """The stagers :func:`add_model_arguments` options name, without loading weights: the
+    one of ``--model`` (with ``--adapter``, ``--ensemble``), else every shipped default
+    stager (:func:`default_stagers`, with ``--device``, ``--quantization``, ``--montage``).
+
+    Raises
+    ------
+    ModelError
+        When adapters or ``--render-config`` come without ``--model``.
+    """
+    if args.model is None:
+        adapters = [args.adapter, *getattr(args, "ensemble", ()), *getattr(args, "adapters", ())]
+        if any(a is not None for a in adapters):
+            raise ModelError("an adapter needs --model: the base model it was trained on")
+        if args.render_config is not None:
+            raise ModelError("--render-config needs --model; the shipped stagers bring their own")
+        return default_stagers(args.device, args.quantization, args.montage)
+    stager = Stager.from_adapter(
         args.model,
         args.adapter,
         getattr(args, "ensemble", None) or (),
@@ -468,3 +543,14 @@ def stager_from_args(args: argparse.Namespace, recording: Any = None) -> Stager:
         args.quantization,
         args.montage,
     )
+    return [stager]
+
+
+def stager_from_args(args: argparse.Namespace, recording: Any = None) -> Stager:
+    """The :class:`Stager` named by :func:`add_model_arguments` options (no weights loaded);
+    without ``--model``, the shipped stager whose montage ``recording`` fills with the most
+    rows (:func:`pick_stager` over :func:`stagers_from_args`)."""
+    if recording is None:
+        require_model(args, "this command")
+    stagers = stagers_from_args(args)
+    return stagers[0] if args.model is not None else _pick_for(stagers, recording)

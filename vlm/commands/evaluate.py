@@ -12,7 +12,9 @@ Montage-specific models: ``--adapter A --adapters B C`` stages each recording wi
 model whose montage it fills with the most rows (:func:`vlm.runtime.pick_stager`: an
 EEG-only recording goes to the EEG-only model, a full PSG to the EEG+EOG+EMG model).
 Ensembles are spelled as in ``stage``, ``ask`` and ``chat``: ``--adapter A --ensemble B C``
-averages the three models' stage probabilities.
+averages the three models' stage probabilities. Without ``--model`` (and adapters), each
+recording is staged by the shipped default stager its channels fill best
+(:func:`vlm.runtime.default_stagers`); shards need ``--model``.
 
 Command lines::
 
@@ -45,7 +47,7 @@ from engine.stages import STAGE_NAMES, Stage
 from ..metrics import classification_metrics, group_metrics, metrics_markdown, plot_confusion
 from ..peers import PEERS, peer_available, yasa_stage
 from ..robustness import evaluate_perturbed, plot_robustness, robustness_markdown
-from ..runtime import Stager, add_model_arguments, pick_stager, stager_from_args
+from ..runtime import Stager, add_model_arguments, pick_stager, require_model, stagers_from_args
 from ..smoothing import SMOOTHERS, smooth_runs, synthetic_stage_hmm, training_class_prior
 from ..sources import Recording, find_recordings, select_epochs
 
@@ -163,6 +165,7 @@ def run_shards(args: argparse.Namespace) -> int:
 
     from ..data import build_question, expand_shards, read_samples
 
+    require_model(args, "--shards")
     urls = expand_shards(args.shards, args.split)
     try:  # shards hold drawn images: the setup only sizes a tiny: model
         stager = Stager.from_adapter(
@@ -224,7 +227,8 @@ def run_shards(args: argparse.Namespace) -> int:
 
 # -- recordings ------------------------------------------------------------------------------
 def _stagers(args: argparse.Namespace) -> list[Stager]:
-    """One stager per montage-specific adapter, or one ensemble stager."""
+    """One stager per montage-specific adapter, one ensemble stager, or (no ``--model``)
+    the shipped default stagers."""
     if args.ensemble and args.adapters:
         raise ModelError(
             "--ensemble and --adapters do not mix: --adapters picks one model per recording "
@@ -232,7 +236,7 @@ def _stagers(args: argparse.Namespace) -> list[Stager]:
         )
     if args.adapters and args.render_config:
         raise ModelError("--render-config applies to one adapter; each of --adapters has its own")
-    stagers = [stager_from_args(args)]
+    stagers = stagers_from_args(args)
     for adapter in args.adapters:
         stagers.append(
             Stager.from_adapter(
@@ -437,18 +441,19 @@ def run_perturbed(args: argparse.Namespace) -> int:
     if args.adapters:
         raise ModelError("--perturb evaluates one model: give --adapter only")
     perturbations = parse_perturb_spec(args.perturb)
-    stager = stager_from_args(args)
-    name = Path(args.adapter).resolve().parent.name if args.adapter else "zero-shot"
+    stagers = stagers_from_args(args)
     peers = (
         tuple(p for p in PEERS if peer_available(p)) if args.peers is None else tuple(args.peers)
     )
-    recordings, positions = [], []
-    for recording in find_recordings(inputs, args.hypnogram, args.scorer):
+    recordings = find_recordings(inputs, args.hypnogram, args.scorer)
+    stager = _one_stager(stagers, recordings)
+    name = Path(args.adapter).resolve().parent.name if args.adapter else stager.name
+    positions = []
+    for recording in recordings:
         grid = stager.open(recording).hypnogram  # the epochs inside the signal
         scored = np.flatnonzero(grid.stages != int(Stage.UNK))
         if scored.size == 0:
             raise DatasetError(f"{recording}: no scored epochs")
-        recordings.append(recording)
         positions.append(scored[select_epochs(args.epochs, scored.size)])
     results = evaluate_perturbed(recordings, stager, perturbations, positions,
                                  batch_size=args.batch_size, seed=args.perturb_seed,
@@ -458,14 +463,31 @@ def run_perturbed(args: argparse.Namespace) -> int:
     if args.out is not None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        payload = {"inputs": inputs, "model": args.model,
-                   "adapter": str(args.adapter) if args.adapter else None,
+        payload = {"inputs": inputs, "model": stager.model_id,
+                   "adapter": str(stager.adapters[0]) if stager.adapters[0] else None,
                    "perturb": args.perturb, "seed": args.perturb_seed,
                    "stages": list(STAGE_NAMES), "results": results}  # fmt: skip
         (out / "robustness.json").write_text(json.dumps(payload, indent=1, allow_nan=True) + "\n")
         (out / "robustness.md").write_text(markdown)
         print(plot_robustness(results, out / "robustness.png"))
     return 0
+
+
+def _one_stager(stagers: list[Stager], recordings: list[Recording]) -> Stager:
+    """The one stager every recording is perturbed under: the only one, or the shipped
+    default that each recording's channels pick.
+
+    Raises
+    ------
+    ModelError
+        When the recordings pick different default models.
+    """
+    picked = {id(s): s for s in (pick_stager(stagers, r.labels, str(r)) for r in recordings)}
+    if len(picked) > 1:
+        names = ", ".join(s.name for s in picked.values())
+        raise ModelError(f"--perturb evaluates one model, but these recordings fill different "
+                         f"default models ({names}): evaluate them apart, or pass --model")  # fmt: skip
+    return next(iter(picked.values()))
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -487,7 +509,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="epochs per forward pass (default: 8)")  # fmt: skip
     parser.add_argument("--limit", type=int, help="at most this many shard epochs")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_model_arguments(parser)
+    add_model_arguments(
+        parser,
+        default="default, with no --adapter, --adapters or --ensemble: each recording is "
+        "staged by the shipped stager whose montage it fills with the most rows "
+        "(vlm/default_models); --shards need --model",
+    )
     group = parser.add_argument_group("recordings")
     group.add_argument("--hypnogram", type=Path, help="hypnogram file of a single EDF recording")
     group.add_argument("--keep-going", action="store_true",
