@@ -59,6 +59,7 @@ __all__ = [
     "biquad_step",
     "fir_dot",
     "ext_value",
+    "all_finite",
 ]
 
 #: Chunks filtered side by side by the CPU kernel (8 float64 = one 512-bit register).
@@ -424,14 +425,29 @@ def _fir_kernel(x, taps, starts, down, out, first_block, last_block, shift):
 def _pack_kernel(x, n, padlen, chunk, warmup, used, lanes):
     """Chunks of the oddly extended ``x`` side by side: lane ``k`` row ``r`` holds position
     ``k * chunk - warmup + r``; before the start, the first extended sample; after the
-    end, the last one; unused lanes hold zeros."""
+    end, the last one; unused lanes hold zeros.
+
+    Rows whose lanes all read inside ``x`` (all but the first ``warmup + padlen`` and the
+    last lane's tail) are a plain strided gather; the others go through :func:`ext_value`.
+    """
     rows, width = lanes.shape
     last = n + 2 * padlen - 1
-    for r in range(rows):
+    inner_start = min(warmup + padlen, rows)
+    inner_stop = inner_start
+    if used == width:
+        inner_stop = max(inner_start, min(rows, n + padlen + warmup - (width - 1) * chunk))
+    step = numba.uint64(chunk)  # unsigned indices: no negative-index wrap-around checks
+    for r in range(inner_start, inner_stop):
         row = lanes[r]
+        base = numba.uint64(r - warmup - padlen)
         for k in range(width):
-            position = min(max(k * chunk - warmup + r, 0), last)
-            row[k] = _ext_value(x, n, padlen, position) if k < used else 0.0
+            row[k] = x[base + numba.uint64(k) * step]
+    for start, stop in ((0, inner_start), (inner_stop, rows)):
+        for r in range(start, stop):
+            row = lanes[r]
+            for k in range(width):
+                position = min(max(k * chunk - warmup + r, 0), last)
+                row[k] = _ext_value(x, n, padlen, position) if k < used else 0.0
 
 
 def _biquad2_kernel(lanes, sections, state, reverse):
@@ -493,21 +509,49 @@ def _biquad2_kernel(lanes, sections, state, reverse):
 
 
 def _unpack_kernel(lanes, chunk, warmup, padlen, out):
-    """``out[i]`` = extended position ``padlen + i``, from the lane whose core holds it."""
+    """``out[i]`` = extended position ``padlen + i``, from the lane whose core holds it.
+
+    Rows whose lanes all land inside ``out`` are a plain strided scatter; the first
+    ``padlen`` core rows and the last lane's tail are checked one by one.
+    """
     n = out.shape[0]
     rows, width = lanes.shape
-    for r in range(warmup, min(warmup + chunk, rows)):
+    stop = min(warmup + chunk, rows)
+    inner_start = min(warmup + padlen, stop)
+    inner_stop = max(inner_start, min(stop, n + warmup + padlen - (width - 1) * chunk))
+    step = numba.uint64(chunk)  # unsigned indices: no negative-index wrap-around checks
+    for r in range(inner_start, inner_stop):
         row = lanes[r]
+        base = numba.uint64(r - warmup - padlen)
         for k in range(width):
-            i = k * chunk + r - warmup - padlen
-            if 0 <= i < n:
-                out[i] = row[k]
+            out[base + numba.uint64(k) * step] = row[k]
+    for first, last in ((warmup, inner_start), (inner_stop, stop)):
+        for r in range(first, last):
+            row = lanes[r]
+            for k in range(width):
+                i = k * chunk + r - warmup - padlen
+                if 0 <= i < n:
+                    out[i] = row[k]
+
+
+def _all_finite_kernel(bits, exponent):
+    """True when no element of ``bits`` (floats viewed as unsigned integers) has every
+    exponent bit set (an infinity or a NaN). An integer max, so it vectorises."""
+    highest = exponent ^ exponent
+    for i in range(bits.shape[0]):
+        value = bits[i] & exponent
+        highest = value if value > highest else highest
+    return highest != exponent
 
 
 _f32 = numba.float32
 _f64 = numba.float64
 _i64 = numba.int64
 _SIGNATURES = {
+    "finite": (
+        _all_finite_kernel,
+        [(numba.uint32[::1], numba.uint32), (numba.uint64[::1], numba.uint64)],
+    ),
     "fir": (
         _fir_kernel,
         [(_f32[::1], _f32[:, ::1], _i64[::1], _i64, _f32[::1], _i64, _i64, _i64)],
@@ -562,6 +606,27 @@ def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     if x.size:
         _resample_into(plan, np.ascontiguousarray(x, dtype=np.float32), out)
     return out
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """``bool(np.isfinite(x).all())`` for a 1-D float32 or float64 array, in one pass.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        1-D float32 or float64 samples.
+
+    Returns
+    -------
+    bool
+        False when ``x`` holds a NaN or an infinity.
+    """
+    x = np.ascontiguousarray(x)
+    if x.dtype == np.float32:
+        return bool(_kernels()["finite"](x.view(np.uint32), np.uint32(0x7F800000)))
+    if x.dtype == np.float64:
+        return bool(_kernels()["finite"](x.view(np.uint64), np.uint64(0x7FF0000000000000)))
+    raise TypeError(f"x must be float32 or float64, got {x.dtype}")
 
 
 def _resample_into(plan: PolyphasePlan, x: np.ndarray, out: np.ndarray) -> None:

@@ -354,11 +354,14 @@ class EpochSource:
     def _batch(self, positions: np.ndarray, context: int) -> EpochBatch:
         width = (2 * context + 1) * self.epoch_samples
         n_samples = self._signals.shape[1]
-        out = np.full((positions.size, len(self.channels), width), np.nan, dtype=np.float32)
+        out = np.empty((positions.size, len(self.channels), width), dtype=np.float32)
         for row, position in enumerate(positions.tolist()):
             first = int(self._starts[position]) - context * self.epoch_samples
             lo, hi = max(first, 0), min(first + width, n_samples)
-            out[row, :, lo - first : hi - first] = self._signals[:, lo:hi]
+            start, stop = lo - first, max(hi - first, lo - first)
+            out[row, :, :start] = np.nan  # beyond the recording (only with context)
+            out[row, :, start:stop] = self._signals[:, lo : max(hi, lo)]
+            out[row, :, stop:] = np.nan
         return EpochBatch(
             signals=out,
             index=positions.astype(np.int64),

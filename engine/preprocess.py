@@ -392,7 +392,7 @@ def _prepare(
     plan = plan_filters(role, fs, params)
     for note in plan.notes:
         logger.debug("%s", note)
-    if np.isfinite(values.sum(dtype=np.float64)):  # one pass; NaN and inf would show
+    if dsp.all_finite(values):
         return params, plan, values, None
     missing = ~np.isfinite(values)
     values = np.where(missing, 0.0, values).astype(values.dtype)

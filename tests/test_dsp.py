@@ -179,3 +179,15 @@ def test_render_path_draws_the_images_of_the_scipy_path(tmp_path, monkeypatch):
     assert differing < 1e-3, differing
     for a, b in zip(images_ours, images_theirs):
         assert structural_similarity(a, b, data_range=255) >= 0.99
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_finds_every_nan_and_infinity(dtype):
+    x = np.random.default_rng(7).standard_normal(10_001).astype(dtype)
+    x[17] = np.finfo(dtype).max  # the largest finite value is finite
+    assert dsp.all_finite(x) and dsp.all_finite(x[:0]) and dsp.all_finite(x[::3])
+    for bad in (np.nan, -np.nan, np.inf, -np.inf):
+        for where in (0, 4_999, 10_000):
+            y = x.copy()
+            y[where] = bad
+            assert not dsp.all_finite(y), (bad, where)
