@@ -19,7 +19,9 @@ or ``.tar``). ``--pointing-game`` uses planted events (``NAME-events.json`` besi
 Recordings: EDF files (with ``--hypnogram``), ``prerau:DIR`` (the Prerau segment, one EEG
 channel) and ``yasa:DIR`` (YASA's example snippets: a 15-s N2 excerpt, a 30-s N3 epoch and
 859 s of REM EOG, joined one after the other). Channels the model reads but the recording
-lacks are drawn as empty strips (NaN).
+lacks are drawn as empty strips (NaN). Without ``--model``, a recording is explained with
+the shipped default stager whose montage it fills (as ``psgvlm stage``); shards and
+``yasa:DIR`` need ``--model``.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ from ..attribution_studies import (
     pointing_markdown,
     scored_positions,
 )
-from ..runtime import add_grid_argument, add_model_arguments, stager_from_args
-from ..sources import open_source
+from ..runtime import add_grid_argument, add_model_arguments, require_model, stager_from_args
+from ..sources import YASA_PREFIX, open_source
 
 __all__ = ["write_explanation", "add_arguments", "run"]
 
@@ -151,7 +153,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of epoch draws and chance boxes")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="images per forward pass (default: 8)")  # fmt: skip
-    add_model_arguments(parser)
+    add_model_arguments(parser, default="default, with no --adapter: the shipped stager whose "
+                        "montage the recording fills (vlm/default_models); shards and yasa:DIR "
+                        "need --model")  # fmt: skip
 
 
 def _methods(text: str) -> list[str]:
@@ -290,10 +294,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(1)
     text = str(args.recording)
     if args.channel_importance and _is_shards(text):
+        require_model(args, "a shard input")
         if args.adapter is None and args.render_config is None:
             args.render_config = Path(text)  # zero-shot: the shards say how they were drawn
         return _run_importance(args, stager_from_args(args), None)
-    stager = stager_from_args(args)
+    if text.startswith(YASA_PREFIX) and not os.path.exists(text):
+        require_model(args, "yasa:DIR")
+    stager = stager_from_args(args, text)
     source, extra = open_source(text, stager.setup, args.hypnogram, args.montage, partial=True)
     if args.channel_importance:
         return _run_importance(args, stager, source)
