@@ -82,3 +82,88 @@ def test_a_50_hz_development_excerpt_is_staged():
     assert stager.caveat(source) is None
     p = stager.probabilities(source, np.arange(0, 90, 9))
     assert p.shape == (10, 5) and np.allclose(p.sum(1), 1.0)
+
+
+# -- eval, explain and serve without --model --------------------------------------------------
+@pytest.fixture(scope="module")
+def synth_folder(tmp_path_factory) -> Path:
+    """``psgvlm synth``: a 12-min EEG-only night and its hypnogram."""
+    folder = tmp_path_factory.mktemp("synth")
+    assert main(["synth", "--nights", "1", "--hours", "0.2", "--seed", "3", "--out", str(folder),
+                 "--channels", "EEG C4-M1"]) == 0  # fmt: skip
+    return folder
+
+
+@pytest.mark.parametrize("inputs", ["folder", "edf+hypnogram"])
+def test_eval_without_a_model_stages_each_recording_with_the_default(synth_folder, tmp_path,
+                                                                     inputs):  # fmt: skip
+    psg, hyp = synth_folder / "synth-0003-PSG.edf", synth_folder / "synth-0003-Hypnogram.edf"
+    given = [str(synth_folder)] if inputs == "folder" else ["--recordings", str(psg),
+                                                             "--hypnogram", str(hyp)]  # fmt: skip
+    out = tmp_path / "eval"
+    assert main(["eval", *given, "--epochs", "0:4", "--peers", "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"]["n"] == 4 and 0.0 <= metrics["model"]["accuracy"] <= 1.0
+    assert [m["name"] for m in metrics["models"]] == [
+        f"default model {f.name}" for f in default_model_dirs()
+    ]
+    (recording,) = metrics["recordings"]
+    assert recording["model"] == "default model eeg_only"
+    assert (out / "predictions.csv").is_file()
+
+
+def test_eval_under_perturbations_without_a_model_uses_the_default(synth_folder, tmp_path):
+    out = tmp_path / "perturbed"
+    assert main(["eval", str(synth_folder), "--perturb", "gain:0.5", "--epochs", "0:2",
+                 "--peers", "--out", str(out)]) == 0  # fmt: skip
+    payload = json.loads((out / "robustness.json").read_text())
+    assert "default_models/eeg_only" in payload["model"] and payload["adapter"]
+
+
+@pytest.mark.parametrize(
+    "argv", [["eval", "--shards", "SHARDS"], ["explain", "SHARDS", "--channel-importance"]]
+)
+def test_shards_without_a_model_is_one_line(tmp_path, capsys, argv):
+    argv = [str(tmp_path / "test-*.tar") if a == "SHARDS" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs --model" in err[0], err
+
+
+def test_explain_without_a_model_uses_the_default(synth_folder, tmp_path, capsys):
+    out = tmp_path / "explain"
+    assert main(["explain", str(synth_folder / "synth-0003-PSG.edf"), "--epoch", "2",
+                 "--hypnogram", str(synth_folder / "synth-0003-Hypnogram.edf"),
+                 "--method", "occlusion", "--window", "15", "--out", str(out)]) == 0  # fmt: skip
+    explained = json.loads((out / "epoch_00002.json").read_text())
+    assert explained["attributions"][0]["channels"] == ["EEG C4-M1"]
+    assert (out / "epoch_00002_occlusion.png").is_file()
+    assert capsys.readouterr().out.startswith("epoch 2 (scored ")
+
+
+def test_serve_without_a_model_stages_each_recording_with_the_default(nights, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    """The command starts (its server replaced by Starlette's TestClient): the EEG night is
+    staged by the default model, the night without EEG says why in the page."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    import vlm.commands.serve as serve
+
+    seen = {}
+
+    def serve_in_process(app, sock) -> None:
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            app.state.library.wait(timeout=300)
+            seen["listed"] = client.get("/api/recordings").json()
+
+    monkeypatch.setattr(serve, "run_server", serve_in_process)
+    assert main(["serve", str(nights["eeg"]), str(nights["no_eeg"]), "--port", "0",
+                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0  # fmt: skip
+    listed = {Path(r["file"]).name: r for r in seen["listed"]}
+    eeg, no_eeg = listed[nights["eeg"].name], listed[nights["no_eeg"].name]
+    assert eeg["status"] == "ready" and eeg["staged"] == eeg["epochs"] == 10, eeg
+    assert "default_models/eeg_only" in eeg["model"]["adapters"][0]
+    assert no_eeg["status"] == "error" and "ECG" in no_eeg["error"]

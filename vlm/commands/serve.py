@@ -2,7 +2,7 @@
 
 Command line::
 
-    psgvlm serve night.edf [more.edf | folder/ | prerau:DIR ...] --model M --adapter A
+    psgvlm serve night.edf [more.edf | folder/ | prerau:DIR ...] [--model M --adapter A]
         [--hypnogram H] [--out psgvlm-serve] [--host 127.0.0.1] [--port 8765]
 
 prints the URL to open (``--port 0``: a free port) and serves until Ctrl+C. Recordings
@@ -10,6 +10,8 @@ are opened and staged in the background, the one shown first; a file that cannot
 shows its reason in the page. Corrections, the model's probabilities and exports are
 kept under ``--out``, one folder per recording, so a restart loses nothing and does not
 stage a night twice. The server listens on 127.0.0.1 unless ``--host`` says otherwise.
+Without ``--model``, each recording is staged by the shipped default stager whose montage
+it fills with the most rows (:func:`vlm.runtime.default_stagers`).
 docs/serve.md describes the page, its keys and the JSON API.
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from engine.errors import PSGError
 
-from ..runtime import add_model_arguments, stager_from_args
+from ..runtime import add_model_arguments, stagers_from_args
 from ..serve.app import bind, create_app, run_server, url_of
 from ..serve.library import Library
 from ..serve.night import find_inputs
@@ -74,27 +76,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--low-confidence", type=float, default=0.6,
                         help="the page's 'next low-confidence epoch' threshold on the top "
                         "probability (default: 0.6)")  # fmt: skip
-    add_model_arguments(parser)
-    for action in parser._actions:  # a missing model gets one line from run(), below
-        if action.dest == "model":
-            action.required = False
+    add_model_arguments(parser, default="default, with no --adapter: each recording is staged "
+                        "by the shipped stager whose montage it fills with the most rows "
+                        "(vlm/default_models)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     """``psgvlm serve``: check everything, then serve until interrupted."""
-    if args.model is None:
-        print("psgvlm serve: a model is needed: pass --model (and --adapter), as for "
-              "psgvlm stage", file=sys.stderr)  # fmt: skip
-        return 2
     if not 0 <= args.port <= 65535:
         raise PSGError(f"--port must be 0-65535, got {args.port}")
     if args.batch_size < 1:
         raise PSGError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not 0.0 < args.low_confidence < 1.0:
         raise PSGError(f"--low-confidence must be between 0 and 1, got {args.low_confidence}")
-    stager = stager_from_args(args)
+    stagers = stagers_from_args(args)
     entries = find_inputs([str(r) for r in args.recordings], args.hypnogram)
-    library = Library(entries, stager, args.out, batch_size=args.batch_size,
+    library = Library(entries, stagers, args.out, batch_size=args.batch_size,
                       low_confidence=args.low_confidence)  # fmt: skip
     try:
         sock = bind(args.host, args.port)

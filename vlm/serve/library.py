@@ -1,7 +1,8 @@
-"""The recordings a server was given, one model, and the work done off the request path.
+"""The recordings a server was given, their model, and the work done off the request path.
 
-A :class:`Library` holds one :class:`~vlm.serve.night.Night` per recording, the shared
-:class:`~vlm.runtime.Stager` and a lock around it (one model answers every request), and
+A :class:`Library` holds one :class:`~vlm.serve.night.Night` per recording, the stagers
+(:class:`~vlm.runtime.Stager`) they share (one, or the shipped defaults, each night taking
+the one its channels fill best) and a lock around them (one model call at a time), and
 two kinds of background work:
 
 - a worker thread that opens recordings and stages them chunk by chunk, the one the
@@ -20,11 +21,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import PSGError
 
 from .night import Entry, Night
+
+if TYPE_CHECKING:
+    from vlm.runtime import Stager
 
 __all__ = ["Library", "Jobs", "Job"]
 
@@ -99,7 +103,8 @@ class Library:
     ----------
     entries : sequence of Entry
         What :func:`vlm.serve.night.find_inputs` found.
-    stager : vlm.runtime.Stager
+    stagers : sequence of vlm.runtime.Stager
+        The model, or several to pick from per recording (:class:`~vlm.serve.night.Night`).
     out_dir : path
         Edits, staging and exports go to ``out_dir/<id>/``.
     chunk, batch_size : int
@@ -108,16 +113,16 @@ class Library:
         The page's default threshold for "next low-confidence epoch".
     """
 
-    def __init__(self, entries: Sequence[Entry], stager, out_dir: str | Path, chunk: int = 16,
-                 batch_size: int = 8, low_confidence: float = 0.6) -> None:  # fmt: skip
+    def __init__(self, entries: Sequence[Entry], stagers: Sequence[Stager], out_dir: str | Path,
+                 chunk: int = 16, batch_size: int = 8,
+                 low_confidence: float = 0.6) -> None:  # fmt: skip
         if not entries:
             raise PSGError("no recordings to serve")
-        self.stager = stager
         self.out = Path(out_dir)
         self.low_confidence = float(low_confidence)
         self.model_lock = threading.Lock()
         self.nights: dict[str, Night] = {
-            e.rid: Night(e, stager, self.out / e.rid, self.model_lock, chunk, batch_size)
+            e.rid: Night(e, stagers, self.out / e.rid, self.model_lock, chunk, batch_size)
             for e in entries
         }
         self.jobs = Jobs()

@@ -26,9 +26,10 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from engine.errors import DatasetError, PSGError
 from engine.stages import STAGE_NAMES, Stage
 
 from .edits import EditLog
+
+if TYPE_CHECKING:
+    from vlm.runtime import Stager
 
 __all__ = ["Entry", "Night", "find_inputs", "STATUSES"]
 
@@ -135,7 +139,9 @@ class Night:
     Parameters
     ----------
     entry : Entry
-    stager : vlm.runtime.Stager
+    stagers : sequence of vlm.runtime.Stager
+        The model: the only one, or (the shipped defaults) the one whose montage the
+        recording fills with the most rows, picked when it is opened (:attr:`stager`).
     out_dir : Path
         ``OUT/<id>``.
     model_lock : threading.Lock
@@ -146,10 +152,11 @@ class Night:
         Epochs per forward pass.
     """
 
-    def __init__(self, entry: Entry, stager, out_dir: Path, model_lock, chunk: int = 16,
-                 batch_size: int = 8) -> None:  # fmt: skip
+    def __init__(self, entry: Entry, stagers: Sequence[Stager], out_dir: Path, model_lock,
+                 chunk: int = 16, batch_size: int = 8) -> None:  # fmt: skip
         self.entry = entry
-        self.stager = stager
+        self.stagers = list(stagers)
+        self.stager: Stager | None = None  # set when opened
         self.out = Path(out_dir)
         self.model_lock = model_lock
         self.chunk = max(1, int(chunk))
@@ -219,17 +226,22 @@ class Night:
                 self.status = "error"
 
     def _open(self) -> None:
+        from vlm.runtime import stager_for
         from vlm.sources import open_recording
 
         with self.lock:
             self.status = "opening"
         spec = self.entry.spec
-        if spec.startswith(_PRERAU) and not os.path.exists(spec):
-            source = self.stager.open(spec, partial=True)
-        else:
+        recording = None  # prerau:DIR is read in memory, rows it lacks drawn empty
+        if not (spec.startswith(_PRERAU) and not os.path.exists(spec)):
             if not Path(spec).is_file():
                 raise DatasetError(f"{spec}: no such file")
-            source = self.stager.open(open_recording(spec, self.entry.hypnogram))
+            recording = open_recording(spec, self.entry.hypnogram)
+        stager = self.stagers[0]
+        if len(self.stagers) > 1:  # the shipped defaults: the one this recording fills best
+            stager = stager_for(self.stagers, spec if recording is None else recording)
+        self.stager = stager
+        source = stager.open(spec, partial=True) if recording is None else stager.open(recording)
         if len(source) == 0:
             raise DatasetError("no whole epoch in the recording")
         n = len(source)
