@@ -97,6 +97,17 @@ def test_sosfiltfilt_matches_scipy_short_and_long(order, edges, btype, fs):
             dsp.sosfiltfilt(stage, x.astype(dtype), padlen, out=out) if n > stage.padlen else None
 
 
+def test_only_band_passes_take_the_gain_free_kernel():
+    # The CPU runs an even cascade of g * (1, 0, -1) numerators without the gains (the
+    # sosfiltfilt test above checks both kernels against scipy); anything else as it is.
+    for order, edges, btype, fs in DESIGNS:
+        stage = dsp.filter_stage(dsp.butter_sos(order, edges, btype, fs))
+        assert (stage.bandpass is not None) == (btype == "bandpass" and order % 2 == 0)
+    assert dsp.filter_stage(dsp.notch_sos(50.0, 30.0, 256.0)).bandpass is None
+    stage = dsp.filter_stage(dsp.butter_sos(4, (0.3, 35.0), "bandpass", 100.0))
+    assert stage.bandpass_gain == pytest.approx(np.prod(stage.sos[:, 0]), rel=1e-12)
+
+
 def test_chunked_filter_uses_lanes_and_warms_up_long_enough():
     stage = dsp.filter_stage(dsp.butter_sos(4, (0.3, 35.0), "bandpass", 100.0))
     # The slowest pole of a 0.3-Hz high-pass at 100 Hz decays by 1e-13 in ~42 s.
