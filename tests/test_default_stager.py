@@ -1,5 +1,7 @@
 """The shipped default stager: loads offline, stages a synthetic night and a development
-excerpt with no --model/--adapter, warns on foreign input, names the channels it lacks."""
+excerpt with no --model/--adapter, warns on foreign input, names the channels it lacks;
+eval, explain and serve use it too (each recording the model it fills best), shards ask
+for --model."""
 
 from __future__ import annotations
 
@@ -142,10 +144,9 @@ def test_explain_without_a_model_uses_the_default(synth_folder, tmp_path, capsys
     assert capsys.readouterr().out.startswith("epoch 2 (scored ")
 
 
-def test_serve_without_a_model_stages_each_recording_with_the_default(nights, tmp_path,
-                                                                      monkeypatch):  # fmt: skip
-    """The command starts (its server replaced by Starlette's TestClient): the EEG night is
-    staged by the default model, the night without EEG says why in the page."""
+def _served(argv: list[str], monkeypatch) -> list[dict]:
+    """``psgvlm serve ARGV`` with its server replaced by Starlette's TestClient: the
+    recordings listed once every night is staged (or failed)."""
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
@@ -160,10 +161,65 @@ def test_serve_without_a_model_stages_each_recording_with_the_default(nights, tm
             seen["listed"] = client.get("/api/recordings").json()
 
     monkeypatch.setattr(serve, "run_server", serve_in_process)
-    assert main(["serve", str(nights["eeg"]), str(nights["no_eeg"]), "--port", "0",
-                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0  # fmt: skip
-    listed = {Path(r["file"]).name: r for r in seen["listed"]}
+    assert main(["serve", *argv, "--port", "0", "--device", "cpu"]) == 0
+    return seen["listed"]
+
+
+def test_serve_without_a_model_stages_each_recording_with_the_default(nights, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    """The command starts: the EEG night is staged by the default model, the night without
+    EEG says why in the page."""
+    served = _served([str(nights["eeg"]), str(nights["no_eeg"]), "--out", str(tmp_path / "out")],
+                     monkeypatch)  # fmt: skip
+    listed = {Path(r["file"]).name: r for r in served}
     eeg, no_eeg = listed[nights["eeg"].name], listed[nights["no_eeg"].name]
     assert eeg["status"] == "ready" and eeg["staged"] == eeg["epochs"] == 10, eeg
     assert "default_models/eeg_only" in eeg["model"]["adapters"][0]
     assert no_eeg["status"] == "error" and "ECG" in no_eeg["error"]
+
+
+@pytest.fixture
+def two_defaults(tmp_path, monkeypatch) -> Path:
+    """Two shipped models: the EEG-only one, and a copy whose images draw C4-M1 and F4-M1
+    (an untrained second row: only which model is picked matters)."""
+    import shutil
+
+    import vlm.defaults
+
+    (shipped,) = [f for f in default_model_dirs() if f.name == "eeg_only"]
+    root = tmp_path / "default_models"
+    shutil.copytree(shipped, root / "a_eeg")
+    shutil.copytree(shipped, root / "b_two_eeg")
+    render = root / "b_two_eeg" / "adapter" / "render.json"
+    setup = json.loads(render.read_text())
+    setup["channels"].append({**setup["channels"][0], "name": "F4-M1", "label": "EEG F4-M1"})
+    setup["render"]["scales_uv"] *= 2
+    setup["render"]["labels"] = ["C4-M1", "F4-M1"]
+    render.write_text(json.dumps(setup))
+    monkeypatch.setattr(vlm.defaults, "DEFAULT_MODELS_DIR", root)
+    return root
+
+
+def test_with_several_default_models_each_recording_gets_the_one_it_fills_best(
+    two_defaults, tmp_path, monkeypatch, capsys
+):
+    """eval and serve: the C4-only night goes to the one-row model, the C4+F4 night to the
+    two-row one; --perturb, which evaluates one model, says so."""
+    folder = tmp_path / "nights"
+    for seed, channels in ((5, ("EEG C4-M1",)), (6, ("EEG C4-M1", "EEG F4-M1"))):
+        write_night(synth_night(seed, n_epochs=4, fs=100.0, channels=channels), folder)
+    out = tmp_path / "eval"
+    assert main(["eval", str(folder), "--peers", "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    picked = {r["recording"]: r["model"] for r in metrics["recordings"]}
+    assert picked == {"synth-0005": "default model a_eeg", "synth-0006": "default model b_two_eeg"}
+    assert metrics["model"]["n"] == 8
+
+    capsys.readouterr()
+    assert main(["eval", str(folder), "--perturb", "gain:0.5", "--peers"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different default models" in err[0], err
+
+    served = _served([str(folder), "--out", str(tmp_path / "serve")], monkeypatch)
+    adapters = {r["id"]: Path(r["model"]["adapters"][0]).parent.name for r in served}
+    assert adapters == {"synth-0005": "a_eeg", "synth-0006": "b_two_eeg"}
