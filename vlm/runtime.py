@@ -4,7 +4,9 @@ Every command that uses a trained model (``stage``, ``eval``, ``ask``, ``chat``,
 ``explain``, the robustness runs, the benchmarks) goes through a :class:`Stager`:
 
 - it resolves the ``--model`` value (:func:`vlm.model.resolve_model_id`: a Hub id, a local
-  directory, or ``tiny:FAMILY`` built at the adapter's training image size);
+  directory, or ``tiny:FAMILY`` built at the adapter's training image size); without
+  ``--model``, the shipped stagers (:func:`default_stagers`) stand in, and each recording
+  gets the one whose montage it fills with the most rows (:func:`pick_stager`);
 - it reads the adapter's render setup (:func:`vlm.render_setup.find_render_setup`) and
   checks that ensemble members share it;
 - it draws epochs exactly as the training shards were drawn (montage, preprocessing,
