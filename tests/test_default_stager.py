@@ -133,6 +133,15 @@ def test_shards_without_a_model_is_one_line(tmp_path, capsys, argv):
     assert len(err) == 1 and "needs --model" in err[0], err
 
 
+@pytest.mark.parametrize("command", ["eval", "explain", "serve"])
+def test_an_adapter_without_a_model_is_one_line(synth_folder, tmp_path, capsys, command):
+    psg = str(synth_folder / "synth-0003-PSG.edf")
+    extra = ["--epoch", "1"] if command == "explain" else []
+    assert main([command, psg, *extra, "--adapter", str(tmp_path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs --model" in err[0], err
+
+
 def test_explain_without_a_model_uses_the_default(synth_folder, tmp_path, capsys):
     out = tmp_path / "explain"
     assert main(["explain", str(synth_folder / "synth-0003-PSG.edf"), "--epoch", "2",

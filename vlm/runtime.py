@@ -414,7 +414,8 @@ def add_model_arguments(
         f"or tiny:qwen2vl / tiny:llava (a tiny random model built offline); {default}",
     )  # fmt: skip
     group.add_argument("--adapter", type=Path, help="LoRA adapter directory (vlm/train.py "
-                       "output, e.g. runs/tiny_qwen2vl/adapter); omit for zero-shot")  # fmt: skip
+                       "output, e.g. runs/tiny_qwen2vl/adapter); omit with --model for "
+                       "zero-shot")  # fmt: skip
     if ensemble:
         group.add_argument(
             "--ensemble", type=Path, nargs="+", default=[], metavar="ADAPTER",
@@ -539,16 +540,17 @@ def stagers_from_args(args: argparse.Namespace) -> list[Stager]:
         if args.render_config is not None:
             raise ModelError("--render-config needs --model; the shipped stagers bring their own")
         return default_stagers(args.device, args.quantization, args.montage)
-    stager = Stager.from_adapter(
-        args.model,
-        args.adapter,
-        getattr(args, "ensemble", None) or (),
-        args.render_config,
-        args.device,
-        args.quantization,
-        args.montage,
-    )
-    return [stager]
+    return [
+        Stager.from_adapter(
+            args.model,
+            args.adapter,
+            getattr(args, "ensemble", None) or (),
+            args.render_config,
+            args.device,
+            args.quantization,
+            args.montage,
+        )
+    ]
 
 
 def stager_from_args(args: argparse.Namespace, recording: Any = None) -> Stager:
