@@ -190,8 +190,12 @@ _RECORD = tarfile.RECORDSIZE
 #: them): see :func:`_member_header`.
 _OWNER = b"bigdata".ljust(32, b"\0")
 _TAIL = b"0" + b"\0" * 100 + tarfile.POSIX_MAGIC + _OWNER + _OWNER + b"\0" * (8 + 8 + 155 + 12)
-#: The checksum of a header counts its own field as 8 spaces; the tail is the same always.
-_CHECKSUM_BASE = 8 * 32 + sum(_TAIL)
+#: Mode, uid and gid fields, then (after the size) the mtime field: the same always.
+_MODE_IDS = b"0000444\0" + b"0000000\0" * 2
+_MTIME = b"00000000000\0"
+#: The checksum of a header counts its own field as 8 spaces; the name and the size are
+#: the only fields that vary (the name's padding is NUL bytes, which add nothing).
+_CHECKSUM_BASE = 8 * 32 + sum(_TAIL) + sum(_MODE_IDS) + sum(_MTIME)
 
 
 def _member_header(name: str, size: int) -> bytes:
@@ -207,15 +211,11 @@ def _member_header(name: str, size: int) -> bytes:
         info.size, info.mtime, info.mode = size, 0, 0o444
         info.uname = info.gname = "bigdata"
         return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-    head = (
-        encoded.ljust(100, b"\0")
-        + b"0000444\0"  # mode
-        + b"0000000\0" * 2  # uid, gid
-        + b"%011o\0" % size
-        + b"00000000000\0"  # mtime
+    size_field = b"%011o\0" % size
+    checksum = sum(encoded) + sum(size_field) + _CHECKSUM_BASE
+    return b"".join(
+        (encoded.ljust(100, b"\0"), _MODE_IDS, size_field, _MTIME, b"%06o\0 " % checksum, _TAIL)
     )
-    checksum = sum(head) + _CHECKSUM_BASE
-    return head + b"%06o\0 " % checksum + _TAIL
 
 
 class _TarWriter:
