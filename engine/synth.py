@@ -354,6 +354,13 @@ class _Subject:
     alpha_burst_scale: float = 1.0
     slow_wave_floor: float = 95.0
     eyes_closed_scale: float = 1.0
+    #: fraction of the corneo-retinal potential (eye movements, blinks) each EEG derivation
+    #: picks up; channels not listed take _EYE_PICKUP
+    eye_pickup: dict[str, float] = field(default_factory=dict)
+    #: rms (uV) of the scalp-muscle burst that comes with a movement artefact on the EEG
+    movement_muscle_rms: tuple[float, float] = (0.0, 0.0)
+    #: amplifier range (uV) beyond which EEG/EOG samples saturate (0: none)
+    clip_uv: float = 0.0
 
 
 #: Domain-randomisation profiles of ``synth_night(variability=...)``.
@@ -416,13 +423,19 @@ def _widen_subject(rng: np.random.Generator, subject: _Subject) -> _Subject:
       follows (95 µV x factor instead of AASM's fixed 75 µV criterion);
     - waking alpha differs widely between people and is weak at central derivations, and
       some 5-10 % of adults have a low-voltage EEG with little alpha (Niedermeyer's
-      *Electroencephalography*, ch. "The normal EEG of the waking adult"): W alpha (level and
-      bursts) x0.3-1.5, eyes-open wake more frequent;
+      *Electroencephalography*, ch. "The normal EEG of the waking adult"); a patient awake
+      in bed at night often lies with eyes open, and waking alpha fades with drowsiness: W
+      alpha (level and bursts) x0.15-1.5, eyes-closed wake x0.2-1 as frequent;
     - the fast activity of W (beta, scalp muscle) depends on vigilance and electrode
       contact: x0.3-1.5 (beta) and x0.3-2 (muscle); N1 is "low-amplitude, mixed frequency"
       (AASM v2.6) with variable theta: N1 background x0.6-1.1, theta x0.6-1.6, beta x0.5-2;
     - every stage's background x0.8-1.25 independently (inter-individual spectra differ
-      by stage; Lendner et al. 2020 for the aperiodic part).
+      by stage; Lendner et al. 2020 for the aperiodic part);
+    - eye movements and blinks reach the EEG in proportions that differ between people and
+      sites (see ``_WIDE_EYE_PICKUP``), so that the slow deflections of waking eyes and of
+      N1's slow eye movements show on a central derivation as they do in clinical records;
+    - a movement artefact brings a scalp-muscle burst (rms 5 to 15-60 uV) with its slow
+      swings, and 40 % of amplifiers saturate at +-250-400 uV (clipped movement).
     """
     ones = [1.0] * 5
     background = [_loguniform(rng, 0.8, 1.25) for _ in range(5)]
@@ -434,7 +447,7 @@ def _widen_subject(rng: np.random.Generator, subject: _Subject) -> _Subject:
     beta[N1] = _loguniform(rng, 0.5, 2.0)
     muscle[W] = _loguniform(rng, 0.3, 2.0)
     alpha = list(ones)
-    alpha[W] = _loguniform(rng, 0.3, 1.5)
+    alpha[W] = _loguniform(rng, 0.15, 1.5)
     delta = list(ones)
     delta[N3] = age
     subject.level_scale = {
@@ -444,8 +457,24 @@ def _widen_subject(rng: np.random.Generator, subject: _Subject) -> _Subject:
     subject.alpha_burst_scale = alpha[W]
     subject.slow_wave_pp *= age
     subject.slow_wave_floor = 95.0 * age
-    subject.eyes_closed_scale = rng.uniform(0.5, 1.0)
+    subject.eyes_closed_scale = rng.uniform(0.2, 1.0)
+    subject.eye_pickup = {c: rng.uniform(*_WIDE_EYE_PICKUP[c[4:6]]) for c in EEG_CHANNELS}
+    subject.movement_muscle_rms = (5.0, rng.uniform(15.0, 60.0))
+    subject.clip_uv = rng.uniform(250.0, 400.0) if rng.random() < 0.4 else 0.0
     return subject
+
+
+#: Share of the corneo-retinal potential seen by each EEG derivation by default.
+_EYE_PICKUP = {"EEG F4-M1": 0.2}
+_EYE_PICKUP_DEFAULT = 0.03
+#: ``variability="wide"``: ranges of that share per electrode site, relative to the eye
+#: signal as E1-M2 sees it. At the vertex against linked mastoids blinks transmit 9.3 %
+#: and vertical eye movements 13.9 % of the *vertical* EOG on average (Corby & Kopell
+#: 1972, *Psychophysiology* 9:640-644), which is about twice E1-M2's deflection (a
+#: supra-/infra-orbital pair against one electrode beside the canthus and a mastoid);
+#: propagation falls from frontal to parietal sites (Gratton, Coles & Donchin 1983,
+#: *EEG Clin Neurophysiol* 55:468-484; Croft & Barry 2000, *Neurophysiol Clin* 30:5-19).
+_WIDE_EYE_PICKUP = {"F4": (0.2, 0.6), "C4": (0.06, 0.3), "C3": (0.06, 0.3), "O2": (0.0, 0.08)}
 
 
 def _check_seed(seed: int) -> None:
@@ -986,9 +1015,11 @@ class _Night:
         if stage == W and rng.random() < (s.movement_probability if awakened else 0.05):
             d = rng.uniform(2.0, 10.0)
             start = t0 + rng.uniform(0.2, EPOCH_LENGTH - d - 0.2)
+            muscle = rng.uniform(*s.movement_muscle_rms) if s.movement_muscle_rms[1] else 0.0
             self._event(
-                "artefact", start, d, epoch, "artefact", type="movement", pp=rng.uniform(100, 300)
-            )
+                "artefact", start, d, epoch, "artefact",
+                type="movement", pp=rng.uniform(100, 300), muscle=muscle,
+            )  # fmt: skip
             self.twitches.append((start, start + d, rng.uniform(3.0, 8.0)))
         if rng.random() < s.pop_rate_per_hour * EPOCH_LENGTH / 3600.0:
             targets = [c for c in self.channels if c in EEG_CHANNELS + EOG_CHANNELS]
@@ -1207,6 +1238,8 @@ class _Night:
                     )
                     local /= max(float(np.ptp(local)), 1e-9)
                     wave = params["pp"] * local * window
+                    if params["muscle"] and c in EEG_CHANNELS + EOG_CHANNELS:
+                        wave += params["muscle"] * window * _muscle_burst(self.rng, i1 - i0, fs)
                 out[c][i0:i1] += wave.astype(np.float32)
 
     def finish_events(self) -> list[PlantedEvent]:
@@ -1267,6 +1300,13 @@ class _Night:
         ]  # fmt: skip
         done = [e for e in done if e.kind != "emg_twitch" or EMG_CHANNEL in rendered]
         return sorted(done, key=lambda e: (e.start, e.kind))
+
+
+def _muscle_burst(rng: np.random.Generator, n: int, fs: float) -> np.ndarray:
+    """Unit-rms broadband noise above ~20 Hz (scalp muscle), ``n`` samples at ``fs``."""
+    noise = rng.standard_normal(n)
+    noise -= uniform_filter1d(noise, max(1, int(fs / 20.0)))
+    return noise / max(float(np.std(noise)), 1e-9)
 
 
 def _resample(x: np.ndarray, fs_from: float, fs_to: float, n_to: int) -> np.ndarray:
@@ -1389,7 +1429,8 @@ def synth_night(
             signals[c] = _resample(x, fs_brain, rates[c], n_of[c])
         for c in brain_labels:
             if c in labels:
-                x = brain[c] + np.float32(0.2 if c == "EEG F4-M1" else 0.03) * eye
+                pickup = subject.eye_pickup.get(c, _EYE_PICKUP.get(c, _EYE_PICKUP_DEFAULT))
+                x = brain[c] + np.float32(pickup) * eye
                 signals[c] = _resample(x, fs_brain, rates[c], n_of[c])
     if EMG_CHANNEL in labels:
         signals[EMG_CHANNEL] = night.render_emg(rates[EMG_CHANNEL])
@@ -1408,6 +1449,8 @@ def synth_night(
         amplitude = subject.line_amplitude.get(c, 0.0)
         if amplitude and subject.line_freq < 0.45 * rates[c]:
             signals[c] += np.float32(amplitude) * _mains(subject.line_freq, rates[c], n_of[c])
+        if subject.clip_uv and c in EEG_CHANNELS + EOG_CHANNELS:
+            np.clip(signals[c], -subject.clip_uv, subject.clip_uv, out=signals[c])
         signals[c] += np.float32(subject.dc_offset.get(c, 0.0))
     params = asdict(subject) | {
         "randomize": bool(randomize), "variability": variability, "channels": list(labels),

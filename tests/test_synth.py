@@ -316,3 +316,44 @@ def test_light_n2_at_an_episode_start_is_quieter_than_n2_before_n3():
     early, late, after_rem = delta[5:9].mean(), delta[50:64].mean(), delta[69:72].mean()
     assert early < 0.8 * late
     assert after_rem < 0.8 * late  # REM ends the episode: the build-up starts again
+
+
+def _event_locked_peak(x: np.ndarray, fs: float, starts: list[float]) -> float:
+    """Peak of the blink-locked average of ``x`` (0-0.6 s after each onset, baseline
+    removed): the part of ``x`` that follows the blinks, the rest averaged out."""
+    width = int(0.6 * fs)
+    segments = [
+        x[int(s * fs) : int(s * fs) + width] for s in starts if int(s * fs) + width <= x.size
+    ]
+    average = np.mean(segments, axis=0)
+    return float(np.ptp(average - np.median(average)))
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_wide_subjects_see_the_eyes_on_the_eeg_in_published_proportions(seed):
+    # Corby & Kopell 1972: blinks reach the vertex at ~9 % of the EOG; the wide profile
+    # draws each derivation's share from a range per site and the EEG shows exactly it.
+    stages = [W] * 150
+    night = synth_night(seed, stages=stages, fs=200.0, channels=["EEG C4-M1", "EOG E1-M2"],
+                        variability="wide")  # fmt: skip
+    pickup = night.params["eye_pickup"]
+    assert 0.06 <= pickup["EEG C4-M1"] <= 0.3 and 0.2 <= pickup["EEG F4-M1"] <= 0.6
+    blinks = [e.start for e in night.events if e.kind == "blink"]
+    assert len(blinks) > 20
+    eeg = _event_locked_peak(night.signals["EEG C4-M1"], 200.0, blinks)
+    eog = _event_locked_peak(night.signals["EOG E1-M2"], 200.0, blinks)
+    ratio = eeg / (eog / night.params["channel_gain"]["EOG E1-M2"])
+    assert ratio == pytest.approx(pickup["EEG C4-M1"], rel=0.35)
+
+
+def test_wide_amplifiers_saturate_and_movements_carry_muscle():
+    nights = [synth_night(s, n_epochs=60, fs=200.0, channels=["EEG C4-M1"], variability="wide")
+              for s in range(12)]  # fmt: skip
+    clipped = [n for n in nights if n.params["clip_uv"] > 0]
+    assert clipped and len(clipped) < len(nights)  # some amplifiers saturate, not all
+    for night in clipped:
+        centred = night.signals["EEG C4-M1"] - night.params["dc_offset"]["EEG C4-M1"]
+        assert np.abs(centred).max() <= night.params["clip_uv"] + 1e-3
+    standard = synth_night(0, n_epochs=60, fs=200.0, channels=["EEG C4-M1"])
+    assert standard.params["clip_uv"] == 0 and standard.params["movement_muscle_rms"] == [0, 0]
+    assert all(5.0 <= n.params["movement_muscle_rms"][1] <= 60.0 for n in nights)
