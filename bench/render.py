@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -800,6 +801,7 @@ def bench_render(
     started = time.perf_counter()
     notes: list[str] = []
     gpu = gpu_name()
+    machine = machine_info(gpu=gpu)  # load, git state and date as the run starts
     use_gpu = settings.device == "cuda" and gpu is not None
     if settings.device == "cuda" and gpu is None:
         from engine.raster.gpu import cuda_unavailable_reason, is_simulator
@@ -851,6 +853,9 @@ def bench_render(
     finally:
         _set_numba_threads(cores)
     ratios, goals = _ratios_and_goals(stages, paired, settings)
+    if hasattr(os, "getloadavg"):
+        at_end = ", ".join(f"{x:g}" for x in np.round(os.getloadavg(), 2))
+        notes.append(f"load average at the end: [{at_end}] (at the start: the machine line)")
     if cores > 1:
         notes.append(
             f"{cores} usable cores: 'per core' rows run in 1 thread; the {cores}-thread rows "
@@ -867,7 +872,7 @@ def bench_render(
             "samples": int(signals.shape[2]),
             "seconds": 30.0,
         },  # fmt: skip
-        "machine": machine_info(gpu=gpu),
+        "machine": machine,
         "stages": [stage.to_dict() for stage in stages],
         "ratios": ratios,
         "goals": goals,
