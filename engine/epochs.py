@@ -31,6 +31,7 @@ from . import dsp
 from .errors import HypnogramError
 from .io.hypnogram import Hypnogram, read_hypnogram
 from .montage import DEFAULT_MONTAGE, Montage, ResolvedChannel, resolve_montage
+from .normalise import normalise_rows
 from .preprocess import FilterPlan, Preprocessing, plan_filters, preprocess
 from .stages import Stage
 
@@ -123,6 +124,8 @@ class EpochSource:
         Recording file.
     start_time : datetime or None
         Clock time of the recording start.
+    gains : list of float
+        Factor each row was scaled by (:mod:`engine.normalise`; 1.0 when not normalised).
     """
 
     def __init__(
@@ -134,7 +137,11 @@ class EpochSource:
         plans: list[FilterPlan] | None = None,
         source: Path | None = None,
         start_time: datetime | None = None,
+        normalise: Mapping[str, float] | None = None,
     ) -> None:
+        self.gains = [1.0] * len(channels)
+        if normalise:  # signals: the freshly stacked rows, scaled in place
+            self.gains = normalise_rows(signals, [c.role for c in channels], fs, normalise)
         signals = self._store(signals)
         if signals.ndim != 2 or signals.shape[0] != len(channels):
             raise ValueError(
@@ -303,7 +310,7 @@ class EpochSource:
             plans.append(processed[key][1])
         if stacked is not None and all(row.size == stacked.shape[1] for row in rows):
             return cls(stacked, cls._rate(plans, preprocessing, source), channels, hypnogram,
-                       plans, source, start_time)  # fmt: skip
+                       plans, source, start_time, preprocessing.normalise)  # fmt: skip
         n_samples = min(row.size for row in rows)
         longest = max(row.size for row in rows)
         if longest - n_samples > 1:
@@ -317,7 +324,9 @@ class EpochSource:
         stacked = np.empty((len(rows), n_samples), np.float32)
         for target, row in zip(stacked, rows):
             target[:] = row[:n_samples]
-        return cls(stacked, fs, channels, hypnogram, plans, source, start_time)
+        return cls(
+            stacked, fs, channels, hypnogram, plans, source, start_time, preprocessing.normalise
+        )
 
     @staticmethod
     def _rate(plans: list[FilterPlan], preprocessing: Preprocessing, source: Path | None) -> float:
@@ -566,8 +575,9 @@ def _device_epochs_of(
     xp = dsp_cuda.array_module()
     stacked = xp.stack([row[:n_samples] for row in rows]).astype(xp.float32)
     return DeviceEpochSource(
-        stacked, fs, channels, hypnogram, plans, recording.path, recording.start_time
-    )
+        stacked, fs, channels, hypnogram, plans, recording.path, recording.start_time,
+        preprocessing.normalise,
+    )  # fmt: skip
 
 
 def iter_epochs(

@@ -157,6 +157,9 @@ class RenderSettings:
         Hypnogram scorer where a dataset has several.
     unscored : bool
         Ignore hypnograms: every 30-s epoch of each recording, stage UNK (``cls`` -1).
+    normalise : str or None
+        ``ROLE=UV,...``: scale each channel of those roles, once per recording, to that
+        median 30-s rms (:mod:`engine.normalise`); None draws the recorded µV.
 
     Raises
     ------
@@ -179,9 +182,14 @@ class RenderSettings:
     features: bool = False
     scorer: int = 1
     unscored: bool = False
+    normalise: str | None = None
 
     def __post_init__(self) -> None:
         from .montage import Montage
+        from .normalise import parse_normalise
+
+        if self.normalise is not None:
+            parse_normalise(self.normalise)  # a malformed --normalise stops here, once
 
         if self.montage != AUTO_MONTAGE:
             Montage.parse(self.montage)  # a malformed --montage stops here, once
@@ -542,8 +550,11 @@ def _reader_silenced() -> Iterator[None]:
         reader_logger.disabled = was
 
 
-def _channel_entry(channel: Any, scale: float, plan: Any, drawn: str) -> dict[str, Any]:
-    """The JSON description of one strip: slot, source channel, drawn label, scale."""
+def _channel_entry(
+    channel: Any, scale: float, plan: Any, drawn: str, gain: float = 1.0
+) -> dict[str, Any]:
+    """The JSON description of one strip: slot, source channel, drawn label, scale (and
+    the recording-level gain when ``--normalise`` scaled it)."""
     entry: dict[str, Any] = {
         "role": channel.role,
         "name": channel.name,
@@ -556,6 +567,8 @@ def _channel_entry(channel: Any, scale: float, plan: Any, drawn: str) -> dict[st
         "scale_uv": scale,
         "drawn_as": "envelope" if plan.too_slow else "signal",
     }
+    if gain != 1.0:
+        entry["gain"] = round(gain, 6)
     if plan.warning:
         entry["warning"] = plan.warning
     return entry
@@ -589,6 +602,7 @@ def render_recording(
     from .epochs import open_epochs
     from .io.edf import open_recording
     from .io.hypnogram import read_hypnogram
+    from .normalise import parse_normalise
     from .preprocess import Preprocessing
     from .raster import RenderSpec
 
@@ -597,7 +611,9 @@ def render_recording(
     parts = task.work_dir / "parts" / task.slug
     shutil.rmtree(parts, ignore_errors=True)
     scored = pair.hypnogram_path is not None and not settings.unscored
-    preprocessing = Preprocessing()
+    preprocessing = Preprocessing(
+        normalise=parse_normalise(settings.normalise) if settings.normalise else None
+    )
     with _reader_warnings_once(), open_recording(pair.psg_path) as recording:
         if not recording.channels:
             raise RenderError(
@@ -647,8 +663,10 @@ def render_recording(
         "fs": float(source.fs),
         "montage": str(montage),
         "channels": [
-            _channel_entry(c, scale, plan, label)
-            for c, scale, plan, label in zip(channels, spec.scales_uv, source.plans, drawn)
+            _channel_entry(c, scale, plan, label, gain)
+            for c, scale, plan, label, gain in zip(
+                channels, spec.scales_uv, source.plans, drawn, source.gains
+            )
         ],
         "render": spec.to_dict() | {"format": settings.fmt, "quality": settings.quality},
         "preprocessing": preprocessing.to_dict(),
@@ -1835,6 +1853,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="neighbouring epochs on each side, 0-10 (default: 0)",
     )
     parser.add_argument(
+        "--normalise",
+        metavar="ROLE=UV",
+        help="scale each channel of a role, once per recording, so that the median rms of "
+        "its 30-s windows is UV µV (e.g. eeg=15; models trained on such shards stage with "
+        "the same scaling); default: drawn as recorded",
+    )
+    parser.add_argument(
         "--format", choices=IMAGE_FORMATS, default="png", help="image encoding (default: png)"
     )
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default: 90)")
@@ -1914,6 +1939,7 @@ def _command_line(args: argparse.Namespace) -> list[str]:
         "--hypnogram": args.hypnogram,
         "--size": f"{args.size[0]}x{args.size[1]}",
         "--context": args.context,
+        "--normalise": args.normalise,
         "--format": args.format,
         "--quality": args.quality,
         "--workers": args.workers,
@@ -1955,6 +1981,7 @@ def run(args: argparse.Namespace) -> int:
         features=args.features,
         scorer=args.scorer,
         unscored=args.unscored,
+        normalise=args.normalise,
     )
     report = render_dataset(
         args.inputs,

@@ -75,6 +75,9 @@ class Preprocessing:
         then needs them all at one rate).
     order : int
         Butterworth order of each band edge (doubled by the zero-phase pass).
+    normalise : dict or None
+        Role -> median 30-s-window rms (µV) that each channel of that role is scaled to,
+        one factor per recording (:mod:`engine.normalise`); ``None``: drawn as recorded.
     """
 
     target_fs: float = 100.0
@@ -85,6 +88,7 @@ class Preprocessing:
     filter: bool = True
     resample: bool = True
     order: int = 4
+    normalise: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.target_fs) or self.target_fs <= 0:
@@ -96,11 +100,17 @@ class Preprocessing:
         for role, band in self.bands.items():
             if band is not None and not (0 <= band[0] < band[1]):
                 raise ValueError(f"band for {role!r} must be (low, high) with 0 <= low < high")
+        for role, target in (self.normalise or {}).items():
+            if not (isinstance(target, (int, float)) and np.isfinite(target) and target > 0):
+                raise ValueError(f"normalise target for {role!r} must be a positive µV rms, "
+                                 f"got {target!r}")  # fmt: skip
 
     def to_dict(self) -> dict:
         """Plain-JSON description, for metadata."""
         out = asdict(self)
         out["bands"] = {role: list(band) if band else None for role, band in self.bands.items()}
+        if self.normalise is None:
+            del out["normalise"]  # drawn as recorded: metadata as before the option existed
         return out
 
 

@@ -11,7 +11,7 @@
 #  1. psgvlm synth: $NIGHTS training nights (seeds $SEED..), sampling rates drawn per night
 #     ($FS; 'random' gives 50-512 Hz) and the generator's $VARIABILITY randomisation;
 #  2. psgvlm render at the config's image size, context 1 (the target epoch and a neighbour
-#     on each side);
+#     on each side), with --normalise $NORMALISE when set (e.g. NORMALISE=eeg=15);
 #  3. vlm/train.py (LoRA + trained head and embeddings on the tiny Qwen2-VL);
 #  4. $CAL_NIGHTS held-out synthetic nights of $CAL_HOURS h (seeds 900000..) → python -m vlm.calibrate fit:
 #     calibration temperature (calibration.json); python -m vlm.calibrate reference on the
@@ -47,6 +47,9 @@ PACKAGE=${PACKAGE:-1}
 SMOKE=${SMOKE:-0}
 SIZE=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['image_size'])" "$CONFIG")
 train_extra=()
+render_extra=()
+# NORMALISE=eeg=15: recording-level amplitude normalisation (psgvlm render --normalise)
+[ -z "${NORMALISE:-}" ] || render_extra=(--normalise "$NORMALISE")
 if [ "$SMOKE" != 0 ]; then
     RUN=${RUN:-out/smoke/default/$NAME}
     DEST=${DEST:-$RUN/package}
@@ -73,7 +76,7 @@ if [ ! -f "$RUN/nights/.complete" ]; then
 fi
 [ -f "$RUN/train/adapter/adapter_config.json" ] ||
     step render psgvlm render "synthetic:$RUN/nights" --out "$RUN/shards" --montage "$MONTAGE" \
-    --size "$SIZE" --context 1 --split 1,0,0 --workers 2 --no-progress
+    --size "$SIZE" --context 1 --split 1,0,0 --workers 2 --no-progress "${render_extra[@]}"
 if [ ! -f "$RUN/train/adapter/adapter_config.json" ]; then  # a finished run is kept
     step train accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process 1 \
         --mixed_precision no vlm/train.py --config "$CONFIG" --resume auto --seed "$SEED" \

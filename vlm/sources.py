@@ -364,7 +364,8 @@ def partial_source(
         if row is not None:
             stacked[i, : row.size] = row
     return EpochSource(stacked, params.target_fs, channels, hypnogram,
-                       source=Path(source) if source else None)  # fmt: skip
+                       source=Path(source) if source else None,
+                       normalise=params.normalise)  # fmt: skip
 
 
 def _yasa_snippets(folder: Path, config):
