@@ -464,6 +464,37 @@ def _widen_subject(rng: np.random.Generator, subject: _Subject) -> _Subject:
     return subject
 
 
+def _fragment(rng: np.random.Generator, hyp: np.ndarray) -> np.ndarray:
+    """``variability="wide"``: a clinical patient's fragmented sleep.
+
+    The base hypnogram is a healthy adult's; patients referred for PSG (apnoea, insomnia,
+    older adults) wake briefly and drift into N1 far more often: wake after sleep onset and
+    N1 rise with age (Ohayon et al. 2004, *Sleep* 27:1255-1273) and respiratory events end
+    in arousals several to dozens of times an hour. Each subject draws a rate of brief
+    awakenings and of N1 intrusions (up to ~7 and ~10 an hour); an awakening is one or two
+    W epochs, often followed by an N1 epoch as sleep resumes.
+    """
+    out = hyp.copy()
+    asleep = np.flatnonzero(hyp != W)
+    if asleep.size == 0:
+        return out
+    wake_rate, n1_rate = _loguniform(rng, 0.005, 0.06), _loguniform(rng, 0.005, 0.08)
+    e = int(asleep[0]) + 1
+    while e < out.size - 1:
+        if out[e] in (N2, N3, R):
+            draw = rng.random()
+            if draw < wake_rate:
+                length = 1 + int(rng.random() < 0.4)
+                out[e : e + length] = W
+                e += length
+                if e < out.size - 1 and out[e] != W and rng.random() < 0.5:
+                    out[e] = N1
+            elif draw < wake_rate + n1_rate:
+                out[e] = N1
+        e += 1
+    return out
+
+
 #: Share of the corneo-retinal potential seen by each EEG derivation by default.
 _EYE_PICKUP = {"EEG F4-M1": 0.2}
 _EYE_PICKUP_DEFAULT = 0.03
@@ -1405,6 +1436,10 @@ def synth_night(
     if randomize and variability == "wide":
         wide_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(4,)))
         subject = _widen_subject(wide_rng, subject)
+        if stages is None:  # a hypnogram given by the caller is kept as it is
+            hyp = _fragment(
+                np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(5,))), hyp
+            )
 
     night = _Night(
         hyp, subject, labels, rates, randomize, np.random.default_rng(event_seed), noise_seed

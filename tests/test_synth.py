@@ -357,3 +357,25 @@ def test_wide_amplifiers_saturate_and_movements_carry_muscle():
     standard = synth_night(0, n_epochs=60, fs=200.0, channels=["EEG C4-M1"])
     assert standard.params["clip_uv"] == 0 and standard.params["movement_muscle_rms"] == [0, 0]
     assert all(5.0 <= n.params["movement_muscle_rms"][1] <= 60.0 for n in nights)
+
+
+def test_wide_nights_are_fragmented_like_patients_nights():
+    # Brief awakenings and N1 intrusions after sleep onset: more in the wide profile than
+    # in the same seeds' standard nights; a hypnogram given by the caller is kept.
+    def after_onset(stages: np.ndarray) -> np.ndarray:
+        return stages[np.flatnonzero(stages != W)[0] :]
+
+    standard, wide = [], []
+    for seed in range(6):
+        standard.append(
+            after_onset(synth_night(seed, hours=8, fs=50.0, channels=["EEG C4-M1"]).stages)
+        )
+        wide.append(after_onset(synth_night(seed, hours=8, fs=50.0, channels=["EEG C4-M1"],
+                                            variability="wide").stages))  # fmt: skip
+    for stage in (W, N1):
+        assert np.mean([np.mean(s == stage) for s in wide]) > 1.25 * np.mean(
+            [np.mean(s == stage) for s in standard]
+        )
+    given = [W] * 4 + [N2] * 40 + [R] * 10
+    kept = synth_night(1, stages=given, fs=50.0, channels=["EEG C4-M1"], variability="wide")
+    np.testing.assert_array_equal(kept.stages, given)
