@@ -70,6 +70,10 @@ __all__ = [
 LANES = 8
 #: Sections per pass of the CPU filter kernel (short cascades are padded with y = x).
 _GROUP = 2
+#: Sections per pass of the gain-free band-pass kernel, when the cascade divides into
+#: them (pairs otherwise): four sections' states fill 8 of the 32 vector registers, and
+#: each pass over the lanes costs a read and a write of the whole signal.
+_BANDPASS_GROUP = 4
 #: Taps of each phase of the resampler are padded to a multiple of this (vector width).
 _TAP_MULTIPLE = 8
 #: A chunk's warm-up lets the slowest pole decay below this (relative to the state).
@@ -328,7 +332,8 @@ class FilterStage:
         ``(n_groups, 2, 5)`` coefficients (b0, b1, b2, a1, a2) normalised by a0, and
         ``(n_groups, 2, 2)`` :func:`sosfilt_zi` states, in pairs of sections.
     bandpass, bandpass_zi : numpy.ndarray or None
-        ``(n_groups, 2, 2)`` (a1, a2) and states of the gain-free form (None when the
+        ``(n_passes, m, 2)`` (a1, a2) and states of the gain-free form, in fours
+        (``m = 4``) when the sections divide into them, else in pairs (None when the
         cascade is not a band-pass).
     bandpass_gain : float
         Product of the sections' gains (1 without the gain-free form).
@@ -353,8 +358,11 @@ class FilterStage:
             and np.all(b[:, 2] == -b[:, 0])
         ):
             gains = np.cumprod(b[:, 0])
-            self.bandpass = np.ascontiguousarray((sos[:, 4:] / sos[:, 3:4]).reshape(-1, _GROUP, 2))
-            self.bandpass_zi = (zi / gains[:, None]).reshape(-1, _GROUP, 2)
+            per_pass = _BANDPASS_GROUP if sos.shape[0] % _BANDPASS_GROUP == 0 else _GROUP
+            self.bandpass = np.ascontiguousarray(
+                (sos[:, 4:] / sos[:, 3:4]).reshape(-1, per_pass, 2)
+            )
+            self.bandpass_zi = (zi / gains[:, None]).reshape(-1, per_pass, 2)
             self.bandpass_gain = float(gains[-1])
         self.warmup = warmup_length(sos)
         self.padlen = 3 * (2 * sos.shape[0] + 1) if padlen is None else int(padlen)
@@ -617,6 +625,82 @@ def _bandpass2_kernel(lanes, sections, state, reverse):
     state[1, 1, 4], state[1, 1, 5], state[1, 1, 6], state[1, 1, 7] = z4, z5, z6, z7
 
 
+def _bandpass4_kernel(lanes, sections, state, reverse):
+    """:func:`_bandpass2_kernel` for four sections: one pass over the lanes instead of two.
+
+    ``sections``: (4, 2) coefficients (a1, a2); ``state``: (4, 2, 8) section states.
+    """
+    rows = lanes.shape[0]
+    q1, q2, r1, r2 = sections[0, 0], sections[0, 1], sections[1, 0], sections[1, 1]
+    s1, s2, t1, t2 = sections[2, 0], sections[2, 1], sections[3, 0], sections[3, 1]
+    u0, u1, u2, u3 = state[0, 0, 0], state[0, 0, 1], state[0, 0, 2], state[0, 0, 3]
+    u4, u5, u6, u7 = state[0, 0, 4], state[0, 0, 5], state[0, 0, 6], state[0, 0, 7]
+    v0, v1, v2, v3 = state[0, 1, 0], state[0, 1, 1], state[0, 1, 2], state[0, 1, 3]
+    v4, v5, v6, v7 = state[0, 1, 4], state[0, 1, 5], state[0, 1, 6], state[0, 1, 7]
+    w0, w1, w2, w3 = state[1, 0, 0], state[1, 0, 1], state[1, 0, 2], state[1, 0, 3]
+    w4, w5, w6, w7 = state[1, 0, 4], state[1, 0, 5], state[1, 0, 6], state[1, 0, 7]
+    z0, z1, z2, z3 = state[1, 1, 0], state[1, 1, 1], state[1, 1, 2], state[1, 1, 3]
+    z4, z5, z6, z7 = state[1, 1, 4], state[1, 1, 5], state[1, 1, 6], state[1, 1, 7]
+    e0, e1, e2, e3 = state[2, 0, 0], state[2, 0, 1], state[2, 0, 2], state[2, 0, 3]
+    e4, e5, e6, e7 = state[2, 0, 4], state[2, 0, 5], state[2, 0, 6], state[2, 0, 7]
+    f0, f1, f2, f3 = state[2, 1, 0], state[2, 1, 1], state[2, 1, 2], state[2, 1, 3]
+    f4, f5, f6, f7 = state[2, 1, 4], state[2, 1, 5], state[2, 1, 6], state[2, 1, 7]
+    g0, g1, g2, g3 = state[3, 0, 0], state[3, 0, 1], state[3, 0, 2], state[3, 0, 3]
+    g4, g5, g6, g7 = state[3, 0, 4], state[3, 0, 5], state[3, 0, 6], state[3, 0, 7]
+    h0, h1, h2, h3 = state[3, 1, 0], state[3, 1, 1], state[3, 1, 2], state[3, 1, 3]
+    h4, h5, h6, h7 = state[3, 1, 4], state[3, 1, 5], state[3, 1, 6], state[3, 1, 7]
+    for i in range(rows):
+        row = lanes[rows - 1 - i] if reverse else lanes[i]
+        a0, u0, v0 = _bandpass_step(row[0], q1, q2, u0, v0)
+        a1, u1, v1 = _bandpass_step(row[1], q1, q2, u1, v1)
+        a2, u2, v2 = _bandpass_step(row[2], q1, q2, u2, v2)
+        a3, u3, v3 = _bandpass_step(row[3], q1, q2, u3, v3)
+        a4, u4, v4 = _bandpass_step(row[4], q1, q2, u4, v4)
+        a5, u5, v5 = _bandpass_step(row[5], q1, q2, u5, v5)
+        a6, u6, v6 = _bandpass_step(row[6], q1, q2, u6, v6)
+        a7, u7, v7 = _bandpass_step(row[7], q1, q2, u7, v7)
+        a0, w0, z0 = _bandpass_step(a0, r1, r2, w0, z0)
+        a1, w1, z1 = _bandpass_step(a1, r1, r2, w1, z1)
+        a2, w2, z2 = _bandpass_step(a2, r1, r2, w2, z2)
+        a3, w3, z3 = _bandpass_step(a3, r1, r2, w3, z3)
+        a4, w4, z4 = _bandpass_step(a4, r1, r2, w4, z4)
+        a5, w5, z5 = _bandpass_step(a5, r1, r2, w5, z5)
+        a6, w6, z6 = _bandpass_step(a6, r1, r2, w6, z6)
+        a7, w7, z7 = _bandpass_step(a7, r1, r2, w7, z7)
+        a0, e0, f0 = _bandpass_step(a0, s1, s2, e0, f0)
+        a1, e1, f1 = _bandpass_step(a1, s1, s2, e1, f1)
+        a2, e2, f2 = _bandpass_step(a2, s1, s2, e2, f2)
+        a3, e3, f3 = _bandpass_step(a3, s1, s2, e3, f3)
+        a4, e4, f4 = _bandpass_step(a4, s1, s2, e4, f4)
+        a5, e5, f5 = _bandpass_step(a5, s1, s2, e5, f5)
+        a6, e6, f6 = _bandpass_step(a6, s1, s2, e6, f6)
+        a7, e7, f7 = _bandpass_step(a7, s1, s2, e7, f7)
+        row[0], g0, h0 = _bandpass_step(a0, t1, t2, g0, h0)
+        row[1], g1, h1 = _bandpass_step(a1, t1, t2, g1, h1)
+        row[2], g2, h2 = _bandpass_step(a2, t1, t2, g2, h2)
+        row[3], g3, h3 = _bandpass_step(a3, t1, t2, g3, h3)
+        row[4], g4, h4 = _bandpass_step(a4, t1, t2, g4, h4)
+        row[5], g5, h5 = _bandpass_step(a5, t1, t2, g5, h5)
+        row[6], g6, h6 = _bandpass_step(a6, t1, t2, g6, h6)
+        row[7], g7, h7 = _bandpass_step(a7, t1, t2, g7, h7)
+    state[0, 0, 0], state[0, 0, 1], state[0, 0, 2], state[0, 0, 3] = u0, u1, u2, u3
+    state[0, 0, 4], state[0, 0, 5], state[0, 0, 6], state[0, 0, 7] = u4, u5, u6, u7
+    state[0, 1, 0], state[0, 1, 1], state[0, 1, 2], state[0, 1, 3] = v0, v1, v2, v3
+    state[0, 1, 4], state[0, 1, 5], state[0, 1, 6], state[0, 1, 7] = v4, v5, v6, v7
+    state[1, 0, 0], state[1, 0, 1], state[1, 0, 2], state[1, 0, 3] = w0, w1, w2, w3
+    state[1, 0, 4], state[1, 0, 5], state[1, 0, 6], state[1, 0, 7] = w4, w5, w6, w7
+    state[1, 1, 0], state[1, 1, 1], state[1, 1, 2], state[1, 1, 3] = z0, z1, z2, z3
+    state[1, 1, 4], state[1, 1, 5], state[1, 1, 6], state[1, 1, 7] = z4, z5, z6, z7
+    state[2, 0, 0], state[2, 0, 1], state[2, 0, 2], state[2, 0, 3] = e0, e1, e2, e3
+    state[2, 0, 4], state[2, 0, 5], state[2, 0, 6], state[2, 0, 7] = e4, e5, e6, e7
+    state[2, 1, 0], state[2, 1, 1], state[2, 1, 2], state[2, 1, 3] = f0, f1, f2, f3
+    state[2, 1, 4], state[2, 1, 5], state[2, 1, 6], state[2, 1, 7] = f4, f5, f6, f7
+    state[3, 0, 0], state[3, 0, 1], state[3, 0, 2], state[3, 0, 3] = g0, g1, g2, g3
+    state[3, 0, 4], state[3, 0, 5], state[3, 0, 6], state[3, 0, 7] = g4, g5, g6, g7
+    state[3, 1, 0], state[3, 1, 1], state[3, 1, 2], state[3, 1, 3] = h0, h1, h2, h3
+    state[3, 1, 4], state[3, 1, 5], state[3, 1, 6], state[3, 1, 7] = h4, h5, h6, h7
+
+
 def _unpack_kernel(lanes, chunk, warmup, padlen, scale, out):
     """``out[i]`` = ``scale`` x extended position ``padlen + i``, from the lane whose core
     holds it.
@@ -672,6 +756,10 @@ _SIGNATURES = {
     ),
     "biquads": (_biquad2_kernel, [(_f64[:, ::1], _f64[:, ::1], _f64[:, :, ::1], numba.boolean)]),
     "bandpass": (_bandpass2_kernel, [(_f64[:, ::1], _f64[:, ::1], _f64[:, :, ::1], numba.boolean)]),
+    "bandpass4": (
+        _bandpass4_kernel,
+        [(_f64[:, ::1], _f64[:, ::1], _f64[:, :, ::1], numba.boolean)],
+    ),
     "unpack": (
         _unpack_kernel,
         [(_f64[:, ::1], _i64, _i64, _i64, _f64, out) for out in (_f32[::1], _f64[::1])],
@@ -832,11 +920,12 @@ def sosfiltfilt(
     lanes = _scratch("lanes", rows * LANES, np.float64).reshape(rows, LANES)
     kernels["pack"](x, n, pad, chunk, warmup, used, lanes)
     first = lanes[0, 0]
-    state = np.zeros((_GROUP, 2, LANES))
     if stage.bandpass is None:
         cascade, groups, states = kernels["biquads"], stage.groups, stage.zi
     else:
-        cascade, groups, states = kernels["bandpass"], stage.bandpass, stage.bandpass_zi
+        groups, states = stage.bandpass, stage.bandpass_zi
+        cascade = kernels["bandpass4" if groups.shape[1] == _BANDPASS_GROUP else "bandpass"]
+    state = np.zeros((groups.shape[1], 2, LANES))
     for group, zi in zip(groups, states):
         state[:] = 0.0
         state[:, :, 0] = zi * first  # lane 0 starts before position 0 at the steady state
