@@ -505,8 +505,9 @@ def _pack_kernel(x, n, padlen, chunk, warmup, used, lanes):
     end, the last one; unused lanes hold zeros.
 
     Rows whose lanes all read inside ``x`` (all but the first ``warmup + padlen`` and the
-    last lane's tail) are a plain strided gather, ``_BLOCK_ROWS`` rows at a time; the
-    others go through :func:`ext_value`.
+    last lane's tail) are a plain strided gather, ``_BLOCK_ROWS`` rows at a time; in the
+    others, lanes that read inside ``x`` are copied and the rest go through
+    :func:`ext_value`.
     """
     rows, width = lanes.shape
     last = n + 2 * padlen - 1
@@ -531,11 +532,15 @@ def _pack_kernel(x, n, padlen, chunk, warmup, used, lanes):
         for k in range(width):
             row[k] = x[base + numba.uint64(k) * step]
     for start, stop in ((0, inner_start), (inner_stop, rows)):
-        for r in range(start, stop):
-            row = lanes[r]
-            for k in range(width):
+        for k in range(width):  # lane by lane: most lanes of these rows read inside x
+            origin = k * chunk - warmup - padlen
+            if k < used and 0 <= origin + start and origin + stop <= n:
+                for r in range(start, stop):
+                    lanes[r, k] = x[origin + r]
+                continue
+            for r in range(start, stop):
                 position = min(max(k * chunk - warmup + r, 0), last)
-                row[k] = _ext_value(x, n, padlen, position) if k < used else 0.0
+                lanes[r, k] = _ext_value(x, n, padlen, position) if k < used else 0.0
 
 
 def _biquad2_kernel(lanes, sections, state, reverse):
