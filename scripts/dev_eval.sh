@@ -8,6 +8,9 @@
 #   MODEL=vlm/default_models/eeg_only/base scripts/dev_eval.sh ADAPTER NAME
 #   ENSEMBLE="A2 A3" scripts/dev_eval.sh A1 ensemble
 #   SMOKE=1 scripts/dev_eval.sh ADAPTER NAME     # toy size (CI): see below
+#   RECORDINGS="$DATA/dreams-dev/excerpt3.edf --hypnogram $DATA/dreams-dev/Hypnogram_excerpt3.txt" \
+#       scripts/dev_eval.sh ADAPTER NAME         # other inputs (an EEG+EOG+EMG model: the
+#                                                # one development PSG with EOG and chin EMG)
 #
 # Writes the full report under $OUT (default out/dev/eval/NAME) and copies metrics.json and
 # metrics.md into $RESULTS (default bench/results/dev/NAME, committed).
@@ -26,6 +29,9 @@ DATA=${DATA:-../shared/data}
 ENSEMBLE=${ENSEMBLE:-}
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 recordings=("prerau:$DATA/prerau" "dreams:$DATA/dreams-dev")
+if [ -n "${RECORDINGS:-}" ]; then  # e.g. the one development PSG with EOG and chin EMG
+    read -ra recordings <<< "$RECORDINGS"
+fi
 extra=()
 if [ "$SMOKE" != 0 ]; then
     OUT=${OUT:-out/smoke/dev/eval/$NAME}

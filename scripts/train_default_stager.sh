@@ -5,7 +5,9 @@
 #   scripts/train_default_stager.sh                          # eeg_only, ~15 min on 2 cores
 #   NAME=eeg_eog_emg CONFIG=vlm/configs/default_eeg_eog_emg.yaml \
 #       CHANNELS="EEG C4-M1,EOG E1-M2,EMG chin" MONTAGE=eeg=C4-M1,eog=E1-M2,emg=chin \
-#       scripts/train_default_stager.sh
+#       RECORDINGS="../shared/data/dreams-dev/excerpt3.edf \
+#           --hypnogram ../shared/data/dreams-dev/Hypnogram_excerpt3.txt" \
+#       scripts/train_default_stager.sh    # evaluated on the one development PSG with EOG/EMG
 #
 # Steps (outputs under out/default/$NAME; timings in timings.tsv):
 #  1. psgvlm synth: $NIGHTS training nights (seeds $SEED..), sampling rates drawn per night
@@ -46,6 +48,8 @@ CAL_HOURS=${CAL_HOURS:-4}
 PACKAGE=${PACKAGE:-1}
 SMOKE=${SMOKE:-0}
 SIZE=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['image_size'])" "$CONFIG")
+# the config's base model: tiny:qwen2vl, or a directory built by `psgvlm tiny-model`
+BASE_MODEL=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['model'])" "$CONFIG")
 train_extra=()
 render_extra=()
 # NORMALISE=eeg=15: recording-level amplitude normalisation (psgvlm render --normalise)
@@ -89,16 +93,16 @@ if [ ! -f "$RUN/calibration-nights/.complete" ]; then
     touch "$RUN/calibration-nights/.complete"
 fi
 [ -f "$RUN/train/adapter/calibration.json" ] ||
-    step calibrate python -m vlm.calibrate fit --model tiny:qwen2vl \
+    step calibrate python -m vlm.calibrate fit --model "$BASE_MODEL" \
         --adapter "$RUN/train/adapter" --nights "$RUN/calibration-nights"
 # the input range of the out-of-distribution caveat: from the training nights themselves
 # (every sampling rate drawn), not from the two calibration nights
 step reference python -m vlm.calibrate reference --adapter "$RUN/train/adapter" \
     --nights "$RUN/nights"
-MODEL=tiny:qwen2vl
+MODEL=$BASE_MODEL
 ADAPTER=$RUN/train/adapter
 if [ "$PACKAGE" != 0 ]; then
-    BASE=$(python -c "from vlm.model import resolve_model_id; from vlm.tiny import parse_image_size; print(resolve_model_id('tiny:qwen2vl', parse_image_size('$SIZE')))")
+    BASE=$(python -c "from vlm.model import resolve_model_id; from vlm.tiny import parse_image_size; print(resolve_model_id('$BASE_MODEL', parse_image_size('$SIZE')))")
     rm -rf "$DEST/base" "$DEST/adapter"
     mkdir -p "$DEST/base" "$DEST/adapter"
     cp "$BASE"/*.json "$BASE"/*.jinja "$BASE"/model.safetensors "$DEST/base/"
