@@ -111,6 +111,7 @@ __all__ = [
     "read_subjects_file",
     "montage_for",
     "render_recording",
+    "draw_recording",
     "render_dataset",
     "write_synthetic_nights",
     "add_arguments",
@@ -579,6 +580,9 @@ def render_recording(
 ) -> dict[str, Any]:
     """Render one recording into its own shards and write its done-marker.
 
+    :func:`draw_recording`, then its finish (the last shard synced and renamed into
+    place, the marker written).
+
     Parameters
     ----------
     task : RecordingTask
@@ -598,6 +602,24 @@ def render_recording(
     PSGError
         When the recording or its hypnogram cannot be read or rendered (the reader's
         error first); the shards of this recording written so far are removed.
+    """
+    return draw_recording(task, on_progress)()
+
+
+def draw_recording(
+    task: RecordingTask, on_progress: Callable[[int], None] | None = None
+) -> Callable[[], dict[str, Any]]:
+    """Draw one recording into its shards; the finish that makes them final comes back.
+
+    The finish (no arguments) closes the last shard (synced to disk, renamed into place)
+    and writes the done-marker, which it returns (see :func:`render_recording`). Until it
+    runs, the recording is not done: a resumed run renders it again. The in-process run
+    lets it wait for the disk in a thread while the next recording is drawn.
+
+    Raises
+    ------
+    PSGError
+        As :func:`render_recording`; the shard in progress is removed.
     """
     from .epochs import open_epochs
     from .io.edf import open_recording
@@ -681,9 +703,10 @@ def render_recording(
         emg_reference = _emg_reference(source, roles, task, keep_unknown)
         channel_labels = [c.label for c in channels]
     draw = _Drawer(spec, task.device)
-    with ShardSink(
+    sink = ShardSink(
         parts, task.split, "{shard:06d}.tar", maxcount=settings.maxcount, maxsize=settings.maxsize
-    ) as sink:
+    )
+    try:
         for batch in source.iter_batches(
             task.batch_size, context=settings.context, keep_unknown=keep_unknown
         ):
@@ -718,33 +741,40 @@ def render_recording(
             epochs += len(blobs)
             if on_progress is not None:
                 on_progress(len(blobs))
-    if epochs == 0:
-        raise RenderError(
-            f"{pair.psg_path}: no epochs to render (every epoch unscored? --keep-unknown "
-            "keeps them, --unscored ignores the hypnogram)"
-        )
-    seconds = time.perf_counter() - started
-    marker = {
-        "pair": pair.to_dict(),
-        "subject_id": pair.subject_id,
-        "split": task.split,
-        "epochs": epochs,
-        "labels": dict(sorted(labels.items())),
-        "shards": [asdict(info) for info in sink.shards],
-        "channels": header["channels"],
-        "fs": header["fs"],
-        "montage": header["montage"],
-        "missing_roles": missing_roles,
-        "scored": scored,
-        "warnings": warnings,
-        "seconds": round(seconds, 3),
-        "read_seconds": round(read_seconds, 3),
-        "draw_seconds": round(seconds - read_seconds, 3),
-    }
-    done = task.work_dir / "done"
-    done.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(done / f"{task.slug}.json", json.dumps(marker, indent=1))
-    return marker
+        if epochs == 0:
+            raise RenderError(
+                f"{pair.psg_path}: no epochs to render (every epoch unscored? --keep-unknown "
+                "keeps them, --unscored ignores the hypnogram)"
+            )
+    except BaseException:
+        sink.abort()
+        raise
+    seconds = time.perf_counter() - started  # the drawing, not the wait for the disk
+
+    def finish() -> dict[str, Any]:
+        marker = {
+            "pair": pair.to_dict(),
+            "subject_id": pair.subject_id,
+            "split": task.split,
+            "epochs": epochs,
+            "labels": dict(sorted(labels.items())),
+            "shards": [asdict(info) for info in sink.close()],
+            "channels": header["channels"],
+            "fs": header["fs"],
+            "montage": header["montage"],
+            "missing_roles": missing_roles,
+            "scored": scored,
+            "warnings": warnings,
+            "seconds": round(seconds, 3),
+            "read_seconds": round(read_seconds, 3),
+            "draw_seconds": round(seconds - read_seconds, 3),
+        }
+        done = task.work_dir / "done"
+        done.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(done / f"{task.slug}.json", json.dumps(marker, indent=1))
+        return marker
+
+    return finish
 
 
 class _MetaJson:
@@ -997,21 +1027,69 @@ def _run_one(
     try:
         return {"slug": task.slug, "done": render_recording(task, callback)}
     except Exception as err:
-        shutil.rmtree(task.work_dir / "parts" / task.slug, ignore_errors=True)
-        psg = str(task.pair.psg_path)
-        if strict and isinstance(err, PSGError) and psg not in str(err):
-            raise type(err)(f"{psg}: {err}") from err
-        if strict:
-            raise
-        logger.debug("%s failed", task.pair.psg_path, exc_info=True)
-        return {
-            "slug": task.slug,
-            "failed": {
-                "file": psg,
-                "recording": f"{task.pair.dataset}/{task.pair.recording}",
-                "reason": _reason(err, task.pair.psg_path),
-            },
-        }
+        return _failure(task, err, strict)
+
+
+def _failure(task: RecordingTask, err: Exception, strict: bool) -> dict[str, Any]:
+    """A task's failure as an outcome (its shards removed); raised again when ``strict``."""
+    shutil.rmtree(task.work_dir / "parts" / task.slug, ignore_errors=True)
+    psg = str(task.pair.psg_path)
+    if strict and isinstance(err, PSGError) and psg not in str(err):
+        raise type(err)(f"{psg}: {err}") from err
+    if strict:
+        raise err
+    logger.debug("%s failed", task.pair.psg_path, exc_info=err)
+    return {
+        "slug": task.slug,
+        "failed": {
+            "file": psg,
+            "recording": f"{task.pair.dataset}/{task.pair.recording}",
+            "reason": _reason(err, task.pair.psg_path),
+        },
+    }
+
+
+def _execute_here(
+    tasks: Sequence[RecordingTask],
+    strict: bool,
+    on_progress: Callable[[str, int], None] | None,
+) -> Iterator[dict[str, Any]]:
+    """Run the tasks one after another in this process, each one's finish (the wait for
+    its last shard and its marker to reach the disk) in a thread while the next one is
+    drawn. An outcome is yielded once its finish is done; stopping early waits for the
+    finish under way."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    def start(task: RecordingTask) -> Future | dict[str, Any]:
+        def callback(n: int) -> None:
+            on_progress(task.slug, n)  # type: ignore[misc]
+
+        try:
+            finish = draw_recording(task, callback if on_progress is not None else None)
+        except Exception as err:
+            return _failure(task, err, strict)
+        return finisher.submit(finish)
+
+    def outcome(task: RecordingTask, started: Future | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(started, dict):
+            return started
+        try:
+            return {"slug": task.slug, "done": started.result()}
+        except Exception as err:
+            return _failure(task, err, strict)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="psgvlm-finish") as finisher:
+        previous: tuple[RecordingTask, Future | dict[str, Any]] | None = None
+        for task in tasks:
+            current = (task, start(task))
+            if previous is not None:
+                yield outcome(*previous)
+            previous = current
+            if isinstance(current[1], dict):  # failed while drawing: told before the next
+                yield current[1]
+                previous = None
+        if previous is not None:
+            yield outcome(*previous)
 
 
 def _init_worker(threads: int) -> None:
@@ -1041,8 +1119,7 @@ def _execute(
     if ray_address:
         yield from _execute_ray(tasks, workers, ray_address, strict)
     elif workers <= 1:
-        for task in tasks:
-            yield _run_one(task, strict, on_progress=on_progress)
+        yield from _execute_here(tasks, strict, on_progress)
     else:
         yield from _execute_pool(tasks, workers, strict, on_progress)
 

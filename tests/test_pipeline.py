@@ -285,6 +285,36 @@ def test_output_folder_with_foreign_shards_is_refused(tmp_path):
         render_dataset([], tmp_path, RenderSettings(montage="eeg=C4-M1"), synthetic=1)
 
 
+def test_a_failure_while_finishing_a_recording_fails_it_alone(tmp_path, monkeypatch):
+    """The in-process run finishes each recording (last shard synced, marker written) in a
+    thread while it draws the next: a failure there is that recording's, its shards are
+    removed, the others are done, and a rerun renders only it."""
+    import engine.pipeline as pipeline
+
+    settings = RenderSettings(montage="eeg=C4-M1", width=64, height=32, fmt="npy")
+    write_marker = pipeline.atomic_write_text
+
+    def failing(path, text):
+        if path.name == "synthetic_night-0001.json" and path.parent.name == "done":
+            raise OSError("disk full")
+        write_marker(path, text)
+
+    monkeypatch.setattr(pipeline, "atomic_write_text", failing)
+    out = tmp_path / "out"
+    report = render_dataset(
+        [], out, settings, synthetic=3, synthetic_hours=0.1, keep_going=True, progress=False
+    )
+    assert [f["recording"] for f in report.manifest.failed] == ["synthetic/night-0001"]
+    assert report.rendered == 2 and "disk full" in report.manifest.failed[0]["reason"]
+    assert not (out / "_work" / "parts" / "synthetic_night-0001").exists()
+    monkeypatch.setattr(pipeline, "atomic_write_text", write_marker)
+    rerun = render_dataset(
+        [], out, settings, synthetic=3, synthetic_hours=0.1, keep_going=True, progress=False
+    )
+    assert rerun.rendered == 1 and rerun.ok
+    assert read_manifest(out).total_samples == len(_read_all(out)) == len(_truth(3, 0.1))
+
+
 def test_killed_run_resumes_without_missing_or_duplicated_epochs(tmp_path, capsys):
     """SIGKILL a real ``psgvlm render`` mid-run, rerun it, check every epoch once."""
     out = tmp_path / "out"
