@@ -6,7 +6,9 @@ rasterizer and the encoder and hand the samples to the task's own
 :class:`~engine.shards.ShardSink`. A task holds one recording and one batch of images at
 a time, never a list of all images. Tasks run in this process (``--workers 1``), a
 process pool (``--workers N``) or on a Ray cluster (``--ray ADDRESS``), all through the
-same function, :func:`render_recording`.
+same function, :func:`render_recording` (:func:`draw_recording` and its finish; in this
+process, a recording's finish, the wait for its last shard and its marker to reach the
+disk, runs in a thread while the next recording is drawn).
 
 Output directory while running::
 
