@@ -587,9 +587,18 @@ class Recording:
         return self._data
 
     def _annotation_bytes(self, signal: _Signal, rows: int | None = None) -> np.ndarray:
-        """The raw bytes of one annotation signal, one row per data record."""
-        size = self._header.bytes_per_sample
+        """The raw bytes of one annotation signal, one row per data record (the first
+        ``rows`` records: one is read straight from the file, without a memory map, which
+        costs more to set up than opening a recording otherwise does)."""
+        header = self._header
+        size = header.bytes_per_sample
         columns = slice(signal.offset * size, (signal.offset + signal.samples_per_record) * size)
+        if rows == 1 and self._data is None and header.n_records:
+            row = np.zeros((1, columns.stop - columns.start), np.uint8)
+            with open(self.path, "rb") as handle:
+                handle.seek(header.header_bytes + columns.start)
+                handle.readinto(memoryview(row))  # a short file leaves zeros (no stamp)
+            return row
         return np.ascontiguousarray(self._records()[:rows, columns])
 
     # -- context manager -------------------------------------------------------------
