@@ -20,8 +20,9 @@ This module computes the same two things with NumPy-only filter designs and numb
     its end for the backward pass), which is long enough for the filter's slowest pole to
     forget the difference (``|pole| ** warmup < 1e-13``); the first chunk starts from
     scipy's initial state. Band-pass cascades (numerators ``g * (1, 0, -1)``) run without
-    their gains, three operations a section instead of five, and are scaled once at the
-    end. Outputs equal scipy's to ~1e-12 of the signal's range.
+    their gains, three operations a section instead of five, four sections to a pass over
+    the lanes each way, and are scaled once at the end. Outputs equal scipy's to ~1e-12
+    of the signal's range.
 
 Filter designs (:func:`butter_sos`, :func:`notch_sos`, :func:`resample_taps`,
 :func:`sosfilt_zi`) follow scipy's formulas (bilinear transform of the analog Butterworth
