@@ -293,6 +293,8 @@ def test_edf_plus_d_without_gaps_reads_like_edf_plus_c_without_a_warning(tmp_pat
     plus_c = write_raw_edf(tmp_path / "c.edf", signals, records, 1.0, tals, **kwargs)
     with open_recording(plus_c) as rec:
         assert rec.backend == "pyedflib"
+        # The first record's stamp, read straight from the file (no memory map).
+        assert rec.start_offset == pytest.approx(0.25)
         expected, expected_notes = rec.read(0), rec.annotations()
     with open_recording(plus_d) as rec:
         assert rec.file_type == "EDF+D"
