@@ -46,9 +46,11 @@ def table(report: Path) -> str:
         lines.append(f"| {rec['dataset']}/{rec['recording']} | {rec['n']} | {_f(m['model'])} | "
                      f"{_f(m.get('yasa'))} |")  # fmt: skip
     lines.append(f"| pooled | {data['model']['n']} | {_f(data['model'])} | — |")
-    if yasa:
+    if yasa and "n" in yasa:
         same = yasa.get("model_same_epochs") or data["model"]
         lines.append(f"| pooled, YASA's epochs | {yasa['n']} | {_f(same)} | {_f(yasa)} |")
+    elif yasa:  # it staged nothing: say why
+        lines.append(f"| YASA | — | — | refused: {yasa.get('refused', 'did not run')} |")
     cal = report / "calibration.json"
     if cal.is_file():
         c = json.loads(cal.read_text())
