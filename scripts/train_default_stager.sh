@@ -12,8 +12,8 @@
 # Steps (outputs under out/default/$NAME; timings in timings.tsv):
 #  1. psgvlm synth: $NIGHTS training nights (seeds $SEED..), sampling rates drawn per night
 #     ($FS; 'random' gives 50-512 Hz) and the generator's $VARIABILITY randomisation;
-#  2. psgvlm render at the config's image size, context 1 (the target epoch and a neighbour
-#     on each side), with --normalise $NORMALISE when set (e.g. NORMALISE=eeg=15);
+#  2. psgvlm render at the config's image size, context $CONTEXT (default 1: the target
+#     epoch and a neighbour on each side), with --normalise $NORMALISE when set (e.g. NORMALISE=eeg=15);
 #  3. vlm/train.py (LoRA + trained head and embeddings on the tiny Qwen2-VL);
 #  4. $CAL_NIGHTS held-out synthetic nights of $CAL_HOURS h (seeds 900000..) → python -m vlm.calibrate fit:
 #     calibration temperature (calibration.json); python -m vlm.calibrate reference on the
@@ -41,6 +41,7 @@ MONTAGE=${MONTAGE:-eeg=C4-M1}
 NIGHTS=${NIGHTS:-12}
 HOURS=${HOURS:-8}
 FS=${FS:-random}
+CONTEXT=${CONTEXT:-1}
 VARIABILITY=${VARIABILITY:-wide}
 SEED=${SEED:-0}
 CAL_NIGHTS=${CAL_NIGHTS:-2}
@@ -80,7 +81,7 @@ if [ ! -f "$RUN/nights/.complete" ]; then
 fi
 [ -f "$RUN/train/adapter/adapter_config.json" ] ||
     step render psgvlm render "synthetic:$RUN/nights" --out "$RUN/shards" --montage "$MONTAGE" \
-    --size "$SIZE" --context 1 --split 1,0,0 --workers 2 --no-progress "${render_extra[@]}"
+    --size "$SIZE" --context "$CONTEXT" --split 1,0,0 --workers 2 --no-progress "${render_extra[@]}"
 if [ ! -f "$RUN/train/adapter/adapter_config.json" ]; then  # a finished run is kept
     step train accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process 1 \
         --mixed_precision no vlm/train.py --config "$CONFIG" --resume auto --seed "$SEED" \
