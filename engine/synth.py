@@ -435,7 +435,8 @@ def _widen_subject(rng: np.random.Generator, subject: _Subject) -> _Subject:
       sites (see ``_WIDE_EYE_PICKUP``), so that the slow deflections of waking eyes and of
       N1's slow eye movements show on a central derivation as they do in clinical records;
     - a movement artefact brings a scalp-muscle burst (rms 5 to 15-60 uV) with its slow
-      swings, and 40 % of amplifiers saturate at +-250-400 uV (clipped movement).
+      swings, and the amplifiers of 40 % of subjects saturate at +-250-400 uV (clipped
+      movement).
     """
     ones = [1.0] * 5
     background = [_loguniform(rng, 0.8, 1.25) for _ in range(5)]
@@ -1690,8 +1691,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--variability",
         choices=VARIABILITY,
         default="standard",
-        help="domain randomisation: standard, or wide (older sleepers' smaller slow waves, "
-        "weak waking alpha, quieter or busier W and N1, per-stage levels) (default: standard)",
+        help="domain randomisation: standard, or wide (a clinical population: older "
+        "sleepers' smaller slow waves, weak waking alpha, quieter or busier W and N1, "
+        "per-stage levels, eye movements on the EEG, saturating amplifiers, fragmented "
+        "sleep) (default: standard)",
     )
     parser.add_argument(
         "--no-randomize",
