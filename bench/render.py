@@ -47,6 +47,7 @@ import logging
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,6 +84,7 @@ __all__ = [
     "parse_sizes",
     "parse_workers",
     "load_bench_epochs",
+    "cpu_share",
     "bench_render",
     "render_markdown",
     "add_arguments",
@@ -388,6 +390,30 @@ class _Paired:
                 work(batch)
                 seconds[which] = time.perf_counter() - started
             self.ratios.append(seconds["bottom"] / seconds["top"])
+
+
+#: A pure-Python loop of about 0.2 s: :func:`cpu_share` runs it in 1 and in 2 processes.
+_CPU_PROBE = "import time\nt = time.perf_counter()\nfor _ in range(4_000_000): pass\nprint(time.perf_counter() - t)"
+
+
+def cpu_share(processes: int = 2) -> float:
+    """How many cores ``processes`` CPU-bound processes get at once, as the run goes.
+
+    The same loop runs alone, then in ``processes`` processes at once: ``processes x``
+    the time alone over the slowest one's time, the median of 5 such pairs. Close to ``processes`` on free cores;
+    close to 1 when other work holds the rest, nice or not (Linux groups the processes
+    of each session and shares the CPUs between the groups, whatever their nice value),
+    which caps every multi-core row of the report.
+    """
+
+    def run(n: int) -> float:
+        probes = [
+            subprocess.Popen([sys.executable, "-c", _CPU_PROBE], stdout=subprocess.PIPE)
+            for _ in range(n)
+        ]
+        return max(float(probe.communicate()[0]) for probe in probes)
+
+    return float(np.median([processes * run(1) / run(processes) for _ in range(5)]))
 
 
 def _set_numba_threads(threads: int | None) -> None:
@@ -819,6 +845,7 @@ def bench_render(
     notes: list[str] = []
     gpu = gpu_name()
     machine = machine_info(gpu=gpu)  # load, git state and date as the run starts
+    shares = [cpu_share()] if usable_cores() > 1 else []
     use_gpu = settings.device == "cuda" and gpu is not None
     if settings.device == "cuda" and gpu is None:
         from engine.raster.gpu import cuda_unavailable_reason, is_simulator
@@ -870,6 +897,13 @@ def bench_render(
     finally:
         _set_numba_threads(cores)
     ratios, goals = _ratios_and_goals(stages, paired, settings)
+    if shares:
+        shares.append(cpu_share())
+        notes.append(
+            "2 CPU-bound processes at once got {:.2f} cores at the start, {:.2f} at the end "
+            "(2.00: two free cores; near 1: other work held one, and every 2-core row, the "
+            "2-worker one included, is capped by it)".format(*shares)
+        )
     if hasattr(os, "getloadavg"):
         at_end = ", ".join(f"{x:g}" for x in np.round(os.getloadavg(), 2))
         notes.append(f"load average at the end: [{at_end}] (at the start: the machine line)")

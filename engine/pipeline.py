@@ -1797,6 +1797,10 @@ def render_dataset(
         began = time.perf_counter()
         _warm_up(settings, device)
         report.startup_seconds = time.perf_counter() - began
+    if workers > 1 or ray_address:
+        # Longest first: the last recordings to start are short ones, so every process
+        # finishes at about the same time. Shards are numbered by _plan, in task order.
+        checked.sort(key=lambda task: estimates[task.slug], reverse=True)
     started = time.perf_counter()
     failed_slugs: set[str] = set()
     with bar:

@@ -17,6 +17,7 @@ call).
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import numba
@@ -40,6 +41,7 @@ def _in_fork_server() -> bool:
 
 if _in_fork_server():
     numba.config.THREADING_LAYER = "workqueue"  # fork-safe; set before any kernel loads
+    gc.disable()  # the imports below create objects by the million, none of them garbage
 
 from . import dsp, encode, epochs, pipeline, preprocess  # noqa: E402, F401 - preloaded
 from .io import datasets, edf, hypnogram  # noqa: E402, F401
@@ -78,3 +80,8 @@ if _in_fork_server():
         preload()
     except Exception:  # noqa: BLE001 - a worker then loads what it needs itself
         pass
+    finally:
+        # What the server holds now lives as long as every worker: frozen, a worker's
+        # collections never walk it (nor touch its pages, which stay shared).
+        gc.freeze()
+        gc.enable()

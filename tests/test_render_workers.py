@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -28,3 +29,27 @@ def test_workers_start_preloaded_without_torch_or_scipy_signal():
         answer = pool.submit(pipeline.worker_probe).result(timeout=60)
     assert answer["preloaded"] and answer["heavy"] == []
     assert time.perf_counter() - started < 5.0  # ~0.05 s on a quiet machine
+
+
+@pytest.mark.slow
+def test_two_workers_write_the_shards_one_worker_writes(tmp_path):
+    """``--workers 2`` (a pool, longest recording first) writes the same shard files, byte
+    for byte, as ``--workers 1``."""
+    nights = pipeline.write_synthetic_nights(tmp_path / "nights", 3, 0.1)
+    # One night twice as long: the longest goes first, the order of drawing changes.
+    pipeline.write_synthetic_nights(tmp_path / "long", 1, 0.2)
+    for path in (tmp_path / "long").iterdir():
+        path.rename(nights / path.name.replace("night-0000", "night-0009"))
+    settings = pipeline.RenderSettings(montage="eeg=C4-M1,emg=chin", width=64, height=32)
+    digests = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        report = pipeline.render_dataset(
+            [f"synthetic:{nights}"], out, settings, workers=workers, progress=False
+        )
+        assert report.ok and report.rendered == 4
+        digests.append(
+            {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.glob("*.tar")}
+        )
+        assert not (out / "_work").exists()
+    assert digests[0] == digests[1] and digests[0]
