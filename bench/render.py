@@ -8,7 +8,9 @@ images:
 3. psgvlm rasterization only (images in memory);
 4. psgvlm raster + encode, PNG and JPEG;
 5. the encoder alone on psgvlm's images (the CPU ceiling of any pipeline), PNG and JPEG;
-6. end-to-end EDF -> shards with :func:`engine.pipeline.render_dataset`, per worker count;
+6. end-to-end EDF -> shards with :func:`engine.pipeline.render_dataset`, per worker count,
+   and, beside the pool, the same job split between separate 1-worker processes started at
+   once (what the cores give this job on this machine at most: the pool's ceiling);
 7. with ``--device cuda`` and a GPU: GPU raster, GPU raster + device JPEG, end-to-end.
 
 The epochs are cut by :func:`engine.epochs.open_epochs` from synthetic nights (seeds 0,
@@ -29,8 +31,10 @@ core" figures run in one thread (``numba.set_num_threads(1)``, a one-thread enco
 included), sampled by :class:`bench.report.PeakRSS`.
 
 End-to-end runs are slow to repeat (a process pool starts fresh workers, which import and
-JIT-compile on every call), so they run in the first 2 rounds only, every worker
-count at the first size and the smallest at the others. Their start-up is timed apart (the
+JIT-compile on every call), so they run in the first 2 (quick) or 4 rounds only, every
+worker count at the first size and the smallest at the others. The notes say how much of
+each job's wall time the recordings were being read or drawn, and what a new process pays
+to touch memory for the first time (a fresh worker pays it for its working set). Their start-up is timed apart (the
 same call on one 2-epoch night per worker) and reported beside the wall-time figures.
 
 Writes ``OUT/render.json``, ``OUT/render.md`` and ``OUT/render.png`` (``OUT`` defaults to
@@ -43,6 +47,7 @@ Writes ``OUT/render.json``, ``OUT/render.md`` and ``OUT/render.png`` (``OUT`` de
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -85,6 +90,7 @@ __all__ = [
     "parse_workers",
     "load_bench_epochs",
     "cpu_share",
+    "first_touch_cost",
     "bench_render",
     "render_markdown",
     "add_arguments",
@@ -114,10 +120,13 @@ _STARTUP_HOURS = 60.0 / 3600.0
 _E2E_ROUNDS = {True: 2, False: 4}
 
 #: Per-mode defaults: (epochs in memory, rounds, naive epochs, tuned epochs, nights, hours).
-#: The end-to-end job renders every night: a multi-night job (at least 4 nights, 2 per
-#: worker), so that a run's fixed costs (start-up, manifest, renames) weigh as in real use.
+#: The end-to-end job renders every night: a multi-night job (full mode: whole 8-h nights,
+#: at least 16 and 8 per worker), so that a run's fixed costs (start-up, manifest, renames,
+#: a fresh worker's first touch of its memory) weigh as in real use.
 _QUICK = (96, 3, 3, 12, None, 0.5)
-_FULL = (384, 5, 8, 32, None, 2.0)
+_FULL = (384, 5, 8, 32, None, 8.0)
+#: Nights per worker of the end-to-end job, and the fewest (quick, full).
+_E2E_NIGHTS = {True: (2, 4), False: (8, 16)}
 
 # Goals made visible in the report (never asserted).
 _GOAL_RASTER_VS_TUNED = 100.0
@@ -176,8 +185,8 @@ class RenderBenchSettings:
     naive_epochs, tuned_epochs : int, optional
         Epochs drawn per round by matplotlib naive (3 / 8) and tuned (12 / 32).
     nights, hours : optional
-        Synthetic nights written for the end-to-end runs (default: the largest worker
-        count, at least 2) and their length in hours (0.25 / 1.0).
+        Synthetic nights written for the end-to-end runs (default: 2 / 8 per worker of the
+        largest worker count, at least 4 / 16) and their length in hours (0.5 / 8).
     batch_size : int
         Epochs per render/encode call, as in ``psgvlm render --batch-size``.
     quality : int
@@ -201,13 +210,14 @@ class RenderBenchSettings:
     def resolved(self) -> RenderBenchSettings:
         """A copy with every ``None`` replaced by its default, validated."""
         epochs, rounds, naive, tuned, _, hours = _QUICK if self.quick else _FULL
+        per_worker, fewest = _E2E_NIGHTS[self.quick]
         done = replace(
             self,
             epochs=self.epochs or epochs,
             rounds=self.rounds or rounds,
             naive_epochs=self.naive_epochs or naive,
             tuned_epochs=self.tuned_epochs or tuned,
-            nights=self.nights or max(4, 2 * max(self.workers, default=1)),
+            nights=self.nights or max(fewest, per_worker * max(self.workers, default=1)),
             hours=self.hours or hours,
         )
         done._validate()
@@ -302,6 +312,7 @@ class _Stage:
     startup_s: float | None = None
     max_rounds: int | None = None
     paired: list[float] = field(default_factory=list)
+    busy: list[float] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     images: int = 0
@@ -358,6 +369,7 @@ class _Stage:
             "peak_rss_mb": round(self.peak / 2**20, 1),
             "startup_s": None if self.startup_s is None else round(self.startup_s, 3),
             "rate_excluding_startup": summarize(steady) if steady else None,
+            "workers_busy": summarize(self.busy) if self.busy else None,
             "note": self.note,
         }
 
@@ -414,6 +426,34 @@ def cpu_share(processes: int = 2) -> float:
         return max(float(probe.communicate()[0]) for probe in probes)
 
     return float(np.median([processes * run(1) / run(processes) for _ in range(5)]))
+
+
+#: A new process fills 256 MiB twice (freeing it between): prints both times in seconds.
+_TOUCH_PROBE = (
+    "import time\nimport numpy as np\nn = 2**25\nt = time.perf_counter()\na = np.ones(n)\n"
+    "first = time.perf_counter() - t\ndel a\nt = time.perf_counter()\nb = np.ones(n)\n"
+    "print(first, time.perf_counter() - t)"
+)
+
+
+def first_touch_cost() -> dict[str, Any]:
+    """What a new process pays to touch memory for the first time, in ms per MiB.
+
+    A render worker is a new process: the pages it fills it touches for the first time,
+    its later recordings reuse them. On a VM whose host backs guest memory lazily and
+    takes freed pages back (virtio-balloon free page reporting), a first touch costs the
+    host's fault as well as the guest's: each worker pays it for its working set, once per
+    job. ``again`` is the same fill into the memory the process just freed.
+    """
+    probe = subprocess.run(
+        [sys.executable, "-c", _TOUCH_PROBE], capture_output=True, text=True, check=True
+    )
+    first, again = (float(x) * 1000 / 256 for x in probe.stdout.split())
+    return {
+        "first_ms_per_mib": round(first, 3),
+        "again_ms_per_mib": round(again, 3),
+        "free_page_reporting": Path("/sys/module/page_reporting").is_dir(),
+    }
 
 
 def _set_numba_threads(threads: int | None) -> None:
@@ -562,8 +602,9 @@ def _e2e_stage(
     )
     runs = iter(range(1_000_000))
 
-    def render_into_shards(nights: Path) -> tuple[int, Path]:
-        """Render ``nights`` into a new folder: (epochs, the folder)."""
+    def render_into_shards(nights: Path) -> tuple[int, Path, float]:
+        """Render ``nights`` into a new folder: (epochs, the folder, the seconds the
+        recordings took to read and draw, summed over the workers)."""
         out = scratch / f"e2e-{device}-{size[0]}x{size[1]}-w{workers}-{next(runs)}"
         report = render_dataset(
             [f"synthetic:{nights}"], out, render_settings, split=(1.0, 0.0, 0.0),
@@ -571,7 +612,7 @@ def _e2e_stage(
         )  # fmt: skip
         if report.failed:
             raise BenchError(f"end-to-end render failed: {report.failed[0]}")
-        return report.epochs, out
+        return report.epochs, out, report.read_seconds + report.draw_seconds
 
     def remove(out: Path) -> int:
         """The bytes of a rendered folder's shards; the folder is removed (not timed)."""
@@ -583,8 +624,10 @@ def _e2e_stage(
 
     def job() -> tuple[int, int, float]:
         started = time.perf_counter()
-        epochs, out = render_into_shards(nights_dir)
+        epochs, out, drawing = render_into_shards(nights_dir)
         seconds = time.perf_counter() - started
+        if known:  # not the warm-up
+            stage.busy.append(drawing / (workers * seconds))
         known[:] = [epochs]
         return epochs, remove(out), seconds
 
@@ -627,6 +670,111 @@ def _e2e_stage(
     )
     if workers > 1 and device == "cpu":
         stage.warmup = job  # the epoch count (the fork server's start is timed as start-up)
+    return stage
+
+
+#: One process of :func:`_separate_stage`: loads the render path on a short night, says
+#: "ready", waits for a line on stdin, then renders its share of the nights in process and
+#: prints the seconds it took.
+_SEPARATE_RENDER = """
+import sys, time
+from pathlib import Path
+from engine.pipeline import RenderSettings, render_dataset
+montage, width, height, warm, share, out, batch = sys.argv[1:]
+settings = RenderSettings(montage=montage, width=int(width), height=int(height), fmt="png")
+def render(nights, into):
+    render_dataset([f"synthetic:{nights}"], Path(into), settings, split=(1.0, 0.0, 0.0),
+                   workers=1, batch_size=int(batch), progress=False)
+render(warm, out + "-warm")
+print("ready", flush=True)
+sys.stdin.readline()
+started = time.perf_counter()
+render(share, out)
+print(time.perf_counter() - started, flush=True)
+"""
+
+
+def _separate_stage(
+    nights_dir: Path,
+    startup_dir: Path,
+    scratch: Path,
+    settings: RenderBenchSettings,
+    size: tuple[int, int],
+    processes: int,
+) -> _Stage:
+    """The end-to-end job split between ``processes`` separate processes started at once.
+
+    Each process renders its share of the nights in process (one worker, no pool), the
+    shares dealt round robin as the pool deals them; the job's time is the slowest
+    share's. Nothing is shared but the machine: the rate over the 1-worker job's is what
+    ``processes`` cores give this job here at most, the ceiling of the pool's scaling.
+    """
+    nights = sorted(nights_dir.glob("*-PSG.edf"))
+    shares = [scratch / f"share-{processes}-{i}" for i in range(processes)]
+    for i, share in enumerate(shares):
+        share.mkdir(exist_ok=True)
+        for psg in nights[i::processes]:
+            stem = psg.name[: -len("PSG.edf")]
+            for part in nights_dir.glob(f"{stem}*"):
+                (share / part.name).symlink_to(part.resolve())
+    montage = montage_for(settings.channels)
+    runs = iter(range(1_000_000))
+
+    def work() -> tuple[int, int, float]:
+        outs = [
+            scratch / f"separate-{size[0]}x{size[1]}-{next(runs)}-{i}" for i in range(processes)
+        ]
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _SEPARATE_RENDER,
+                    montage,
+                    str(size[0]),
+                    str(size[1]),
+                    str(startup_dir),
+                    str(share),
+                    str(out),
+                    str(settings.batch_size),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for share, out in zip(shares, outs)
+        ]
+        try:
+            for child in children:
+                if child.stdout.readline().strip() != "ready":
+                    raise BenchError("a separate render process failed to start")
+            for child in children:
+                child.stdin.write("go\n")
+                child.stdin.flush()
+            seconds = max(float(child.communicate()[0]) for child in children)
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+        epochs = nbytes = 0
+        for out in outs:
+            manifest = json.loads((out / "manifest.json").read_text())
+            epochs += sum(int(shard["count"]) for shard in manifest["shards"])
+            nbytes += sum(p.stat().st_size for p in out.glob("*.tar"))
+            shutil.rmtree(out)
+            shutil.rmtree(out.with_name(out.name + "-warm"))
+        return epochs, nbytes, seconds
+
+    stage = _Stage(
+        "e2e_separate",
+        f"end-to-end EDF -> PNG shards, {processes} separate 1-worker processes at once",
+        f"{size[0]}x{size[1]}", processes, min(processes, usable_cores()), work,
+        unit="epochs/s", max_rounds=min(settings.rounds, _E2E_ROUNDS[settings.quick]),
+    )  # fmt: skip
+    stage.note = (
+        "each process renders its share of the nights (dealt round robin) in process; time "
+        "= the slowest share's render (imports and a warm-up night before the start signal)"
+    )
     return stage
 
 
@@ -802,8 +950,12 @@ def _ratios_and_goals(
             add(f"end-to-end {workers} worker(s) without start-up / {on}", e2e, ceiling, None,
                 exclude_startup=True)  # fmt: skip
         one, two = _find(stages, "e2e", size, 1), _find(stages, "e2e", size, 2)
+        separate = _find(stages, "e2e_separate", size, 2)
         if cores >= 2:
             add("end-to-end 2 workers / 1 worker", two, one, _GOAL_WORKER_SCALING)
+            add("end-to-end 2 separate processes / 1 worker (what 2 cores give this job here)",
+                separate, one, None)  # fmt: skip
+            add("end-to-end 2 workers / 2 separate processes", two, separate, None)
         add("GPU raster / CPU raster all cores", _find(stages, "gpu_raster", size),
             _find(stages, "raster", size, cores), None)  # fmt: skip
         add("GPU raster+JPEG / CPU raster+JPEG all cores", _find(stages, "gpu_raster_jpg", size),
@@ -846,6 +998,7 @@ def bench_render(
     gpu = gpu_name()
     machine = machine_info(gpu=gpu)  # load, git state and date as the run starts
     shares = [cpu_share()] if usable_cores() > 1 else []
+    touch = [first_touch_cost()]
     use_gpu = settings.device == "cuda" and gpu is not None
     if settings.device == "cuda" and gpu is None:
         from engine.raster.gpu import cuda_unavailable_reason, is_simulator
@@ -878,6 +1031,9 @@ def bench_render(
                     alone = _encode_count(signals, spec, settings, min(workers, cores))
                     stages.append(_e2e_stage(nights, startup_nights[workers], scratch, settings,
                                              (width, height), workers, "cpu", alone))  # fmt: skip
+                    if workers > 1 and number == 0:
+                        stages.append(_separate_stage(nights, startup_nights[1], scratch,
+                                                      settings, (width, height), workers))  # fmt: skip
                 if use_gpu:
                     stages += _gpu_stages(signals, spec, settings)
                     stages.append(_e2e_stage(nights, startup_nights[1], scratch, settings,
@@ -904,6 +1060,26 @@ def bench_render(
             "(2.00: two free cores; near 1: other work held one, and every 2-core row, the "
             "2-worker one included, is capped by it)".format(*shares)
         )
+    touch.append(first_touch_cost())
+    notes.append(
+        "a new process's first touch of 256 MiB cost {:.2f} / {:.2f} ms per MiB at the start "
+        "/ end, refilling the memory it had just freed {:.2f} / {:.2f}{}: each render worker "
+        "is a new process and pays the first touch for its working set once per job".format(
+            touch[0]["first_ms_per_mib"], touch[1]["first_ms_per_mib"],
+            touch[0]["again_ms_per_mib"], touch[1]["again_ms_per_mib"],
+            " (this VM hands freed guest pages back to its host: virtio-balloon free page "
+            "reporting)" if touch[0]["free_page_reporting"] else "",
+        )
+    )  # fmt: skip
+    for stage in stages:
+        if stage.busy:
+            busy = summarize(stage.busy)
+            notes.append(
+                f"{stage.label} ({stage.size}): the recordings were being read or drawn "
+                f"{busy['median']:.0%} of the job's wall time x {stage.threads} (median; "
+                f"{busy['min']:.0%}-{busy['max']:.0%}); the rest is start-up, waiting and "
+                "the final renames"
+            )
     if hasattr(os, "getloadavg"):
         at_end = ", ".join(f"{x:g}" for x in np.round(os.getloadavg(), 2))
         notes.append(f"load average at the end: [{at_end}] (at the start: the machine line)")
@@ -924,6 +1100,7 @@ def bench_render(
             "seconds": 30.0,
         },  # fmt: skip
         "machine": machine,
+        "first_touch": touch,
         "stages": [stage.to_dict() for stage in stages],
         "ratios": ratios,
         "goals": goals,

@@ -21,6 +21,7 @@ from bench.report import (
     machine_slug,
     markdown_table,
     summarize,
+    usable_cores,
 )
 from engine.errors import PSGError
 from psgvlm.cli import main
@@ -29,7 +30,7 @@ CPU_STAGES = {"mpl_naive", "mpl_tuned", "raster", "raster_png", "raster_jpg", "e
               "encode_jpg", "e2e"}  # fmt: skip
 STAGE_KEYS = {"key", "label", "size", "threads", "cores", "unit", "rate", "per_core", "rates",
               "images_per_round", "bytes_per_image", "peak_rss_mb", "startup_s",
-              "rate_excluding_startup", "note"}  # fmt: skip
+              "rate_excluding_startup", "workers_busy", "note"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,14 @@ def test_render_stages(quick_render):
     assert raster["bytes_per_image"] == 64 * 32
     e2e = next(s for s in stages if s["key"] == "e2e")
     assert e2e["unit"] == "epochs/s" and e2e["threads"] == 1 and e2e["startup_s"] > 0
+    # the share of the job's wall time the recordings were being read or drawn
+    assert e2e["workers_busy"]["repeats"] == 2 and 0 < e2e["workers_busy"]["median"] <= 1.05
+    assert any(note.startswith(f"{e2e['label']} (64x32): the recordings were being read")
+               for note in report["notes"])  # fmt: skip
+    assert all(s["workers_busy"] is None for s in stages if not s["key"].startswith("e2e"))
+    touch = report["first_touch"]
+    assert len(touch) == 2 and all(t["first_ms_per_mib"] > 0 < t["again_ms_per_mib"] for t in touch)
+    assert any("first touch of 256 MiB" in note for note in report["notes"])
     assert all(s["startup_s"] is None for s in stages if not s["key"].startswith("e2e"))
     if report["machine"]["gpu"] is None:
         from engine.raster.gpu import cuda_unavailable_reason
@@ -142,6 +151,24 @@ def test_render_rejects_bad_arguments(argv, tmp_path, capsys):
     assert not (tmp_path / "render.json").exists()
 
 
+def test_render_two_workers_beside_separate_processes(tmp_path):
+    """``--workers 1,2``: the pool's job and the same nights split between two separate
+    1-worker processes started at once (the pool's ceiling), on the same epochs."""
+    argv = ["bench", "render", "--quick", "--sizes", "64x32", "--channels", "2",
+            "--workers", "1,2", "--epochs", "8", "--rounds", "1", "--naive-epochs", "1",
+            "--tuned-epochs", "2", "--nights", "3", "--hours", "0.05", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "render.json").read_text())
+    by_key = {(s["key"], s["threads"]): s for s in report["stages"]}
+    separate, pool = by_key[("e2e_separate", 2)], by_key[("e2e", 2)]
+    assert separate["images_per_round"] == pool["images_per_round"] == by_key[("e2e", 1)][
+        "images_per_round"]  # fmt: skip
+    assert separate["rate"]["median"] > 0 and separate["cores"] == min(2, usable_cores())
+    names = {r["name"] for r in report["ratios"]}
+    if usable_cores() >= 2:
+        assert "end-to-end 2 workers / 2 separate processes" in names
+
+
 def test_parsers_and_settings():
     assert parse_sizes("448x224, 448X448,448x224") == ((448, 224), (448, 448))
     assert parse_workers("2,1,2") == (1, 2)
@@ -149,7 +176,10 @@ def test_parsers_and_settings():
     full = RenderBenchSettings().resolved()
     quick = RenderBenchSettings(quick=True).resolved()
     assert quick.epochs < full.epochs and quick.rounds <= full.rounds
-    assert full.nights == 4 and full.workers == (1, 2)  # a multi-night end-to-end job
+    # a multi-night end-to-end job: whole nights, 8 per worker
+    assert full.nights == 16 and full.hours == 8.0 and full.workers == (1, 2)
+    assert RenderBenchSettings(workers=(1, 4)).resolved().nights == 32
+    assert quick.nights == 4 and quick.hours == 0.5
     with pytest.raises(PSGError, match="--channels"):
         RenderBenchSettings(channels=0).resolved()
     with pytest.raises(BenchError, match="--device"):
