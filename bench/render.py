@@ -679,8 +679,10 @@ def _e2e_stage(
 _SEPARATE_RENDER = """
 import sys, time
 from pathlib import Path
+import numba
 from engine.pipeline import RenderSettings, render_dataset
-montage, width, height, warm, share, out, batch = sys.argv[1:]
+montage, width, height, warm, share, out, batch, threads = sys.argv[1:]
+numba.set_num_threads(int(threads))  # as many as a pool gives each of its workers
 settings = RenderSettings(montage=montage, width=int(width), height=int(height), fmt="png")
 def render(nights, into):
     render_dataset([f"synthetic:{nights}"], Path(into), settings, split=(1.0, 0.0, 0.0),
@@ -737,6 +739,7 @@ def _separate_stage(
                     str(share),
                     str(out),
                     str(settings.batch_size),
+                    str(max(1, (os.cpu_count() or 1) // processes)),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
