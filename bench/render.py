@@ -708,8 +708,11 @@ def _separate_stage(
 
     Each process renders its share of the nights in process (one worker, no pool), the
     shares dealt round robin as the pool deals them; the job's time is the slowest
-    share's. Nothing is shared but the machine: the rate over the 1-worker job's is what
-    ``processes`` cores give this job here at most, the ceiling of the pool's scaling.
+    share's. Nothing is shared but the machine: the rate over one such process's (which
+    renders every night) is what ``processes`` cores give this job here at most, the
+    ceiling of the pool's scaling. Like a pool's workers, and like ``psgvlm render
+    --workers 1`` run from the shell, a new process fills memory it has never touched
+    (the in-process 1-worker stage reuses the benchmark process's).
     """
     nights = sorted(nights_dir.glob("*-PSG.edf"))
     shares = [scratch / f"share-{processes}-{i}" for i in range(processes)]
@@ -768,9 +771,14 @@ def _separate_stage(
             shutil.rmtree(out.with_name(out.name + "-warm"))
         return epochs, nbytes, seconds
 
+    label = (
+        f"{processes} separate 1-worker processes at once"
+        if processes > 1
+        else "1 worker in a new process"
+    )
     stage = _Stage(
         "e2e_separate",
-        f"end-to-end EDF -> PNG shards, {processes} separate 1-worker processes at once",
+        f"end-to-end EDF -> PNG shards, {label}",
         f"{size[0]}x{size[1]}", processes, min(processes, usable_cores()), work,
         unit="epochs/s", max_rounds=min(settings.rounds, _E2E_ROUNDS[settings.quick]),
     )  # fmt: skip
@@ -953,12 +961,14 @@ def _ratios_and_goals(
             add(f"end-to-end {workers} worker(s) without start-up / {on}", e2e, ceiling, None,
                 exclude_startup=True)  # fmt: skip
         one, two = _find(stages, "e2e", size, 1), _find(stages, "e2e", size, 2)
-        separate = _find(stages, "e2e_separate", size, 2)
+        one_new = _find(stages, "e2e_separate", size, 1)
+        two_separate = _find(stages, "e2e_separate", size, 2)
         if cores >= 2:
             add("end-to-end 2 workers / 1 worker", two, one, _GOAL_WORKER_SCALING)
-            add("end-to-end 2 separate processes / 1 worker (what 2 cores give this job here)",
-                separate, one, None)  # fmt: skip
-            add("end-to-end 2 workers / 2 separate processes", two, separate, None)
+            add("end-to-end 2 workers / 1 worker in a new process", two, one_new, None)
+            add("end-to-end 2 separate processes / 1 worker in a new process (what 2 cores "
+                "give this job here)", two_separate, one_new, None)  # fmt: skip
+            add("end-to-end 2 workers / 2 separate processes", two, two_separate, None)
         add("GPU raster / CPU raster all cores", _find(stages, "gpu_raster", size),
             _find(stages, "raster", size, cores), None)  # fmt: skip
         add("GPU raster+JPEG / CPU raster+JPEG all cores", _find(stages, "gpu_raster_jpg", size),
@@ -1034,7 +1044,7 @@ def bench_render(
                     alone = _encode_count(signals, spec, settings, min(workers, cores))
                     stages.append(_e2e_stage(nights, startup_nights[workers], scratch, settings,
                                              (width, height), workers, "cpu", alone))  # fmt: skip
-                    if workers > 1 and number == 0:
+                    if number == 0 and max(settings.workers) > 1:
                         stages.append(_separate_stage(nights, startup_nights[1], scratch,
                                                       settings, (width, height), workers))  # fmt: skip
                 if use_gpu:

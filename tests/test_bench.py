@@ -161,12 +161,16 @@ def test_render_two_workers_beside_separate_processes(tmp_path):
     report = json.loads((tmp_path / "render.json").read_text())
     by_key = {(s["key"], s["threads"]): s for s in report["stages"]}
     separate, pool = by_key[("e2e_separate", 2)], by_key[("e2e", 2)]
-    assert separate["images_per_round"] == pool["images_per_round"] == by_key[("e2e", 1)][
-        "images_per_round"]  # fmt: skip
-    assert separate["rate"]["median"] > 0 and separate["cores"] == min(2, usable_cores())
+    new_process, here = by_key[("e2e_separate", 1)], by_key[("e2e", 1)]
+    assert new_process["label"].endswith("1 worker in a new process")
+    for stage in (separate, pool, new_process):
+        assert stage["images_per_round"] == here["images_per_round"]
+        assert stage["rate"]["median"] > 0
+    assert separate["cores"] == min(2, usable_cores())
     names = {r["name"] for r in report["ratios"]}
     if usable_cores() >= 2:
-        assert "end-to-end 2 workers / 2 separate processes" in names
+        assert {"end-to-end 2 workers / 2 separate processes",
+                "end-to-end 2 workers / 1 worker in a new process"} <= names  # fmt: skip
 
 
 def test_parsers_and_settings():
