@@ -132,6 +132,10 @@ def main() -> None:
     parser.add_argument("--context", type=int, help="neighbours each side (default: the run's)")
     parser.add_argument("--normalise", help="as psgvlm render --normalise")
     args = parser.parse_args()
+    for needed in ("train/adapter/render.json", "nights", "calibration-nights"):
+        if not (args.run / needed).exists():
+            parser.error(f"{args.run / needed} not found: RUN must be a finished "
+                         "scripts/train_default_stager.sh run folder")  # fmt: skip
     render = json.loads((args.run / "train/adapter/render.json").read_text())["render"]
     width, height = (
         map(int, args.size.lower().split("x")) if args.size else (render["width"], render["height"])

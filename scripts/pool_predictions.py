@@ -9,6 +9,7 @@ W and N1 F1), as ``scripts/dev_table.py`` reports one run's::
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pandas as pd
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
@@ -45,4 +46,10 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: python scripts/pool_predictions.py PREDICTIONS.csv [...]")
+    for path in sys.argv[1:]:
+        if not Path(path).is_file():
+            sys.exit(f"pool_predictions: {path}: no such file (a psgvlm eval --out folder's "
+                     "predictions.csv)")  # fmt: skip
     main(sys.argv[1:])
