@@ -37,6 +37,7 @@ CHAINS = {
     "test_train_default_stager_smoke": "default",
     "test_dev_eval_smoke_via_default_stager": "default",
     "test_smoke_runs_write_nothing_into_the_repository": "default",
+    "test_eval_each_smoke_on_the_default_stager": "default",
 }
 
 
@@ -152,7 +153,7 @@ ELSEWHERE = {"gpu_check.sh": "test_gpu_check.py"}
 def test_every_script_has_a_smoke_test():
     scripts = sorted(p.name for p in SCRIPTS.glob("*.sh"))
     here = {"train_synth_eval_real.sh", "train_synth_ensemble.sh", "explain_report.sh",
-            "train_default_stager.sh", "dev_eval.sh"}  # fmt: skip
+            "train_default_stager.sh", "dev_eval.sh", "eval_each.sh"}  # fmt: skip
     assert set(scripts) == here | set(ELSEWHERE), "a new script needs SMOKE=1 and a test"
     for name in scripts:
         text = (SCRIPTS / name).read_text()
@@ -246,6 +247,25 @@ def test_dev_eval_smoke_via_default_stager(smoke):
     assert (smoke.default / "results" / "metrics.md").read_text() == (
         smoke.default / "dev-eval" / "metrics.md"
     ).read_text()
+
+
+def test_eval_each_smoke_on_the_default_stager(smoke, tmp_path):
+    """scripts/eval_each.sh in smoke mode on the smoke run's packaged stager: each recording
+    evaluated with the montage its pattern names, the predictions pooled into one table."""
+    _ok(smoke.result("default"))
+    package = smoke.default / "package"
+    env = _env(smoke.tmp, "default", MODEL=str(package / "base"), OUT=str(tmp_path / "each"))
+    done = _run("eval_each.sh", env, str(package / "adapter"), NAME, "eeg=%s")
+    assert "smoke: no development recordings" in _ok(done)
+    table = (tmp_path / "each" / "results" / "metrics.md").read_text()
+    assert table == done.stdout
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"edf/synth-0100-PSG", "pooled"}
+    assert rows["pooled"].split("|")[2].strip() == "10"
+    predictions = tmp_path / "each" / "synth-0100-PSG.edf" / "predictions.csv"
+    assert predictions.is_file() and len(predictions.read_text().splitlines()) == 11
+    usage = _run("eval_each.sh", env, str(package / "adapter"), NAME)
+    assert usage.returncode != 0 and "usage: scripts/eval_each.sh" in usage.stderr
 
 
 def test_smoke_runs_write_nothing_into_the_repository(smoke):
