@@ -28,6 +28,7 @@ MODEL=${MODEL:-tiny:qwen2vl}
 DATA=${DATA:-../shared/data}
 ENSEMBLE=${ENSEMBLE:-}
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+. scripts/lib/smoke_night.sh
 recordings=("prerau:$DATA/prerau" "dreams:$DATA/dreams-dev")
 if [ -n "${RECORDINGS:-}" ]; then  # e.g. the one development PSG with EOG and chin EMG
     read -ra recordings <<< "$RECORDINGS"
@@ -38,9 +39,7 @@ if [ "$SMOKE" != 0 ]; then
     RESULTS=${RESULTS:-$OUT/results}
     extra=(--epochs 0:10)
     if [ ! -d "$DATA/prerau" ] || [ ! -d "$DATA/dreams-dev" ]; then
-        echo "smoke: no development recordings in $DATA: evaluating a synthetic night instead" >&2
-        [ -f "$OUT/synthetic/synth-0100-PSG.edf" ] ||
-            psgvlm synth --nights 1 --hours 0.17 --seed 100 --out "$OUT/synthetic"
+        smoke_night "$OUT/synthetic"
         recordings=("$OUT/synthetic/synth-0100-PSG.edf"
             --hypnogram "$OUT/synthetic/synth-0100-Hypnogram.edf")
     fi

@@ -25,6 +25,7 @@ SMOKE=${SMOKE:-0}
 MODEL=${MODEL:-tiny:qwen2vl}
 DATA=${DATA:-../shared/data}
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+. scripts/lib/smoke_night.sh
 # recording, its EEG channel's label
 specs=("prerau:$DATA/prerau EEG" "dreams:$DATA/dreams-dev/excerpt1.txt C3-A1"
     "dreams:$DATA/dreams-dev/excerpt2.txt CZ-A1" "dreams:$DATA/dreams-dev/excerpt3.txt C3-A1")
@@ -34,10 +35,7 @@ if [ "$SMOKE" != 0 ]; then
     RESULTS=${RESULTS:-$OUT/results}
     extra=(--epochs 0:10)
     if [ ! -d "$DATA/prerau" ] || [ ! -d "$DATA/dreams-dev" ]; then
-        echo "smoke: no development recordings in $DATA: evaluating a synthetic night instead" >&2
-        [ -f "$OUT/synthetic/synth-0100-PSG.edf" ] ||
-            psgvlm synth --nights 1 --hours 0.17 --seed 100 --channels "EEG C4-M1" \
-                --out "$OUT/synthetic"
+        smoke_night "$OUT/synthetic" --channels "EEG C4-M1"
         specs=("$OUT/synthetic/synth-0100-PSG.edf EEG_C4-M1")
     fi
 fi
