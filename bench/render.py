@@ -32,10 +32,11 @@ included), sampled by :class:`bench.report.PeakRSS`.
 
 End-to-end runs are slow to repeat (a process pool starts fresh workers, which import and
 JIT-compile on every call), so they run in the first 2 (quick) or 4 rounds only, every
-worker count at the first size and the smallest at the others. The notes say how much of
-each job's wall time the recordings were being read or drawn, and what a new process pays
-to touch memory for the first time (a fresh worker pays it for its working set). Their start-up is timed apart (the
-same call on one 2-epoch night per worker) and reported beside the wall-time figures.
+worker count at the first size and the smallest at the others. Their start-up is timed
+apart (the same call on one 2-epoch night per worker) and reported beside the wall-time
+figures. The notes say how much of each job's wall time the recordings were being read or
+drawn, and what a new process pays to touch memory for the first time (a fresh worker
+pays it for its working set).
 
 Writes ``OUT/render.json``, ``OUT/render.md`` and ``OUT/render.png`` (``OUT`` defaults to
 ``bench/results/<machine>/``, the committed reports behind ``bench/RESULTS.md``)::
@@ -707,8 +708,8 @@ def _separate_stage(
     """The end-to-end job split between ``processes`` separate processes started at once.
 
     Each process renders its share of the nights in process (one worker, no pool), the
-    shares dealt round robin as the pool deals them; the job's time is the slowest
-    share's. Nothing is shared but the machine: the rate over one such process's (which
+    nights dealt round robin (they are of one length: the pool's workers share them
+    alike); the job's time is the slowest share's. Nothing is shared but the machine: the rate over one such process's (which
     renders every night) is what ``processes`` cores give this job here at most, the
     ceiling of the pool's scaling. Like a pool's workers, and like ``psgvlm render
     --workers 1`` run from the shell, a new process fills memory it has never touched
