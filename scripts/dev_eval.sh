@@ -28,21 +28,15 @@ MODEL=${MODEL:-tiny:qwen2vl}
 DATA=${DATA:-../shared/data}
 ENSEMBLE=${ENSEMBLE:-}
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
-. scripts/lib/smoke_night.sh
+. scripts/lib/smoke_eval.sh
 recordings=("prerau:$DATA/prerau" "dreams:$DATA/dreams-dev")
 if [ -n "${RECORDINGS:-}" ]; then  # e.g. the one development PSG with EOG and chin EMG
     read -ra recordings <<< "$RECORDINGS"
 fi
 extra=()
-if [ "$SMOKE" != 0 ]; then
-    OUT=${OUT:-out/smoke/dev/eval/$NAME}
-    RESULTS=${RESULTS:-$OUT/results}
-    extra=(--epochs 0:10)
-    if [ ! -d "$DATA/prerau" ] || [ ! -d "$DATA/dreams-dev" ]; then
-        smoke_night "$OUT/synthetic"
-        recordings=("$OUT/synthetic/synth-0100-PSG.edf"
-            --hypnogram "$OUT/synthetic/synth-0100-Hypnogram.edf")
-    fi
+if [ "$SMOKE" != 0 ] && smoke_eval; then
+    recordings=("$SMOKE_NIGHT/synth-0100-PSG.edf"
+        --hypnogram "$SMOKE_NIGHT/synth-0100-Hypnogram.edf")
 fi
 OUT=${OUT:-out/dev/eval/$NAME}
 RESULTS=${RESULTS:-bench/results/dev/$NAME}

@@ -25,19 +25,13 @@ SMOKE=${SMOKE:-0}
 MODEL=${MODEL:-tiny:qwen2vl}
 DATA=${DATA:-../shared/data}
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
-. scripts/lib/smoke_night.sh
+. scripts/lib/smoke_eval.sh
 # recording, its EEG channel's label
 specs=("prerau:$DATA/prerau EEG" "dreams:$DATA/dreams-dev/excerpt1.txt C3-A1"
     "dreams:$DATA/dreams-dev/excerpt2.txt CZ-A1" "dreams:$DATA/dreams-dev/excerpt3.txt C3-A1")
 extra=()
-if [ "$SMOKE" != 0 ]; then
-    OUT=${OUT:-out/smoke/dev/eval/$NAME}
-    RESULTS=${RESULTS:-$OUT/results}
-    extra=(--epochs 0:10)
-    if [ ! -d "$DATA/prerau" ] || [ ! -d "$DATA/dreams-dev" ]; then
-        smoke_night "$OUT/synthetic" --channels "EEG C4-M1"
-        specs=("$OUT/synthetic/synth-0100-PSG.edf EEG_C4-M1")
-    fi
+if [ "$SMOKE" != 0 ] && smoke_eval --channels "EEG C4-M1"; then
+    specs=("$SMOKE_NIGHT/synth-0100-PSG.edf EEG_C4-M1")
 fi
 OUT=${OUT:-out/dev/eval/$NAME}
 RESULTS=${RESULTS:-bench/results/dev/$NAME}
