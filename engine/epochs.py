@@ -30,8 +30,14 @@ import numpy as np
 from . import dsp
 from .errors import HypnogramError
 from .io.hypnogram import Hypnogram, read_hypnogram
-from .montage import DEFAULT_MONTAGE, Montage, ResolvedChannel, resolve_montage
-from .normalise import normalise_rows
+from .montage import (
+    DEFAULT_MONTAGE,
+    DERIVED_ROLES,
+    Montage,
+    ResolvedChannel,
+    resolve_montage,
+)
+from .normalise import normalise_rows, normalises
 from .preprocess import FilterPlan, Preprocessing, plan_filters, preprocess
 from .stages import Stage
 
@@ -140,8 +146,9 @@ class EpochSource:
         normalise: Mapping[str, float] | None = None,
     ) -> None:
         self.gains = [1.0] * len(channels)
-        if normalise:  # signals: the freshly stacked rows, scaled in place
-            self.gains = normalise_rows(signals, [c.role for c in channels], fs, normalise)
+        roles = [c.role for c in channels]
+        if normalises(roles, normalise):  # signals: the freshly stacked rows, scaled in place
+            self.gains = normalise_rows(signals, roles, fs, normalise)
         signals = self._store(signals)
         if signals.ndim != 2 or signals.shape[0] != len(channels):
             raise ValueError(
@@ -347,8 +354,14 @@ class EpochSource:
 
     @property
     def drawn_labels(self) -> list[str]:
-        """Strip captions: :func:`drawn_label` of each channel's recording label."""
-        return [drawn_label(channel.label) for channel in self.channels]
+        """Strip captions: :func:`drawn_label` of each channel's recording label (a
+        derived row's, :data:`engine.montage.DERIVED_ROLES`, says which view it is)."""
+        return [
+            DERIVED_ROLES[c.role].caption.format(label=drawn_label(c.label))
+            if c.role in DERIVED_ROLES
+            else drawn_label(c.label)
+            for c in self.channels
+        ]
 
     @property
     def signals(self) -> np.ndarray:

@@ -6,6 +6,14 @@ by derivation name::
     Montage.parse("eeg=C4-M1,eog=E1-M2,emg=chin")
     Montage.parse("eeg=C4-M1+O2-M1,eog=E1-M2+E2-M1,emg=chin")   # several per role
     Montage.parse("eeg=C4-M1,eeg=O2-M1")                        # repeated keys: same thing
+    Montage.parse("eeg=C4-M1,fast=C4-M1")                       # a derived strip
+
+A *derived* role (:data:`DERIVED_ROLES`) draws a second view of a channel of another role:
+``fast=C4-M1`` is the EEG's fast band (10-45 Hz, scaled per recording; its band is
+:data:`engine.preprocess.DEFAULT_BANDS`, its scale :data:`engine.normalise.ROLE_TARGETS_UV`).
+Its name is resolved as its source role's would be, and a derived entry that names the
+same derivation as an entry of its source role is bound to that entry's channel, however
+that was found (an EEG found by fallback carries its fast band with it).
 
 :func:`resolve_montage` maps each requested name onto one label of a recording, in
 three steps, each over every entry before the next step starts:
@@ -32,6 +40,10 @@ from .errors import ChannelNotFoundError, MontageError
 
 __all__ = [
     "ROLES",
+    "DERIVED_ROLES",
+    "DerivedRole",
+    "source_role",
+    "role_phrase",
     "DEFAULT_MONTAGE",
     "ALIASES",
     "FALLBACKS",
@@ -43,7 +55,57 @@ __all__ = [
 ]
 
 #: Signal roles a montage can ask for, in drawing order.
-ROLES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg")
+ROLES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg", "fast")
+
+
+@dataclass(frozen=True)
+class DerivedRole:
+    """A row drawn from a channel of another role.
+
+    Attributes
+    ----------
+    source : str
+        The role of the channel it is drawn from.
+    phrase : str
+        How prompts and reports name the row (``{name}``: the montage name).
+    caption : str
+        Its strip caption on images (``{label}``: the source channel's caption).
+    """
+
+    source: str
+    phrase: str
+    caption: str
+
+
+#: Derived roles: rows that draw another view of a channel of their source role.
+DERIVED_ROLES: dict[str, DerivedRole] = {
+    "fast": DerivedRole("eeg", "EEG {name} fast band 10-45 Hz", "{label} 10-45Hz"),
+}
+
+
+def source_role(role: str) -> str:
+    """The role of the channel a row of ``role`` is drawn from (itself unless derived).
+
+    Examples
+    --------
+    >>> source_role("fast"), source_role("eog")
+    ('eeg', 'eog')
+    """
+    return DERIVED_ROLES[role].source if role in DERIVED_ROLES else role
+
+
+def role_phrase(role: str, name: str) -> str:
+    """How a row is named in prompts and reports.
+
+    Examples
+    --------
+    >>> role_phrase("eeg", "C4-M1"), role_phrase("fast", "C4-M1")
+    ('EEG C4-M1', 'EEG C4-M1 fast band 10-45 Hz')
+    """
+    if role in DERIVED_ROLES:
+        return DERIVED_ROLES[role].phrase.format(name=name)
+    return f"{role.upper()} {name}".strip()
+
 
 #: The montage used when none is given: one central EEG, one EOG, chin EMG.
 DEFAULT_MONTAGE = "eeg=C4-M1,eog=E1-M2,emg=chin"
@@ -247,7 +309,7 @@ class Montage:
         ----------
         spec : str or Montage
             Comma-separated ``role=name`` pairs; roles are ``eeg``, ``eog``, ``emg``,
-            ``ecg`` (case-insensitive). Several channels of one role are joined with
+            ``ecg`` and the derived ``fast`` (case-insensitive). Several channels of one role are joined with
             ``+`` or given as repeated keys; order is kept.
 
         Returns
@@ -303,7 +365,7 @@ class ResolvedChannel:
     Attributes
     ----------
     role : str
-        ``eeg``, ``eog``, ``emg`` or ``ecg``.
+        ``eeg``, ``eog``, ``emg``, ``ecg`` or a derived role (``fast``).
     name : str
         The requested derivation (``"C4-M1"``).
     label : str
@@ -348,7 +410,7 @@ def _find_electrode(electrode: str, labels: Sequence[str], taken: set[int]) -> i
 
 def _tried(entry: MontageEntry) -> tuple[list[str], list[str]]:
     """Spellings and fallbacks that resolution tries for ``entry`` (for messages)."""
-    canonical = _canonical(entry.name, entry.role)
+    canonical = _canonical(entry.name, source_role(entry.role))
     if canonical is None:
         return [entry.name], []
     spellings = [entry.name, *(s for s in ALIASES[canonical][1] if s != entry.name)]
@@ -388,17 +450,37 @@ def resolve_montage(
     montage = Montage.parse(montage)
     labels = [str(label) for label in labels]
     found: list[tuple[int, str] | None] = [None] * len(montage.entries)
+    entries = montage.entries
+    # A derived entry naming the derivation of an entry of its source role follows it.
+    follows = {
+        position: next(
+            (
+                other
+                for other, source in enumerate(entries)
+                if source.role == source_role(entry.role) and _keys(source.name) & _keys(entry.name)
+            ),
+            None,
+        )
+        for position, entry in enumerate(entries)
+        if entry.role in DERIVED_ROLES
+    }
 
     def claimed() -> set[int]:
-        return {hit[0] for hit in found if hit is not None}
+        return {
+            hit[0]
+            for position, hit in enumerate(found)
+            if hit is not None and entries[position].role not in DERIVED_ROLES
+        }
 
     # Step 1 and 2: exact spelling, then the alias table (labels may be shared).
-    for position, entry in enumerate(montage.entries):
+    for position, entry in enumerate(entries):
+        if follows.get(position) is not None:
+            continue
         index = _find(_keys(entry.name), labels, set())
         if index is not None:
             found[position] = (index, "exact")
             continue
-        canonical = _canonical(entry.name, entry.role)
+        canonical = _canonical(entry.name, source_role(entry.role))
         if canonical is None:
             continue
         for spelling in (canonical, *ALIASES[canonical][1]):
@@ -406,25 +488,33 @@ def resolve_montage(
             if index is not None:
                 found[position] = (index, "alias")
                 break
-    # Step 3: fallbacks, never reusing a label another entry holds.
-    for position, entry in enumerate(montage.entries):
-        if found[position] is not None:
+    # Step 3: fallbacks, never reusing a label another entry holds (a derived entry may).
+    for position, entry in enumerate(entries):
+        if found[position] is not None or follows.get(position) is not None:
             continue
-        canonical = _canonical(entry.name, entry.role)
+        canonical = _canonical(entry.name, source_role(entry.role))
+        taken = set() if entry.role in DERIVED_ROLES else claimed()
         for fallback in FALLBACKS.get(canonical or "", ()):
             if fallback.endswith("-*"):
-                index = _find_electrode(normalize_label(fallback[:-2]), labels, claimed())
+                index = _find_electrode(normalize_label(fallback[:-2]), labels, taken)
             else:
                 spellings = (fallback, *ALIASES[fallback][1])
                 index = next(
-                    (i for s in spellings if (i := _find(_keys(s), labels, claimed())) is not None),
+                    (i for s in spellings if (i := _find(_keys(s), labels, taken)) is not None),
                     None,
                 )
             if index is not None:
                 found[position] = (index, "fallback")
                 break
+    for position, other in follows.items():
+        if other is not None:
+            found[position] = found[other]
 
-    missing = [entry for entry, hit in zip(montage.entries, found) if hit is None]
+    missing = [
+        entry
+        for position, (entry, hit) in enumerate(zip(entries, found))
+        if hit is None and follows.get(position) is None
+    ]
     if missing:
         where = f" in {source}" if source else ""
         parts = []

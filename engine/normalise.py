@@ -11,6 +11,11 @@ is multiplied by one factor for the whole recording, chosen so that the median o
 30-s windows' rms equals the role's target (µV). The strips are then drawn at the usual
 fixed µV scale, so shapes and relative amplitudes within the recording are untouched.
 
+A derived row of the EEG's fast band (``fast``, :data:`engine.montage.DERIVED_ROLES`) is
+always scaled this way, to :data:`ROLE_TARGETS_UV` unless ``--normalise fast=UV`` says
+otherwise: the amount of fast activity relative to the rest of the night, not its µV,
+is what tells wakefulness from sleep across amplifiers and derivations.
+
 The median over windows is robust to artefacts and to the minority stages; it follows
 the recording's most common stage (N2 in most nights), so a recording made mostly of one
 stage is scaled differently from a whole night.
@@ -33,11 +38,20 @@ import numpy as np
 
 from .errors import PSGError
 
-__all__ = ["WINDOW_SECONDS", "parse_normalise", "recording_gain", "normalise_rows"]
+__all__ = [
+    "WINDOW_SECONDS",
+    "ROLE_TARGETS_UV",
+    "parse_normalise",
+    "recording_gain",
+    "normalise_rows",
+    "normalises",
+]
 
 #: Length of the windows whose rms is taken (s).
 WINDOW_SECONDS = 30.0
-_ROLES = ("eeg", "eog", "emg", "ecg")
+#: Roles scaled per recording even without ``--normalise``: role -> median window rms (µV).
+ROLE_TARGETS_UV: dict[str, float] = {"fast": 8.0}
+_ROLES = ("eeg", "eog", "emg", "ecg", "fast")
 
 
 def parse_normalise(text: str) -> dict[str, float]:
@@ -102,8 +116,19 @@ def recording_gain(values: object, fs: float, target_uv: float) -> float:
     return float(target_uv / np.median(rms))
 
 
+def normalises(roles: Sequence[str], targets: Mapping[str, float] | None) -> bool:
+    """Whether :func:`normalise_rows` would scale any of these rows.
+
+    Examples
+    --------
+    >>> normalises(["eeg"], None), normalises(["eeg", "fast"], None)
+    (False, True)
+    """
+    return bool(targets) or any(role in ROLE_TARGETS_UV for role in roles)
+
+
 def normalise_rows(
-    signals: object, roles: Sequence[str], fs: float, targets: Mapping[str, float]
+    signals: object, roles: Sequence[str], fs: float, targets: Mapping[str, float] | None
 ) -> list[float]:
     """Scale, in place, each row of ``signals`` whose role has a target; return the gains.
 
@@ -115,14 +140,16 @@ def normalise_rows(
         Role of each row.
     fs : float
         Their common rate (Hz).
-    targets : mapping
-        Role -> median 30-s-window rms (µV) after scaling.
+    targets : mapping or None
+        Role -> median 30-s-window rms (µV) after scaling; the roles of
+        :data:`ROLE_TARGETS_UV` are scaled to theirs unless named here.
 
     Returns
     -------
     list of float
         The factor applied to each row (1.0 where none).
     """
+    targets = ROLE_TARGETS_UV | dict(targets or {})
     gains = []
     for row, role in enumerate(roles):
         target = targets.get(role)

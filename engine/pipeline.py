@@ -1896,9 +1896,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--montage",
         default=AUTO_MONTAGE,
-        help=f"channels to draw, in order, as role=NAME[,role=NAME...]; 'auto' draws "
-        f"{DEFAULT_MONTAGE} with the roles each recording has (an EEG is required) "
-        "(default: auto)",
+        help=f"channels to draw, in order, as role=NAME[,role=NAME...] with roles eeg, eog, "
+        f"emg, ecg, and fast (the EEG's 10-45 Hz band, scaled per recording: "
+        f"eeg=C4-M1,fast=C4-M1); 'auto' draws {DEFAULT_MONTAGE} with the roles each "
+        "recording has (an EEG is required) (default: auto)",
     )
     parser.add_argument(
         "--hypnogram",

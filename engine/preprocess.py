@@ -46,11 +46,20 @@ DEFAULT_BANDS: dict[str, tuple[float, float]] = {
     "eog": (0.3, 10.0),
     "emg": (10.0, 100.0),
     "ecg": (0.5, 40.0),
+    # The EEG's fast band (a derived row, engine.montage.DERIVED_ROLES): alpha's upper
+    # half, spindles, beta and the muscle that wakefulness adds to a scalp lead.
+    "fast": (10.0, 45.0),
 }
 
 #: Half-range (µV) that a too-slow channel's 1st-99th percentile spread is scaled to: 0.8 x
 #: the role's strip half-range (``engine.raster.layout.ROLE_SCALES``), so it fills its strip.
-ENVELOPE_HALF_RANGE_UV: dict[str, float] = {"eeg": 60.0, "eog": 120.0, "emg": 40.0, "ecg": 800.0}
+ENVELOPE_HALF_RANGE_UV: dict[str, float] = {
+    "eeg": 60.0,
+    "eog": 120.0,
+    "emg": 40.0,
+    "ecg": 800.0,
+    "fast": 40.0,
+}
 
 _NYQUIST_FRACTION = 0.45
 _MAX_DENOMINATOR = 1000

@@ -86,8 +86,10 @@ def channel_phrase(channels: Sequence[dict[str, Any]]) -> str:
     """Describe the image rows: ``"Channels from top to bottom: EEG C4-M1, EOG E1-M2."``."""
     if not channels:
         return ""
+    from engine.montage import role_phrase
+
     parts = [
-        f"{str(ch.get('role', '')).upper()} {ch.get('name') or ch.get('label', '')}".strip()
+        role_phrase(str(ch.get("role", "")).lower(), ch.get("name") or ch.get("label", ""))
         for ch in channels
     ]
     return "Channels from top to bottom: " + ", ".join(parts) + "."

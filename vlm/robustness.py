@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import PSGError
+from engine.montage import source_role
 from engine.perturb import Perturbation
 
 __all__ = [
@@ -97,7 +98,9 @@ def evaluate_perturbed(
                  for r, m in zip(recordings, montages)]  # fmt: skip
     for perturbation in perturbations:
         for channels in montages:
-            perturbation.check_channels([c.role for c in channels], [c.label for c in channels])
+            perturbation.check_channels(
+                [source_role(c.role) for c in channels], [c.label for c in channels]
+            )
     truth = None
     results = []
     for condition in [None, *perturbations]:
@@ -112,7 +115,7 @@ def evaluate_perturbed(
             arrays = recording.arrays
             signals = dict(arrays.signals)
             if condition is not None:
-                roles = {c.label: c.role for c in channels}
+                roles = {c.label: source_role(c.role) for c in channels}
                 signals |= condition.apply_mapping(
                     {c.label: arrays.signals[c.label] for c in channels}, arrays.fs, roles, seed + i
                 )

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ChannelNotFoundError, ModelError, MontageError
+from engine.montage import DERIVED_ROLES
 from engine.stages import STAGE_NAMES
 
 from .calibration import input_caveat, load_calibration, temperature_scale
@@ -372,7 +373,8 @@ class Stager:
 
 
 def pick_stager(stagers: Sequence[Stager], labels: Sequence[str], where: str = "") -> Stager:
-    """The stager whose montage a recording fills, preferring the one that reads the most rows.
+    """The stager whose montage a recording fills, preferring the one that reads the most
+    channels (derived rows, such as the EEG's fast band, read none of their own).
 
     Ties go to the stager listed first.
 
@@ -389,7 +391,11 @@ def pick_stager(stagers: Sequence[Stager], labels: Sequence[str], where: str = "
             f"{list(labels)}; models: {wanted} (--montage can name other derivations for the "
             "same rows)"
         )
-    return max(fitting, key=lambda s: (len(s.roles), -stagers.index(s)))
+
+    def recorded_rows(stager: Stager) -> int:  # a derived row reads no channel of its own
+        return sum(role not in DERIVED_ROLES for role in stager.roles)
+
+    return max(fitting, key=lambda s: (recorded_rows(s), -stagers.index(s)))
 
 
 # -- command line ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import numpy as np
 from engine.errors import DatasetError, HypnogramError, ModelError, MontageError
 from engine.io.hypnogram import Hypnogram
 from engine.io.prerau import ArrayRecording
-from engine.montage import Montage
+from engine.montage import DERIVED_ROLES, Montage, MontageEntry, source_role
 from engine.stages import Stage
 
 from .render_setup import RenderConfig
@@ -52,6 +52,37 @@ DREAMS_PREFIX = "dreams:"
 YASA_PREFIX = "yasa:"
 
 
+def with_derived_rows(montage: Montage, roles: Sequence[str]) -> Montage:
+    """``montage`` with the derived rows (``fast``) that ``roles`` has and it lacks.
+
+    A montage that names only the recorded channels (``eeg=Cz-A1``) gets each derived row
+    of ``roles`` in its place, drawn from the montage's first channel of the row's source
+    role; a montage that names derived rows itself, or cannot supply them, is returned as
+    it is (and then checked against ``roles`` by the caller).
+
+    Examples
+    --------
+    >>> str(with_derived_rows(Montage.parse("eeg=Cz-A1"), ["eeg", "fast"]))
+    'eeg=Cz-A1,fast=Cz-A1'
+    """
+    if any(entry.role in DERIVED_ROLES for entry in montage.entries):
+        return montage
+    recorded = iter(montage.entries)
+    entries: list[MontageEntry] = []
+    for role in roles:
+        if role not in DERIVED_ROLES:
+            entry = next(recorded, None)
+            if entry is None:
+                return montage
+            entries.append(entry)
+            continue
+        source = next((e for e in montage.entries if e.role == source_role(role)), None)
+        if source is None:
+            return montage
+        entries.append(MontageEntry(role, source.name))
+    return Montage((*entries, *recorded))
+
+
 def training_montage(setup: RenderConfig, montage: str | None = None) -> Montage:
     """The montage to draw a setup's rows with: its own, or ``montage`` with the same roles.
 
@@ -67,7 +98,7 @@ def training_montage(setup: RenderConfig, montage: str | None = None) -> Montage
     >>> str(training_montage(setup, "eeg=Cz-A1"))
     'eeg=Cz-A1'
     """
-    parsed = Montage.parse(montage or setup.montage)
+    parsed = with_derived_rows(Montage.parse(montage or setup.montage), setup.roles)
     roles = [role.lower() for role in parsed.roles]
     if roles != setup.roles:
         raise MontageError(
@@ -340,7 +371,11 @@ def partial_source(
     channels = []
     for position, wanted in enumerate(config.channels):
         role = str(wanted["role"]).lower()
-        label = next((k for k in signals if roles.get(k) == role and k not in used), None)
+        if role in DERIVED_ROLES:  # drawn from the row of its source role already taken
+            label = next((c.label for c in channels if c.role == source_role(role)
+                          and c.index >= 0), None)  # fmt: skip
+        else:
+            label = next((k for k in signals if roles.get(k) == role and k not in used), None)
         if label is None:
             rows.append(None)
             channels.append(ResolvedChannel(role, str(wanted["name"]),

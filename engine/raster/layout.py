@@ -40,7 +40,13 @@ __all__ = [
 ]
 
 #: Half-range (µV) of a channel's strip by role: ``+scale`` is the strip's top row.
-ROLE_SCALES: dict[str, float] = {"eeg": 75.0, "eog": 150.0, "emg": 50.0, "ecg": 1000.0}
+ROLE_SCALES: dict[str, float] = {
+    "eeg": 75.0,
+    "eog": 150.0,
+    "emg": 50.0,
+    "ecg": 1000.0,
+    "fast": 50.0,  # the EEG's fast band, scaled per recording (engine.normalise)
+}
 
 #: Image sizes offered by default (width, height); both sides are multiples of 28.
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((448, 224), (448, 448))
