@@ -44,6 +44,7 @@ __all__ = [
     "DerivedRole",
     "source_role",
     "role_phrase",
+    "row_name",
     "DEFAULT_MONTAGE",
     "ALIASES",
     "FALLBACKS",
@@ -92,6 +93,20 @@ def source_role(role: str) -> str:
     ('eeg', 'eog')
     """
     return DERIVED_ROLES[role].source if role in DERIVED_ROLES else role
+
+
+def row_name(role: str, label: str) -> str:
+    """How reports name an image row: its channel's label, or for a derived row the label
+    and the view, so that two rows of one channel differ.
+
+    Examples
+    --------
+    >>> row_name("eeg", "EEG C4-M1"), row_name("fast", "EEG C4-M1")
+    ('EEG C4-M1', 'EEG C4-M1 10-45Hz')
+    """
+    if role in DERIVED_ROLES:
+        return DERIVED_ROLES[role].caption.format(label=label)
+    return label
 
 
 def role_phrase(role: str, name: str) -> str:
@@ -381,6 +396,11 @@ class ResolvedChannel:
     label: str
     index: int
     via: str = "exact"
+
+    @property
+    def row_name(self) -> str:
+        """How reports name the image row (:func:`row_name`)."""
+        return row_name(self.role, self.label)
 
 
 def _canonical(name: str, role: str) -> str | None:

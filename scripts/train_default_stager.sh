@@ -2,7 +2,7 @@
 # Train, calibrate, package and evaluate a default stager shipped in vlm/default_models/
 # (issue 19), from synthetic nights only (engine.synth), on one 2-core CPU:
 #
-#   scripts/train_default_stager.sh                          # eeg_only, ~15 min on 2 cores
+#   scripts/train_default_stager.sh                          # eeg_only, ~25 min on 2 cores
 #   NAME=eeg_eog_emg CONFIG=vlm/configs/default_eeg_eog_emg.yaml \
 #       CHANNELS="EEG C4-M1,EOG E1-M2,EMG chin" MONTAGE=eeg=C4-M1,eog=E1-M2,emg=chin \
 #       RECORDINGS="../shared/data/dreams-dev/excerpt3.edf \
@@ -37,7 +37,8 @@ cd "$(dirname "$0")/.."
 NAME=${NAME:-eeg_only}
 CONFIG=${CONFIG:-vlm/configs/default_eeg_only.yaml}
 CHANNELS=${CHANNELS:-EEG C4-M1}
-MONTAGE=${MONTAGE:-eeg=C4-M1}
+# the EEG and, below it, its fast band (a derived row of the same channel: engine.montage)
+MONTAGE=${MONTAGE:-eeg=C4-M1,fast=C4-M1}
 NIGHTS=${NIGHTS:-12}
 HOURS=${HOURS:-8}
 FS=${FS:-random}

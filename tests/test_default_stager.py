@@ -148,7 +148,8 @@ def test_explain_without_a_model_uses_the_default(synth_folder, tmp_path, capsys
                  "--hypnogram", str(synth_folder / "synth-0003-Hypnogram.edf"),
                  "--method", "occlusion", "--window", "15", "--out", str(out)]) == 0  # fmt: skip
     explained = json.loads((out / "epoch_00002.json").read_text())
-    assert explained["attributions"][0]["channels"] == ["EEG C4-M1"]
+    # the two rows the shipped model reads: the EEG and its fast band, named apart
+    assert explained["attributions"][0]["channels"] == ["EEG C4-M1", "EEG C4-M1 10-45Hz"]
     assert (out / "epoch_00002_occlusion.png").is_file()
     assert capsys.readouterr().out.startswith("epoch 2 (scored ")
 
@@ -189,8 +190,8 @@ def test_serve_without_a_model_stages_each_recording_with_the_default(nights, tm
 
 @pytest.fixture
 def two_defaults(tmp_path, monkeypatch) -> Path:
-    """Two shipped models: the EEG-only one, and a copy whose images draw C4-M1 and F4-M1
-    (an untrained second row: only which model is picked matters)."""
+    """Two shipped models: the EEG-only one, and a copy whose images also draw F4-M1
+    (an untrained extra row: only which model is picked matters)."""
     import shutil
 
     import vlm.defaults
@@ -202,8 +203,8 @@ def two_defaults(tmp_path, monkeypatch) -> Path:
     render = root / "b_two_eeg" / "adapter" / "render.json"
     setup = json.loads(render.read_text())
     setup["channels"].append({**setup["channels"][0], "name": "F4-M1", "label": "EEG F4-M1"})
-    setup["render"]["scales_uv"] *= 2
-    setup["render"]["labels"] = ["C4-M1", "F4-M1"]
+    setup["render"]["scales_uv"].append(setup["render"]["scales_uv"][0])
+    setup["render"]["labels"].append("F4-M1")
     render.write_text(json.dumps(setup))
     monkeypatch.setattr(vlm.defaults, "DEFAULT_MODELS_DIR", root)
     return root

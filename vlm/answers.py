@@ -457,7 +457,7 @@ class EpochChat:
         """Where the decision rested: occlusion of strip x 3-s windows (vlm.explain)."""
         from .attribution import occlusion_attribution, where_decision_rested
 
-        labels = [c.label for c in self.source.channels]
+        labels = [c.row_name for c in self.source.channels]
         attribution = occlusion_attribution(self.stager, np.asarray(state.image), channels=labels)
         return where_decision_rested(attribution.grid, state.features, labels, attribution.edges_s)
 

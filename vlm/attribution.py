@@ -458,7 +458,7 @@ def explain_epoch(
     if unknown or not methods:
         raise ModelError(f"methods {list(methods)}: expected some of {METHODS}")
     pixels = stager.pixels(source, [index])[0]
-    labels = [c.label for c in source.channels]
+    labels = [c.row_name for c in source.channels]
     out = []
     for method in methods:
         if method == "occlusion":

@@ -10,7 +10,7 @@ nights by ``scripts/train_default_stager.sh``:
 - ``MODEL_CARD.md``: training data, budget, development figures beside YASA, limits.
 
 :func:`default_model_dirs` lists them; :func:`vlm.runtime.stager_from_args` builds a
-stager for each and picks the one whose montage the recording fills with the most rows
+stager for each and picks the one whose montage the recording fills with the most channels
 (EEG+EOG+EMG before EEG-only).
 """
 

@@ -6,7 +6,7 @@ Every command that uses a trained model (``stage``, ``eval``, ``ask``, ``chat``,
 - it resolves the ``--model`` value (:func:`vlm.model.resolve_model_id`: a Hub id, a local
   directory, or ``tiny:FAMILY`` built at the adapter's training image size); without
   ``--model``, the shipped stagers (:func:`default_stagers`) stand in, and each recording
-  gets the one whose montage it fills with the most rows (:func:`pick_stager`);
+  gets the one whose montage it fills with the most channels (:func:`pick_stager`);
 - it reads the adapter's render setup (:func:`vlm.render_setup.find_render_setup`) and
   checks that ensemble members share it;
 - it draws epochs exactly as the training shards were drawn (montage, preprocessing,
@@ -493,7 +493,7 @@ def default_stagers(
 
 
 def default_stager(recording: Any, device: str | None = None) -> Stager:
-    """The shipped stager whose montage ``recording`` fills with the most rows (a path,
+    """The shipped stager whose montage ``recording`` fills with the most channels (a path,
     ``prerau:DIR``... or a :class:`~vlm.sources.Recording`).
 
     Raises

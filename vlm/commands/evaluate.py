@@ -9,7 +9,7 @@ training images were and compared on the **scorer's own epoch grid**
 raw per-epoch figures.
 
 Montage-specific models: ``--adapter A --adapters B C`` stages each recording with the
-model whose montage it fills with the most rows (:func:`vlm.runtime.pick_stager`: an
+model whose montage it fills with the most channels (:func:`vlm.runtime.pick_stager`: an
 EEG-only recording goes to the EEG-only model, a full PSG to the EEG+EOG+EMG model).
 Ensembles are spelled as in ``stage``, ``ask`` and ``chat``: ``--adapter A --ensemble B C``
 averages the three models' stage probabilities. Without ``--model`` (and adapters), each
@@ -512,7 +512,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(
         parser,
         default="default, with no --adapter, --adapters or --ensemble: each recording is "
-        "staged by the shipped stager whose montage it fills with the most rows "
+        "staged by the shipped stager whose montage it fills with the most channels "
         "(vlm/default_models); --shards need --model",
     )
     group = parser.add_argument_group("recordings")
@@ -526,7 +526,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--adapters", nargs="+", default=[], metavar="DIR",
         help="more montage-specific adapters; each recording is staged by the one whose "
-        "montage it fills with the most rows",
+        "montage it fills with the most channels",
     )  # fmt: skip
     group.add_argument(
         "--peers", nargs="*", default=None, choices=PEERS,

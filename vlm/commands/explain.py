@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ModelError, PSGError
+from engine.montage import row_name
 from engine.stages import Stage, stage_name
 
 from ..attribution import (
@@ -218,7 +219,9 @@ def _shard_items(args, config) -> tuple[list[tuple[np.ndarray, int]], list[str]]
             raise PSGError(f"{s['key']}: image {pixels.shape[:2]} is not the render config's "
                            f"{spec.height}x{spec.width}")  # fmt: skip
         items.append((pixels, int(s["cls"])))
-    return items, [c.get("label") or c["name"] for c in config.channels]
+    return items, [
+        row_name(str(c["role"]).lower(), c.get("label") or c["name"]) for c in config.channels
+    ]
 
 
 def _run_importance(args, stager, source) -> int:
@@ -231,7 +234,7 @@ def _run_importance(args, stager, source) -> int:
             positions = positions[scored]
         items = ((stager.pixels(source, [p])[0], int(source.hypnogram.stages[p]))
                  for p in positions)  # fmt: skip
-        labels = [c.label for c in source.channels]
+        labels = [c.row_name for c in source.channels]
     result = channel_importance(stager, items, channels=labels, batch_size=args.batch_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

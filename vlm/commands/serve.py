@@ -11,7 +11,7 @@ shows its reason in the page. Corrections, the model's probabilities and exports
 kept under ``--out``, one folder per recording, so a restart loses nothing and does not
 stage a night twice. The server listens on 127.0.0.1 unless ``--host`` says otherwise.
 Without ``--model``, each recording is staged by the shipped default stager whose montage
-it fills with the most rows (:func:`vlm.runtime.default_stagers`).
+it fills with the most channels (:func:`vlm.runtime.default_stagers`).
 docs/serve.md describes the page, its keys and the JSON API.
 """
 
@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the page's 'next low-confidence epoch' threshold on the top "
                         "probability (default: 0.6)")  # fmt: skip
     add_model_arguments(parser, default="default, with no --adapter: each recording is staged "
-                        "by the shipped stager whose montage it fills with the most rows "
+                        "by the shipped stager whose montage it fills with the most channels "
                         "(vlm/default_models)")  # fmt: skip
 
 

@@ -141,7 +141,7 @@ class Night:
     entry : Entry
     stagers : sequence of vlm.runtime.Stager
         The model: the only one, or (the shipped defaults) the one whose montage the
-        recording fills with the most rows, picked when it is opened (:attr:`stager`).
+        recording fills with the most channels, picked when it is opened (:attr:`stager`).
     out_dir : Path
         ``OUT/<id>``.
     model_lock : threading.Lock
