@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tarfile
-
 import numpy as np
 import pytest
+from render_helpers import synth_and_render
 from scipy import signal
 
 from engine.epochs import EpochSource
@@ -149,22 +145,8 @@ def test_the_default_stager_is_chosen_by_the_channels_a_recording_fills():
 
 
 def test_render_draws_the_fast_row_from_the_command_line(tmp_path):
-    nights = tmp_path / "nights"
-    subprocess.run(
-        [sys.executable, "-m", "psgvlm", "synth", "--nights", "1", "--hours", "0.5", "--seed",
-         "5", "--channels", "EEG C3-M2", "--out", str(nights)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    out = tmp_path / "shards"
-    done = subprocess.run(
-        [sys.executable, "-m", "psgvlm", "render", f"synthetic:{nights}", "--out", str(out),
-         "--montage", FAST, "--size", "168x56", "--split", "1,0,0", "--no-progress"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    done, meta = synth_and_render(tmp_path, "EEG C3-M2", 5, "--montage", FAST)
     assert done.returncode == 0, done.stderr
-    with tarfile.open(sorted(out.glob("train-*.tar"))[0]) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith(".json"))
-        meta = json.load(tar.extractfile(member))
     eeg, fast = meta["channels"]
     assert eeg["source"] == fast["source"] == "EEG C3-M2"
     assert (fast["role"], fast["drawn"], fast["scale_uv"]) == ("fast", "C3-M2 10-45Hz", 50.0)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
+from render_helpers import synth_and_render
 
 from engine.epochs import EpochSource
 from engine.errors import PSGError
@@ -74,23 +73,11 @@ def test_malformed_targets_are_refused(text):
 def test_render_records_the_option_and_the_model_stages_with_it(tmp_path):
     from vlm.render_setup import RenderConfig
 
-    nights = tmp_path / "nights"
-    subprocess.run(
-        [sys.executable, "-m", "psgvlm", "synth", "--nights", "1", "--hours", "0.5", "--seed",
-         "4", "--channels", "EEG C4-M1", "--out", str(nights)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    out = tmp_path / "shards"
-    done = subprocess.run(
-        [sys.executable, "-m", "psgvlm", "render", f"synthetic:{nights}", "--out", str(out),
-         "--montage", "eeg=C4-M1", "--size", "168x56", "--split", "1,0,0", "--normalise",
-         "eeg=15", "--no-progress"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    done, meta = synth_and_render(
+        tmp_path, "EEG C4-M1", 4, "--montage", "eeg=C4-M1", "--normalise", "eeg=15"
+    )
     assert done.returncode == 0, done.stderr
-    with tarfile.open(sorted(out.glob("train-*.tar"))[0]) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith(".json"))
-        meta = json.load(tar.extractfile(member))
+    nights, out = tmp_path / "nights", tmp_path / "shards"
     assert meta["preprocessing"]["normalise"] == {"eeg": 15.0}
     assert meta["channels"][0]["gain"] > 0 and meta["channels"][0]["gain"] != 1.0
     setup = RenderConfig.from_shards(out)
