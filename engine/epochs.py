@@ -30,13 +30,7 @@ import numpy as np
 from . import dsp
 from .errors import HypnogramError
 from .io.hypnogram import Hypnogram, read_hypnogram
-from .montage import (
-    DEFAULT_MONTAGE,
-    DERIVED_ROLES,
-    Montage,
-    ResolvedChannel,
-    resolve_montage,
-)
+from .montage import DEFAULT_MONTAGE, Montage, ResolvedChannel, resolve_montage, row_name
 from .normalise import normalise_rows, normalises
 from .preprocess import FilterPlan, Preprocessing, plan_filters, preprocess
 from .stages import Stage
@@ -356,12 +350,7 @@ class EpochSource:
     def drawn_labels(self) -> list[str]:
         """Strip captions: :func:`drawn_label` of each channel's recording label (a
         derived row's, :data:`engine.montage.DERIVED_ROLES`, says which view it is)."""
-        return [
-            DERIVED_ROLES[c.role].caption.format(label=drawn_label(c.label))
-            if c.role in DERIVED_ROLES
-            else drawn_label(c.label)
-            for c in self.channels
-        ]
+        return [row_name(c.role, drawn_label(c.label)) for c in self.channels]
 
     @property
     def signals(self) -> np.ndarray:

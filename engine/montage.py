@@ -324,8 +324,8 @@ class Montage:
         ----------
         spec : str or Montage
             Comma-separated ``role=name`` pairs; roles are ``eeg``, ``eog``, ``emg``,
-            ``ecg`` and the derived ``fast`` (case-insensitive). Several channels of one role are joined with
-            ``+`` or given as repeated keys; order is kept.
+            ``ecg`` and the derived ``fast`` (case-insensitive). Several channels of one
+            role are joined with ``+`` or given as repeated keys; order is kept.
 
         Returns
         -------

@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .errors import PSGError
+from .montage import ROLES
 
 __all__ = [
     "WINDOW_SECONDS",
@@ -51,7 +52,6 @@ __all__ = [
 WINDOW_SECONDS = 30.0
 #: Roles scaled per recording even without ``--normalise``: role -> median window rms (µV).
 ROLE_TARGETS_UV: dict[str, float] = {"fast": 8.0}
-_ROLES = ("eeg", "eog", "emg", "ecg", "fast")
 
 
 def parse_normalise(text: str) -> dict[str, float]:
@@ -75,9 +75,9 @@ def parse_normalise(text: str) -> dict[str, float]:
             target = float(value) if sep else float("nan")
         except ValueError:
             target = float("nan")
-        if role not in _ROLES or not np.isfinite(target) or target <= 0:
+        if role not in ROLES or not np.isfinite(target) or target <= 0:
             raise PSGError(
-                f"--normalise: expected ROLE=UV with ROLE one of {', '.join(_ROLES)} and UV a "
+                f"--normalise: expected ROLE=UV with ROLE one of {', '.join(ROLES)} and UV a "
                 f"positive median 30-s rms in µV (e.g. eeg=15), got {item.strip()!r}"
             )
         targets[role] = target
