@@ -45,6 +45,7 @@ __all__ = [
     "source_role",
     "role_phrase",
     "row_name",
+    "with_derived_rows",
     "DEFAULT_MONTAGE",
     "ALIASES",
     "FALLBACKS",
@@ -552,3 +553,34 @@ def resolve_montage(
         for entry, hit in zip(montage.entries, found)
         if hit is not None
     ]
+
+
+def with_derived_rows(montage: Montage, roles: Sequence[str]) -> Montage:
+    """``montage`` with the derived rows (``fast``) that ``roles`` has and it lacks.
+
+    A montage that names only the recorded channels (``eeg=Cz-A1``) gets each derived row
+    of ``roles`` in its place, drawn from the montage's first channel of the row's source
+    role; a montage that names derived rows itself, or cannot supply them, is returned as
+    it is (and then checked against ``roles`` by the caller).
+
+    Examples
+    --------
+    >>> str(with_derived_rows(Montage.parse("eeg=Cz-A1"), ["eeg", "fast"]))
+    'eeg=Cz-A1,fast=Cz-A1'
+    """
+    if any(entry.role in DERIVED_ROLES for entry in montage.entries):
+        return montage
+    recorded = iter(montage.entries)
+    entries: list[MontageEntry] = []
+    for role in roles:
+        if role not in DERIVED_ROLES:
+            entry = next(recorded, None)
+            if entry is None:
+                return montage
+            entries.append(entry)
+            continue
+        source = next((e for e in montage.entries if e.role == source_role(role)), None)
+        if source is None:
+            return montage
+        entries.append(MontageEntry(role, source.name))
+    return Montage((*entries, *recorded))

@@ -29,7 +29,7 @@ import numpy as np
 from engine.errors import DatasetError, HypnogramError, ModelError, MontageError
 from engine.io.hypnogram import Hypnogram
 from engine.io.prerau import ArrayRecording
-from engine.montage import DERIVED_ROLES, Montage, MontageEntry, source_role
+from engine.montage import DERIVED_ROLES, Montage, source_role, with_derived_rows
 from engine.stages import Stage
 
 from .render_setup import RenderConfig
@@ -50,37 +50,6 @@ logger = logging.getLogger(__name__)
 PRERAU_PREFIX = "prerau:"
 DREAMS_PREFIX = "dreams:"
 YASA_PREFIX = "yasa:"
-
-
-def with_derived_rows(montage: Montage, roles: Sequence[str]) -> Montage:
-    """``montage`` with the derived rows (``fast``) that ``roles`` has and it lacks.
-
-    A montage that names only the recorded channels (``eeg=Cz-A1``) gets each derived row
-    of ``roles`` in its place, drawn from the montage's first channel of the row's source
-    role; a montage that names derived rows itself, or cannot supply them, is returned as
-    it is (and then checked against ``roles`` by the caller).
-
-    Examples
-    --------
-    >>> str(with_derived_rows(Montage.parse("eeg=Cz-A1"), ["eeg", "fast"]))
-    'eeg=Cz-A1,fast=Cz-A1'
-    """
-    if any(entry.role in DERIVED_ROLES for entry in montage.entries):
-        return montage
-    recorded = iter(montage.entries)
-    entries: list[MontageEntry] = []
-    for role in roles:
-        if role not in DERIVED_ROLES:
-            entry = next(recorded, None)
-            if entry is None:
-                return montage
-            entries.append(entry)
-            continue
-        source = next((e for e in montage.entries if e.role == source_role(role)), None)
-        if source is None:
-            return montage
-        entries.append(MontageEntry(role, source.name))
-    return Montage((*entries, *recorded))
 
 
 def training_montage(setup: RenderConfig, montage: str | None = None) -> Montage:
