@@ -138,11 +138,12 @@ class EpochSource:
         source: Path | None = None,
         start_time: datetime | None = None,
         normalise: Mapping[str, float] | None = None,
+        normalise_bands: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self.gains = [1.0] * len(channels)
         roles = [c.role for c in channels]
         if normalises(roles, normalise):  # signals: the freshly stacked rows, scaled in place
-            self.gains = normalise_rows(signals, roles, fs, normalise)
+            self.gains = normalise_rows(signals, roles, fs, normalise, normalise_bands)
         signals = self._store(signals)
         if signals.ndim != 2 or signals.shape[0] != len(channels):
             raise ValueError(
@@ -311,7 +312,8 @@ class EpochSource:
             plans.append(processed[key][1])
         if stacked is not None and all(row.size == stacked.shape[1] for row in rows):
             return cls(stacked, cls._rate(plans, preprocessing, source), channels, hypnogram,
-                       plans, source, start_time, preprocessing.normalise)  # fmt: skip
+                       plans, source, start_time, preprocessing.normalise,
+                       preprocessing.normalise_bands)  # fmt: skip
         n_samples = min(row.size for row in rows)
         longest = max(row.size for row in rows)
         if longest - n_samples > 1:
@@ -325,9 +327,8 @@ class EpochSource:
         stacked = np.empty((len(rows), n_samples), np.float32)
         for target, row in zip(stacked, rows):
             target[:] = row[:n_samples]
-        return cls(
-            stacked, fs, channels, hypnogram, plans, source, start_time, preprocessing.normalise
-        )
+        return cls(stacked, fs, channels, hypnogram, plans, source, start_time,
+                   preprocessing.normalise, preprocessing.normalise_bands)  # fmt: skip
 
     @staticmethod
     def _rate(plans: list[FilterPlan], preprocessing: Preprocessing, source: Path | None) -> float:
@@ -578,7 +579,7 @@ def _device_epochs_of(
     stacked = xp.stack([row[:n_samples] for row in rows]).astype(xp.float32)
     return DeviceEpochSource(
         stacked, fs, channels, hypnogram, plans, recording.path, recording.start_time,
-        preprocessing.normalise,
+        preprocessing.normalise, preprocessing.normalise_bands,
     )  # fmt: skip
 
 

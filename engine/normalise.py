@@ -20,6 +20,12 @@ The median over windows is robust to artefacts and to the minority stages; it fo
 the recording's most common stage (N2 in most nights), so a recording made mostly of one
 stage is scaled differently from a whole night.
 
+``ROLE=UV@LOW-HIGH`` (e.g. ``eeg=9@0.5-2``) measures the windows' rms in that band only
+(a zero-phase 4th-order Butterworth band-pass of the row, :mod:`engine.dsp`) and scales
+the whole row by the factor that brings its median there to ``UV``: the slow waves that
+tell N3 from N2 reach a vertex derivation larger than a mastoid-referenced central one
+while the rest of the spectrum does not, so a broadband anchor cannot line them up.
+
 Examples
 --------
 >>> import numpy as np
@@ -43,6 +49,7 @@ __all__ = [
     "WINDOW_SECONDS",
     "ROLE_TARGETS_UV",
     "parse_normalise",
+    "parse_normalise_bands",
     "recording_gain",
     "normalise_rows",
     "normalises",
@@ -54,37 +61,65 @@ WINDOW_SECONDS = 30.0
 ROLE_TARGETS_UV: dict[str, float] = {"fast": 8.0}
 
 
+def _parse(text: str) -> dict[str, tuple[float, tuple[float, float] | None]]:
+    """``ROLE=UV[@LOW-HIGH],...`` as role -> (target, band or None)."""
+    parsed: dict[str, tuple[float, tuple[float, float] | None]] = {}
+    for item in text.split(","):
+        role, sep, value = item.strip().partition("=")
+        role = role.strip().lower()
+        value, at, band_text = value.partition("@")
+        band: tuple[float, float] | None = None
+        try:
+            target = float(value) if sep else float("nan")
+            if at:
+                low, dash, high = band_text.strip().partition("-")
+                band = (float(low), float(high)) if dash else None
+                if band is None or not 0 < band[0] < band[1]:
+                    target = float("nan")
+        except ValueError:
+            target = float("nan")
+        if role not in ROLES or not np.isfinite(target) or target <= 0:
+            raise PSGError(
+                f"--normalise: expected ROLE=UV or ROLE=UV@LOW-HIGH with ROLE one of "
+                f"{', '.join(ROLES)}, UV a positive median 30-s rms in µV and LOW-HIGH the band "
+                f"it is measured in, in Hz (e.g. eeg=15 or eeg=9@0.5-2), got {item.strip()!r}"
+            )
+        parsed[role] = (target, band)
+    return parsed
+
+
 def parse_normalise(text: str) -> dict[str, float]:
-    """``ROLE=UV[,ROLE=UV...]`` (``psgvlm render --normalise eeg=15``) as a dict.
+    """The targets of ``ROLE=UV[@LOW-HIGH],...`` (``psgvlm render --normalise eeg=15``).
 
     Raises
     ------
     PSGError
-        On an unknown role or a target that is not a positive number.
+        On an unknown role, a target that is not a positive number or a malformed band.
 
     Examples
     --------
     >>> parse_normalise("eeg=15, emg=5")
     {'eeg': 15.0, 'emg': 5.0}
+    >>> parse_normalise("eeg=9@0.5-2")
+    {'eeg': 9.0}
     """
-    targets: dict[str, float] = {}
-    for item in text.split(","):
-        role, sep, value = item.strip().partition("=")
-        role = role.strip().lower()
-        try:
-            target = float(value) if sep else float("nan")
-        except ValueError:
-            target = float("nan")
-        if role not in ROLES or not np.isfinite(target) or target <= 0:
-            raise PSGError(
-                f"--normalise: expected ROLE=UV with ROLE one of {', '.join(ROLES)} and UV a "
-                f"positive median 30-s rms in µV (e.g. eeg=15), got {item.strip()!r}"
-            )
-        targets[role] = target
-    return targets
+    return {role: target for role, (target, _) in _parse(text).items()}
 
 
-def recording_gain(values: object, fs: float, target_uv: float) -> float:
+def parse_normalise_bands(text: str) -> dict[str, tuple[float, float]]:
+    """The bands of ``ROLE=UV@LOW-HIGH`` entries: role -> (low, high) Hz.
+
+    Examples
+    --------
+    >>> parse_normalise_bands("eeg=9@0.5-2,emg=5")
+    {'eeg': (0.5, 2.0)}
+    """
+    return {role: band for role, (_, band) in _parse(text).items() if band is not None}
+
+
+def recording_gain(
+    values: object, fs: float, target_uv: float, band: tuple[float, float] | None = None
+) -> float:
     """The factor that brings the median 30-s-window rms of ``values`` to ``target_uv``.
 
     Parameters
@@ -96,6 +131,8 @@ def recording_gain(values: object, fs: float, target_uv: float) -> float:
         Its rate (Hz).
     target_uv : float
         The median window rms wanted (µV).
+    band : (low, high), optional
+        Measure the windows' rms in this band (Hz) rather than over the whole signal.
 
     Returns
     -------
@@ -108,12 +145,33 @@ def recording_gain(values: object, fs: float, target_uv: float) -> float:
     if count < 1:
         return 1.0
     windows = values[: count * window].reshape(count, window)
+    if band is not None:
+        windows = _band_windows(windows, fs, band)
     rms = (windows * windows).mean(axis=1) ** 0.5
     rms = np.asarray(rms.get() if hasattr(rms, "get") else rms, dtype=np.float64)
     rms = rms[np.isfinite(rms) & (rms > 1e-6)]
     if rms.size == 0:
         return 1.0
     return float(target_uv / np.median(rms))
+
+
+def _band_windows(windows: object, fs: float, band: tuple[float, float]) -> np.ndarray:
+    """The windows' signal in ``band`` (zero-phase Butterworth of the whole run of them);
+    windows holding a NaN stay NaN, the gaps counting as zeros for their neighbours."""
+    from . import dsp
+
+    host = np.asarray(windows.get() if hasattr(windows, "get") else windows, np.float64)
+    low, high = band
+    high = min(high, 0.45 * fs)
+    if not low < high:
+        raise PSGError(f"--normalise band {band[0]:g}-{band[1]:g} Hz: nothing of it below "
+                       f"0.45 x the {fs:g}-Hz rate")  # fmt: skip
+    finite = np.isfinite(host).all(axis=1)
+    signal = np.where(np.isfinite(host), host, 0.0).reshape(-1)
+    sos = dsp.butter_sos(4, (low, high), "bandpass", fs)
+    filtered = dsp.sosfiltfilt(sos, signal).reshape(host.shape)
+    filtered[~finite] = np.nan
+    return filtered
 
 
 def normalises(roles: Sequence[str], targets: Mapping[str, float] | None) -> bool:
@@ -128,7 +186,11 @@ def normalises(roles: Sequence[str], targets: Mapping[str, float] | None) -> boo
 
 
 def normalise_rows(
-    signals: object, roles: Sequence[str], fs: float, targets: Mapping[str, float] | None
+    signals: object,
+    roles: Sequence[str],
+    fs: float,
+    targets: Mapping[str, float] | None,
+    bands: Mapping[str, tuple[float, float]] | None = None,
 ) -> list[float]:
     """Scale, in place, each row of ``signals`` whose role has a target; return the gains.
 
@@ -143,6 +205,8 @@ def normalise_rows(
     targets : mapping or None
         Role -> median 30-s-window rms (µV) after scaling; the roles of
         :data:`ROLE_TARGETS_UV` are scaled to theirs unless named here.
+    bands : mapping, optional
+        Role -> (low, high) Hz: measure that role's window rms in the band only.
 
     Returns
     -------
@@ -153,7 +217,8 @@ def normalise_rows(
     gains = []
     for row, role in enumerate(roles):
         target = targets.get(role)
-        gain = recording_gain(signals[row], fs, float(target)) if target else 1.0
+        band = (bands or {}).get(role)
+        gain = recording_gain(signals[row], fs, float(target), band) if target else 1.0
         if gain != 1.0:
             signals[row] *= np.float32(gain)
         gains.append(gain)

@@ -161,8 +161,9 @@ class RenderSettings:
     unscored : bool
         Ignore hypnograms: every 30-s epoch of each recording, stage UNK (``cls`` -1).
     normalise : str or None
-        ``ROLE=UV,...``: scale each channel of those roles, once per recording, to that
-        median 30-s rms (:mod:`engine.normalise`); None draws the recorded µV.
+        ``ROLE=UV[@LOW-HIGH],...``: scale each channel of those roles, once per recording,
+        to that median 30-s rms, measured in the band when given (:mod:`engine.normalise`);
+        None draws the recorded µV.
 
     Raises
     ------
@@ -626,7 +627,7 @@ def draw_recording(
     from .epochs import open_epochs
     from .io.edf import open_recording
     from .io.hypnogram import read_hypnogram
-    from .normalise import parse_normalise
+    from .normalise import parse_normalise, parse_normalise_bands
     from .preprocess import Preprocessing
     from .raster import RenderSpec
 
@@ -636,8 +637,10 @@ def draw_recording(
     shutil.rmtree(parts, ignore_errors=True)
     scored = pair.hypnogram_path is not None and not settings.unscored
     preprocessing = Preprocessing(
-        normalise=parse_normalise(settings.normalise) if settings.normalise else None
-    )
+        normalise=parse_normalise(settings.normalise) if settings.normalise else None,
+        normalise_bands=(parse_normalise_bands(settings.normalise) or None)
+        if settings.normalise else None,
+    )  # fmt: skip
     with _reader_warnings_once(), open_recording(pair.psg_path) as recording:
         if not recording.channels:
             raise RenderError(
@@ -1938,10 +1941,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--normalise",
-        metavar="ROLE=UV",
+        metavar="ROLE=UV[@LOW-HIGH]",
         help="scale each channel of a role, once per recording, so that the median rms of "
-        "its 30-s windows is UV µV (e.g. eeg=15; models trained on such shards stage with "
-        "the same scaling); default: drawn as recorded",
+        "its 30-s windows is UV µV (e.g. eeg=15), measured in the LOW-HIGH Hz band only when "
+        "given (eeg=9@0.5-2: by its slow waves); models trained on such shards stage with "
+        "the same scaling; default: drawn as recorded",
     )
     parser.add_argument(
         "--format", choices=IMAGE_FORMATS, default="png", help="image encoding (default: png)"

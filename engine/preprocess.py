@@ -87,6 +87,9 @@ class Preprocessing:
     normalise : dict or None
         Role -> median 30-s-window rms (µV) that each channel of that role is scaled to,
         one factor per recording (:mod:`engine.normalise`); ``None``: drawn as recorded.
+    normalise_bands : dict or None
+        Role -> (low, high) Hz: that role's window rms is measured in this band only
+        (``--normalise eeg=9@0.5-2``); ``None``: over the drawn signal.
     """
 
     target_fs: float = 100.0
@@ -98,6 +101,7 @@ class Preprocessing:
     resample: bool = True
     order: int = 4
     normalise: dict[str, float] | None = None
+    normalise_bands: dict[str, tuple[float, float]] | None = None
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.target_fs) or self.target_fs <= 0:
@@ -113,6 +117,13 @@ class Preprocessing:
             if not (isinstance(target, (int, float)) and np.isfinite(target) and target > 0):
                 raise ValueError(f"normalise target for {role!r} must be a positive µV rms, "
                                  f"got {target!r}")  # fmt: skip
+        if self.normalise_bands is not None:  # JSON gives lists
+            self.normalise_bands = {role: (float(band[0]), float(band[1]))
+                                    for role, band in self.normalise_bands.items()}  # fmt: skip
+            for role, (low, high) in self.normalise_bands.items():
+                if role not in (self.normalise or {}) or not 0 < low < high:
+                    raise ValueError(f"normalise band for {role!r} must be (low, high) with "
+                                     "0 < low < high, for a role with a normalise target")  # fmt: skip
 
     def to_dict(self) -> dict:
         """Plain-JSON description, for metadata."""
@@ -120,6 +131,11 @@ class Preprocessing:
         out["bands"] = {role: list(band) if band else None for role, band in self.bands.items()}
         if self.normalise is None:
             del out["normalise"]  # drawn as recorded: metadata as before the option existed
+        if self.normalise_bands is None:
+            del out["normalise_bands"]
+        else:
+            out["normalise_bands"] = {role: list(band)
+                                      for role, band in self.normalise_bands.items()}  # fmt: skip
         return out
 
 

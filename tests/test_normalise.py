@@ -12,7 +12,12 @@ from render_helpers import synth_and_render
 from engine.epochs import EpochSource
 from engine.errors import PSGError
 from engine.io.hypnogram import Hypnogram
-from engine.normalise import WINDOW_SECONDS, parse_normalise, recording_gain
+from engine.normalise import (
+    WINDOW_SECONDS,
+    parse_normalise,
+    parse_normalise_bands,
+    recording_gain,
+)
 from engine.preprocess import Preprocessing
 from engine.synth import synth_night
 
@@ -62,7 +67,41 @@ def test_gaps_and_flat_channels_do_not_set_the_gain():
     assert recording_gain(row[: int(10 * fs)], fs, 15.0) == 1.0  # under one window
 
 
-@pytest.mark.parametrize("text", ["eeg", "eeg=0", "eeg=-3", "eeg=abc", "brain=15"])
+def test_a_band_anchor_measures_that_band_only():
+    """eeg=9@0.5-2: the gain that brings the median rms of the 0.5-2 Hz band (scipy's
+    zero-phase Butterworth of the row) to 9 µV, whatever the rest of the spectrum holds."""
+    from scipy.signal import butter, sosfiltfilt
+
+    fs = 100.0
+    t = np.arange(int(600 * fs)) / fs
+    rng = np.random.default_rng(1)
+    slow = 20.0 * np.sin(2 * np.pi * 1.0 * t)  # rms 14.1 in the band
+    row = slow + rng.normal(0.0, 30.0, t.size)  # broadband noise: most of the power
+    band = sosfiltfilt(butter(4, (0.5, 2.0), "bandpass", fs=fs, output="sos"), row)
+    expected = 9.0 / np.median(_window_rms(band, fs))
+    assert recording_gain(row, fs, 9.0, (0.5, 2.0)) == pytest.approx(expected, rel=1e-6)
+    assert recording_gain(row, fs, 9.0) == pytest.approx(9.0 / np.hypot(30.0, 14.14), rel=0.02)
+    with_gap = row.copy()
+    with_gap[: int(200 * fs)] = np.nan
+    assert recording_gain(with_gap, fs, 9.0, (0.5, 2.0)) == pytest.approx(expected, rel=0.05)
+    with pytest.raises(PSGError, match="0.45"):
+        recording_gain(row, 20.0, 9.0, (12.0, 16.0))
+
+
+def test_band_anchors_parse_and_reach_the_preprocessing():
+    assert parse_normalise("eeg=9@0.5-2,emg=5") == {"eeg": 9.0, "emg": 5.0}
+    assert parse_normalise_bands("eeg=9@0.5-2,emg=5") == {"eeg": (0.5, 2.0)}
+    params = Preprocessing(normalise={"eeg": 9.0}, normalise_bands={"eeg": [0.5, 2.0]})
+    assert params.normalise_bands == {"eeg": (0.5, 2.0)}
+    assert params.to_dict()["normalise_bands"] == {"eeg": [0.5, 2.0]}
+    assert "normalise_bands" not in Preprocessing(normalise={"eeg": 9.0}).to_dict()
+    with pytest.raises(ValueError, match="normalise band"):
+        Preprocessing(normalise={"emg": 5.0}, normalise_bands={"eeg": (0.5, 2.0)})
+
+
+@pytest.mark.parametrize(
+    "text", ["eeg", "eeg=0", "eeg=-3", "eeg=abc", "brain=15", "eeg=9@2-0.5", "eeg=9@x", "eeg=9@"]
+)
 def test_malformed_targets_are_refused(text):
     with pytest.raises(PSGError, match="--normalise"):
         parse_normalise(text)
@@ -90,6 +129,30 @@ def test_render_records_the_option_and_the_model_stages_with_it(tmp_path):
     assert bad.returncode == 2
     assert "--normalise" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_render_with_a_band_anchor_scales_the_rows_slow_waves_to_it(tmp_path):
+    """``psgvlm render --normalise eeg=9@0.5-2`` from the command line: the gain it records
+    brings each night's median 0.5-2 Hz rms to 9 µV, and inference reads the band back."""
+    from scipy.signal import butter, sosfiltfilt
+
+    from engine.epochs import open_epochs
+    from vlm.render_setup import RenderConfig
+
+    done, meta = synth_and_render(
+        tmp_path, "EEG C4-M1", 4, "--montage", "eeg=C4-M1", "--normalise", "eeg=9@0.5-2"
+    )
+    assert done.returncode == 0, done.stderr
+    assert meta["preprocessing"]["normalise_bands"] == {"eeg": [0.5, 2.0]}
+    setup = RenderConfig.from_shards(tmp_path / "shards")
+    params = setup.preprocessing_params()
+    assert params.normalise_bands == {"eeg": (0.5, 2.0)}
+    night = sorted((tmp_path / "nights").glob("*-PSG.edf"))[0]
+    source = open_epochs(night, str(night).replace("-PSG.edf", "-Hypnogram.edf"), "eeg=C4-M1",
+                         params)  # fmt: skip
+    row = np.asarray(source.signals[0], np.float64)
+    band = sosfiltfilt(butter(4, (0.5, 2.0), "bandpass", fs=source.fs, output="sos"), row)
+    assert np.median(_window_rms(band, source.fs)) == pytest.approx(9.0, rel=1e-3)
 
 
 def test_inference_sources_normalise_like_the_training_shards(night):

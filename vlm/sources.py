@@ -369,7 +369,8 @@ def partial_source(
             stacked[i, : row.size] = row
     return EpochSource(stacked, params.target_fs, channels, hypnogram,
                        source=Path(source) if source else None,
-                       normalise=params.normalise)  # fmt: skip
+                       normalise=params.normalise,
+                       normalise_bands=params.normalise_bands)  # fmt: skip
 
 
 def _yasa_snippets(folder: Path, config):
