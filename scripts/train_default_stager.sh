@@ -3,11 +3,11 @@
 # (issue 19), from synthetic nights only (engine.synth), on one 2-core CPU:
 #
 #   scripts/train_default_stager.sh                          # eeg_only, ~25 min on 2 cores
-#   NAME=eeg_eog_emg CONFIG=vlm/configs/default_eeg_eog_emg.yaml \
-#       CHANNELS="EEG C4-M1,EOG E1-M2,EMG chin" MONTAGE=eeg=C4-M1,eog=E1-M2,emg=chin \
-#       RECORDINGS="../shared/data/dreams-dev/excerpt3.edf \
+#   NAME=eeg_eog_emg CONFIG=vlm/configs/default_eeg_eog_emg_fast.yaml \
+#       CHANNELS="EEG C4-M1,EOG E1-M2,EMG chin" MONTAGE=eeg=C4-M1,fast=C4-M1,eog=E1-M2,emg=chin \
+#       NORMALISE=emg=5 RECORDINGS="../shared/data/dreams-dev/excerpt3.edf \
 #           --hypnogram ../shared/data/dreams-dev/Hypnogram_excerpt3.txt" \
-#       scripts/train_default_stager.sh    # evaluated on the one development PSG with EOG/EMG
+#       scripts/train_default_stager.sh    # eeg_eog_emg, evaluated on the one development PSG with EOG/EMG
 #
 # Steps (outputs under out/default/$NAME; timings in timings.tsv):
 #  1. psgvlm synth: $NIGHTS training nights (seeds $SEED..), sampling rates drawn per night

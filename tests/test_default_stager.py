@@ -86,6 +86,48 @@ def test_a_50_hz_development_excerpt_is_staged():
     assert p.shape == (10, 5) and np.allclose(p.sum(1), 1.0)
 
 
+@pytest.fixture(scope="module")
+def psg_night(tmp_path_factory) -> Path:
+    """A 5-min synthetic night with EEG, EOG and chin EMG at 200 Hz."""
+    night = synth_night(4343, n_epochs=10, fs=200.0, channels=("EEG C4-M1", "EOG E1-M2",
+                                                                "EMG chin"))  # fmt: skip
+    return write_night(night, tmp_path_factory.mktemp("psg"), "psg")[0]
+
+
+def _shipped(name: str) -> None:
+    if name not in {f.name for f in default_model_dirs()}:
+        pytest.skip(f"no default model {name} shipped")
+
+
+def test_a_night_with_eog_and_emg_is_staged_by_the_eeg_eog_emg_model(psg_night, tmp_path):
+    """`psgvlm stage` with no model: the four-strip default, no caveat on a synthetic night."""
+    _shipped("eeg_eog_emg")
+    summary = _stage(psg_night, tmp_path / "psg")
+    assert summary["epochs"] == 10 and summary["caveat"] is None
+    assert "default_models/eeg_eog_emg" in summary["adapter"]
+
+
+@pytest.mark.skipif(not (DREAMS / "excerpt3.edf").is_file(), reason="no ../shared/data")
+def test_the_50_hz_development_psg_is_staged_by_the_eeg_eog_emg_model():
+    """DREAMS excerpt 3's 20-signal EDF (50 Hz, EOG and chin EMG, a tolerant read) with its
+    R&K hypnogram: the four-strip default reads C3-A1, EOG1-A1 and EMG1, and says that this
+    chin EMG (its band cut at 22.5 Hz) looks unlike its training nights'."""
+    from vlm.runtime import default_stager
+    from vlm.sources import open_recording
+
+    _shipped("eeg_eog_emg")
+    rec = open_recording(DREAMS / "excerpt3.edf", DREAMS / "Hypnogram_excerpt3.txt")
+    stager = default_stager(rec)
+    assert stager.name == "default model eeg_eog_emg"
+    source = stager.open(rec)
+    assert len(source) == 90 and source.epoch_length == 20.0
+    assert [c.label for c in source.channels] == ["C3-A1", "C3-A1", "EOG1-A1", "EMG1"]
+    caveat = stager.caveat(source)
+    assert caveat and caveat.startswith("caveat:") and "EMG1" in caveat and "C3-A1" not in caveat
+    p = stager.probabilities(source, np.arange(0, 90, 9))
+    assert p.shape == (10, 5) and np.allclose(p.sum(1), 1.0)
+
+
 # -- eval, explain and serve without --model --------------------------------------------------
 @pytest.fixture(scope="module")
 def synth_folder(tmp_path_factory) -> Path:

@@ -84,6 +84,42 @@ def test_pick_stager_uses_the_one_montage_rule():
         pick_stager(stagers, ["EOG(L)", "EMG chin"])
 
 
+def test_pick_stager_passes_over_a_model_that_would_draw_an_envelope(tmp_path, caplog):
+    """Sleep-EDF cassette files carry a 1-Hz chin-EMG envelope: the EEG+EOG+EMG model would
+    draw it as an envelope it never saw, so the EEG-only one stages them; a 100-Hz EMG
+    (Sleep-EDF telemetry) keeps the full model. Rates come from the EDF header."""
+    import logging
+
+    import pyedflib
+
+    from vlm.sources import open_recording
+
+    eeg_only = _stager("eeg_only", [("eeg", "C4-M1")])
+    full = _stager("psg", [("eeg", "C4-M1"), ("eog", "E1-M2"), ("emg", "chin")])
+    labels = ["EEG Fpz-Cz", "EOG horizontal", "EMG submental"]
+    cassette = {"EEG Fpz-Cz": 100.0, "EOG horizontal": 100.0, "EMG submental": 1.0}
+    telemetry = dict(cassette, **{"EMG submental": 100.0})
+    with caplog.at_level(logging.INFO, logger="vlm.runtime"):
+        assert pick_stager([eeg_only, full], labels, "SC4001E0", cassette) is eeg_only
+    assert "psg passed over: it would draw emg 'EMG submental' at 1 Hz" in caplog.text
+    assert full.envelope_rows(labels, telemetry) == []
+    assert pick_stager([eeg_only, full], labels, "ST7011J0", telemetry) is full
+    assert pick_stager([full], labels, "SC4001E0", cassette) is full  # the only one: kept
+
+    path = tmp_path / "SC4001E0-PSG.edf"
+    writer = pyedflib.EdfWriter(str(path), 3, file_type=pyedflib.FILETYPE_EDFPLUS)
+    writer.setSignalHeaders([
+        {"label": label, "dimension": "uV", "sample_frequency": fs, "physical_max": 500,
+         "physical_min": -500, "digital_max": 32767, "digital_min": -32768}
+        for label, fs in cassette.items()
+    ])  # fmt: skip
+    writer.writeSamples([np.zeros(int(60 * fs)) for fs in cassette.values()])
+    writer.close()
+    rec = open_recording(path)
+    assert rec.rates == cassette
+    assert pick_stager([eeg_only, full], rec.labels, str(rec), rec.rates) is eeg_only
+
+
 def test_model_windows_centre_30s_on_20s_epochs():
     fs, n = 100.0, 6000  # 60 s
     ramp = np.arange(n) / fs  # value = time in seconds

@@ -9,9 +9,12 @@ nights by ``scripts/train_default_stager.sh``:
   ``calibration.json`` (temperature and training input range, :mod:`vlm.calibration`);
 - ``MODEL_CARD.md``: training data, budget, development figures beside YASA, limits.
 
-:func:`default_model_dirs` lists them; :func:`vlm.runtime.stager_from_args` builds a
-stager for each and picks the one whose montage the recording fills with the most channels
-(EEG+EOG+EMG before EEG-only).
+Two are shipped: ``eeg_only`` (one central EEG, drawn as itself and as its fast band) and
+``eeg_eog_emg`` (the same plus an EOG and the chin EMG). :func:`default_model_dirs` lists
+them; :func:`vlm.runtime.default_stagers` builds a stager for each and
+:func:`vlm.runtime.pick_stager` gives each recording the one whose montage it fills with
+the most channels (EEG+EOG+EMG before EEG-only), passing over one that would draw a
+channel too slow for its band (a 1-Hz chin-EMG envelope).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import argparse
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -228,6 +228,25 @@ class Stager:
             return False
         return True
 
+    def envelope_rows(self, labels: Sequence[str], rates: Mapping[str, float]) -> list[str]:
+        """The rows a recording fills only with a channel too slow for their band (Sleep-EDF's
+        1-Hz chin-EMG envelope), drawn as an envelope: ``"emg 'EMG submental' at 1 Hz"``.
+
+        Channels without a rate in ``rates`` count as fast enough.
+        """
+        from engine.montage import resolve_montage
+        from engine.preprocess import plan_filters
+
+        params = self.setup.preprocessing_params() if self.setup is not None else None
+        found = []
+        for channel in resolve_montage(self.montage_spec, list(labels)):
+            fs = rates.get(channel.label)
+            if channel.role in DERIVED_ROLES or fs is None:
+                continue
+            if plan_filters(channel.role, fs, params).too_slow:
+                found.append(f"{channel.role} {channel.label!r} at {fs:g} Hz")
+        return found
+
     def open(
         self,
         recording: str | os.PathLike | Recording,
@@ -372,11 +391,19 @@ class Stager:
         )
 
 
-def pick_stager(stagers: Sequence[Stager], labels: Sequence[str], where: str = "") -> Stager:
+def pick_stager(
+    stagers: Sequence[Stager],
+    labels: Sequence[str],
+    where: str = "",
+    rates: Mapping[str, float] | None = None,
+) -> Stager:
     """The stager whose montage a recording fills, preferring the one that reads the most
     channels (derived rows, such as the EEG's fast band, read none of their own).
 
-    Ties go to the stager listed first.
+    With ``rates`` (label -> Hz), a stager that would draw a row from a channel too slow
+    for its band (:meth:`Stager.envelope_rows`: Sleep-EDF's 1-Hz chin-EMG envelope under
+    an EEG+EOG+EMG model) is passed over for one that needs no such row, when there is
+    one. Ties go to the stager listed first.
 
     Raises
     ------
@@ -391,6 +418,15 @@ def pick_stager(stagers: Sequence[Stager], labels: Sequence[str], where: str = "
             f"{list(labels)}; models: {wanted} (--montage can name other derivations for the "
             "same rows)"
         )
+    if rates and len(fitting) > 1:
+        slow = {id(s): s.envelope_rows(labels, rates) for s in fitting}
+        if any(not rows for rows in slow.values()):
+            for stager in fitting:
+                if slow[id(stager)]:
+                    logger.info("%s: %s passed over: it would draw %s as an envelope",
+                                where or "recording", stager.name,
+                                ", ".join(slow[id(stager)]))  # fmt: skip
+            fitting = [s for s in fitting if not slow[id(s)]]
 
     def recorded_rows(stager: Stager) -> int:  # a derived row reads no channel of its own
         return sum(role not in DERIVED_ROLES for role in stager.roles)
@@ -512,7 +548,7 @@ def stager_for(stagers: Sequence[Stager], recording: Any) -> Stager:
     from .sources import open_recording
 
     rec = recording if isinstance(recording, Recording) else open_recording(recording)
-    return pick_stager(stagers, rec.labels, str(rec))
+    return pick_stager(stagers, rec.labels, str(rec), rec.rates)
 
 
 def require_model(args: argparse.Namespace, what: str) -> None:

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +93,8 @@ class Recording:
         The EDF/BDF file (None for in-memory recordings).
     arrays : ArrayRecording or None
         In-memory signals (``prerau:DIR``).
+    rates : dict
+        Label -> sampling rate (Hz), from the header (empty where unknown).
     """
 
     dataset: str
@@ -101,6 +103,7 @@ class Recording:
     hypnogram: Hypnogram | None
     path: Path | None = None
     arrays: ArrayRecording | None = None
+    rates: dict[str, float] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return str(self.path) if self.path is not None else f"{self.dataset}:{self.name}"
@@ -200,18 +203,21 @@ def open_recording(
         from engine.io.prerau import load_prerau
 
         rec = load_prerau(text[len(PRERAU_PREFIX) :])
-        return Recording("prerau", rec.recording, rec.labels, rec.hypnogram, arrays=rec)
+        return Recording("prerau", rec.recording, rec.labels, rec.hypnogram, arrays=rec,
+                         rates=dict(rec.fs))  # fmt: skip
     if text.startswith(DREAMS_PREFIX) and not os.path.exists(text):
         from engine.io.dreams import load_dreams_excerpt
 
         rec = load_dreams_excerpt(text[len(DREAMS_PREFIX) :])
-        return Recording("dreams", rec.recording, rec.labels, rec.hypnogram, arrays=rec)
+        return Recording("dreams", rec.recording, rec.labels, rec.hypnogram, arrays=rec,
+                         rates=dict(rec.fs))  # fmt: skip
     from engine.io.edf import open_recording as open_edf
     from engine.io.hypnogram import read_hypnogram
 
     path = Path(text)
     with open_edf(path) as edf:
         labels, start = list(edf.labels), edf.start_time
+        rates = {label: float(edf.channel(label).fs) for label in labels}
     if hypnogram is not None and not isinstance(hypnogram, Hypnogram):
         hypnogram = read_hypnogram(hypnogram, signal_path=path)
     if hypnogram is not None:
@@ -221,7 +227,7 @@ def open_recording(
                 hypnogram = hypnogram.shifted(offset)
         if not hypnogram.is_epoched:
             hypnogram = hypnogram.to_epochs()
-    return Recording("edf", path.stem, labels, hypnogram, path=path)
+    return Recording("edf", path.stem, labels, hypnogram, path=path, rates=rates)
 
 
 def find_recordings(

@@ -266,7 +266,7 @@ def _usable_recordings(
             found = []
         for rec in found:
             try:
-                usable.append((rec, pick_stager(stagers, rec.labels, str(rec))))
+                usable.append((rec, pick_stager(stagers, rec.labels, str(rec), rec.rates)))
             except PSGError as err:
                 failed.append({"recording": str(rec), "error": str(err)})
     if failed and not args.keep_going:
@@ -482,7 +482,9 @@ def _one_stager(stagers: list[Stager], recordings: list[Recording]) -> Stager:
     ModelError
         When the recordings pick different default models.
     """
-    picked = {id(s): s for s in (pick_stager(stagers, r.labels, str(r)) for r in recordings)}
+    picked = {
+        id(s): s for s in (pick_stager(stagers, r.labels, str(r), r.rates) for r in recordings)
+    }
     if len(picked) > 1:
         names = ", ".join(s.name for s in picked.values())
         raise ModelError(f"--perturb evaluates one model, but these recordings fill different "
