@@ -361,10 +361,14 @@ class _Subject:
     movement_muscle_rms: tuple[float, float] = (0.0, 0.0)
     #: amplifier range (uV) beyond which EEG/EOG samples saturate (0: none)
     clip_uv: float = 0.0
+    # --variability sites (see _vary_site); neutral otherwise
+    #: amplitude factor of the slow activity (< 2 Hz: delta rhythm, K-complexes, slow
+    #: waves) at the recorded derivation
+    slow_site: float = 1.0
 
 
 #: Domain-randomisation profiles of ``synth_night(variability=...)``.
-VARIABILITY = ("standard", "wide")
+VARIABILITY = ("standard", "wide", "sites")
 
 
 def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -462,6 +466,27 @@ def _widen_subject(rng: np.random.Generator, subject: _Subject) -> _Subject:
     subject.eye_pickup = {c: rng.uniform(*_WIDE_EYE_PICKUP[c[4:6]]) for c in EEG_CHANNELS}
     subject.movement_muscle_rms = (5.0, rng.uniform(15.0, 60.0))
     subject.clip_uv = rng.uniform(250.0, 400.0) if rng.random() < 0.4 else 0.0
+    return subject
+
+
+def _vary_site(rng: np.random.Generator, subject: _Subject) -> _Subject:
+    """``variability="sites"``: ``wide``'s subject, its slow activity scaled by the site.
+
+    Slow-wave activity is not uniform over the scalp: it is largest frontally and falls
+    towards the back, while sigma peaks at the vertex (Finelli, Borbély & Achermann 2001,
+    *Eur J Neurosci* 13:2282-2290, 27 derivations), and each person's map is a stable
+    trait of its own (Finelli, Achermann & Borbély 2001, *Neuropsychopharmacology*
+    25:S57-S62). A clinical central lead (C3 or C4 against an ipsi- or contralateral ear
+    or mastoid, or Cz) therefore carries slow activity at a level that depends on the
+    derivation and the person more than the faster rhythms do, and scorers adapt to it:
+    a recording's N2 can hold slow waves that another's N3 would. ``wide`` ties the
+    amplitude below 2 Hz to AASM's absolute 75-uV criterion (``slow_gain`` 0.8-1.1, slow
+    waves and K-complexes at fixed amplitudes); here everything below ~2 Hz (the delta
+    rhythm through ``slow_gain``, K-complexes and slow waves) is scaled by one factor per
+    subject, x0.7-1.7 log-uniform, an assumption that spans those site and person
+    differences; the hypnogram keeps the stages the subject was drawn with.
+    """
+    subject.slow_site = _loguniform(rng, 0.7, 1.7)
     return subject
 
 
@@ -594,9 +619,10 @@ def _band_window(f: np.ndarray, low: float, high: float, edges: tuple[float, flo
 
 
 def _slow_gain_curve(f: np.ndarray, subject: _Subject) -> np.ndarray:
-    """Amplitude gain per frequency: ``slow_gain`` below 2 Hz, ``gain`` above 4 Hz."""
+    """Amplitude gain per frequency: ``slow_gain`` (times the site's ``slow_site``) below
+    2 Hz, ``gain`` above 4 Hz."""
     mix = np.clip((f - 2.0) / 2.0, 0.0, 1.0)
-    return subject.slow_gain * (1 - mix) + subject.gain * mix
+    return subject.slow_gain * subject.slow_site * (1 - mix) + subject.gain * mix
 
 
 def _amplitude(n: int, fs: float, shape: Any, subject: _Subject | None) -> np.ndarray:
@@ -1158,9 +1184,10 @@ class _Night:
         return out
 
     def _gain(self, event: PlantedEvent, channel: str) -> float:
-        """Per-channel gain of a brain event; none for the AASM amplitude-anchored kinds."""
+        """Per-channel gain of a brain event; for the AASM amplitude-anchored kinds only the
+        site's (``slow_site``, 1 but with ``variability="sites"``)."""
         if event.kind in ("slow_wave", "k_complex"):
-            return 1.0
+            return self.subject.slow_site
         return self.subject.channel_gain.get(channel, 1.0)
 
     def _stamp(
@@ -1390,11 +1417,12 @@ def synth_night(
         rate... When False a canonical subject without artefacts is used.
     stages : sequence of int, optional
         Use this hypnogram (stage ids 0-4 per epoch) instead of drawing one.
-    variability : {"standard", "wide"}
+    variability : {"standard", "wide", "sites"}
         ``"wide"`` (with ``randomize``) also draws older sleepers' smaller slow waves, weak
         or absent waking alpha, quieter or busier wake and N1 and per-stage background
         levels (:func:`_widen_subject`, from an extra random stream: standard nights of a
-        seed are unchanged).
+        seed are unchanged); ``"sites"`` is ``"wide"`` with the slow activity scaled per
+        subject (:func:`_vary_site`, another stream: wide nights are unchanged).
 
     Returns
     -------
@@ -1434,9 +1462,12 @@ def synth_night(
     labels = _pick_channels(channels, subject_rng)
     rates = _pick_rates(fs, labels, subject_rng)
     subject = _draw_subject(subject_rng, labels) if randomize else _Subject()
-    if randomize and variability == "wide":
+    if randomize and variability in ("wide", "sites"):
         wide_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(4,)))
         subject = _widen_subject(wide_rng, subject)
+        if variability == "sites":
+            site_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(6,)))
+            subject = _vary_site(site_rng, subject)
         if stages is None:  # a hypnogram given by the caller is kept as it is
             hyp = _fragment(
                 np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(5,))), hyp
@@ -1694,7 +1725,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="domain randomisation: standard, or wide (a clinical population: older "
         "sleepers' smaller slow waves, weak waking alpha, quieter or busier W and N1, "
         "per-stage levels, eye movements on the EEG, saturating amplifiers, fragmented "
-        "sleep) (default: standard)",
+        "sleep), or sites (wide, with the slow activity below 2 Hz scaled x0.7-1.7 per "
+        "subject, as derivations and people differ) (default: standard)",
     )
     parser.add_argument(
         "--no-randomize",

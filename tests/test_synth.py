@@ -379,3 +379,31 @@ def test_wide_nights_are_fragmented_like_patients_nights():
     given = [W] * 4 + [N2] * 40 + [R] * 10
     kept = synth_night(1, stages=given, fs=50.0, channels=["EEG C4-M1"], variability="wide")
     np.testing.assert_array_equal(kept.stages, given)
+
+
+def test_sites_scale_the_slow_activity_only_and_leave_wide_nights_alone():
+    """variability="sites": the wide subject with everything below ~2 Hz (delta, K-complexes,
+    slow waves) scaled by the subject's slow_site; the faster rhythms and the hypnogram are
+    the wide night's (whose slow_site stays 1)."""
+    from scipy.signal import butter, sosfiltfilt
+
+    fs, stages = 100.0, [N2] * 20 + [N3] * 20
+    factors = []
+    for seed in range(6):
+        wide = synth_night(seed, stages=stages, fs=fs, channels=["EEG C4-M1"], variability="wide")
+        sites = synth_night(seed, stages=stages, fs=fs, channels=["EEG C4-M1"],
+                            variability="sites")  # fmt: skip
+        site = sites.params["slow_site"]
+        assert wide.params["slow_site"] == 1.0 and 0.7 <= site <= 1.7
+        np.testing.assert_array_equal(sites.stages, wide.stages)
+        slow = butter(4, (0.5, 1.5), "bandpass", fs=fs, output="sos")
+        fast = butter(4, (8.0, 14.0), "bandpass", fs=fs, output="sos")
+
+        def rms(x: np.ndarray, sos: np.ndarray) -> float:
+            return float(np.sqrt(np.mean(sosfiltfilt(sos, x - x.mean()) ** 2)))
+
+        x_wide, x_site = wide.signals["EEG C4-M1"], sites.signals["EEG C4-M1"]
+        assert rms(x_site, slow) / rms(x_wide, slow) == pytest.approx(site, rel=0.03)
+        assert rms(x_site, fast) / rms(x_wide, fast) == pytest.approx(1.0, rel=0.03)
+        factors.append(site)
+    assert max(factors) / min(factors) > 1.3  # subjects differ
