@@ -238,14 +238,12 @@ class Stager:
         from engine.preprocess import plan_filters
 
         params = self.setup.preprocessing_params() if self.setup is not None else None
-        found = []
-        for channel in resolve_montage(self.montage_spec, list(labels)):
-            fs = rates.get(channel.label)
-            if channel.role in DERIVED_ROLES or fs is None:
-                continue
-            if plan_filters(channel.role, fs, params).too_slow:
-                found.append(f"{channel.role} {channel.label!r} at {fs:g} Hz")
-        return found
+        return [
+            f"{c.role} {c.label!r} at {rates[c.label]:g} Hz"
+            for c in resolve_montage(self.montage_spec, list(labels))
+            if c.role not in DERIVED_ROLES and c.label in rates
+            and plan_filters(c.role, rates[c.label], params).too_slow
+        ]  # fmt: skip
 
     def open(
         self,
@@ -418,15 +416,12 @@ def pick_stager(
             f"{list(labels)}; models: {wanted} (--montage can name other derivations for the "
             "same rows)"
         )
-    if rates and len(fitting) > 1:
-        slow = {id(s): s.envelope_rows(labels, rates) for s in fitting}
-        if any(not rows for rows in slow.values()):
-            for stager in fitting:
-                if slow[id(stager)]:
-                    logger.info("%s: %s passed over: it would draw %s as an envelope",
-                                where or "recording", stager.name,
-                                ", ".join(slow[id(stager)]))  # fmt: skip
-            fitting = [s for s in fitting if not slow[id(s)]]
+    slow = {id(s): s.envelope_rows(labels, rates) for s in fitting} if rates else {}
+    if any(slow.values()) and not all(slow.values()):  # some would draw an envelope, not all
+        for stager in (s for s in fitting if slow[id(s)]):
+            logger.info("%s: %s passed over: it would draw %s as an envelope",
+                        where or "recording", stager.name, ", ".join(slow[id(stager)]))  # fmt: skip
+        fitting = [s for s in fitting if not slow[id(s)]]
 
     def recorded_rows(stager: Stager) -> int:  # a derived row reads no channel of its own
         return sum(role not in DERIVED_ROLES for role in stager.roles)
