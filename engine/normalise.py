@@ -24,7 +24,9 @@ stage is scaled differently from a whole night.
 (a zero-phase 4th-order Butterworth band-pass of the row, :mod:`engine.dsp`) and scales
 the whole row by the factor that brings its median there to ``UV``: the slow waves that
 tell N3 from N2 reach a vertex derivation larger than a mastoid-referenced central one
-while the rest of the spectrum does not, so a broadband anchor cannot line them up.
+while the rest of the spectrum does not, so a broadband anchor cannot line them up. (On
+the development recordings of issue 19 it lost N3, whose contrast to N2 is smaller in
+them than in the synthetic nights: ``bench/RESULTS.md``, session 9, run ``dnorm``.)
 
 Examples
 --------
