@@ -7,10 +7,14 @@ by derivation name::
     Montage.parse("eeg=C4-M1+O2-M1,eog=E1-M2+E2-M1,emg=chin")   # several per role
     Montage.parse("eeg=C4-M1,eeg=O2-M1")                        # repeated keys: same thing
     Montage.parse("eeg=C4-M1,fast=C4-M1")                       # a derived strip
+    Montage.parse("eeg=C4-M1,fast=C4-M1,slow=C4-M1")            # two derived strips
 
 A *derived* role (:data:`DERIVED_ROLES`) draws a second view of a channel of another role:
-``fast=C4-M1`` is the EEG's fast band (10-45 Hz, scaled per recording; its band is
-:data:`engine.preprocess.DEFAULT_BANDS`, its scale :data:`engine.normalise.ROLE_TARGETS_UV`).
+``fast=C4-M1`` is the EEG's fast band (10-45 Hz) and ``slow=C4-M1`` its slow band (0.5-2
+Hz, the slow waves of N3), each scaled per recording (its band is
+:data:`engine.preprocess.DEFAULT_BANDS`, its scale :data:`engine.normalise.ROLE_TARGETS_UV`):
+the EEG strip shows the µV a scorer reads, the derived strips the activity relative to the
+rest of the night.
 Its name is resolved as its source role's would be, and a derived entry that names the
 same derivation as an entry of its source role is bound to that entry's channel, however
 that was found (an EEG found by fallback carries its fast band with it).
@@ -57,7 +61,7 @@ __all__ = [
 ]
 
 #: Signal roles a montage can ask for, in drawing order.
-ROLES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg", "fast")
+ROLES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg", "fast", "slow")
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class DerivedRole:
 #: Derived roles: rows that draw another view of a channel of their source role.
 DERIVED_ROLES: dict[str, DerivedRole] = {
     "fast": DerivedRole("eeg", "EEG {name} fast band 10-45 Hz", "{label} 10-45Hz"),
+    "slow": DerivedRole("eeg", "EEG {name} slow band 0.5-2 Hz", "{label} 0.5-2Hz"),
 }
 
 

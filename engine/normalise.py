@@ -11,10 +11,12 @@ is multiplied by one factor for the whole recording, chosen so that the median o
 30-s windows' rms equals the role's target (µV). The strips are then drawn at the usual
 fixed µV scale, so shapes and relative amplitudes within the recording are untouched.
 
-A derived row of the EEG's fast band (``fast``, :data:`engine.montage.DERIVED_ROLES`) is
-always scaled this way, to :data:`ROLE_TARGETS_UV` unless ``--normalise fast=UV`` says
-otherwise: the amount of fast activity relative to the rest of the night, not its µV,
-is what tells wakefulness from sleep across amplifiers and derivations.
+A derived row of the EEG's fast or slow band (``fast``, ``slow``,
+:data:`engine.montage.DERIVED_ROLES`) is always scaled this way, to :data:`ROLE_TARGETS_UV`
+unless ``--normalise fast=UV`` says otherwise: the amount of fast activity relative to the
+rest of the night, not its µV, is what tells wakefulness from sleep across amplifiers and
+derivations, and the slow waves relative to the night's own N2 are what a scorer who
+adjusts to the patient reads as N3.
 
 The median over windows is robust to artefacts and to the minority stages; it follows
 the recording's most common stage (N2 in most nights), so a recording made mostly of one
@@ -60,7 +62,9 @@ __all__ = [
 #: Length of the windows whose rms is taken (s).
 WINDOW_SECONDS = 30.0
 #: Roles scaled per recording even without ``--normalise``: role -> median window rms (µV).
-ROLE_TARGETS_UV: dict[str, float] = {"fast": 8.0}
+#: ``slow``'s 10 µV is about the median 0.5-2 Hz rms of a night's N2 (its commonest stage)
+#: in the synthetic nights and in the development recordings of issue 19 (9.7-18.4 µV).
+ROLE_TARGETS_UV: dict[str, float] = {"fast": 8.0, "slow": 10.0}
 
 
 def _parse(text: str) -> dict[str, tuple[float, tuple[float, float] | None]]:

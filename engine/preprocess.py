@@ -49,6 +49,8 @@ DEFAULT_BANDS: dict[str, tuple[float, float]] = {
     # The EEG's fast band (a derived row, engine.montage.DERIVED_ROLES): alpha's upper
     # half, spindles, beta and the muscle that wakefulness adds to a scalp lead.
     "fast": (10.0, 45.0),
+    # The EEG's slow band (a derived row): AASM's slow-wave band, the waves that make N3.
+    "slow": (0.5, 2.0),
 }
 
 #: Half-range (µV) that a too-slow channel's 1st-99th percentile spread is scaled to: 0.8 x
@@ -59,6 +61,7 @@ ENVELOPE_HALF_RANGE_UV: dict[str, float] = {
     "emg": 40.0,
     "ecg": 800.0,
     "fast": 40.0,
+    "slow": 60.0,
 }
 
 _NYQUIST_FRACTION = 0.45

@@ -1,4 +1,5 @@
-"""Derived rows: the EEG's fast band (``fast=``) drawn beside the EEG it comes from."""
+"""Derived rows: the EEG's fast band (``fast=``) and slow band (``slow=``) drawn beside the
+EEG they come from."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from engine.preprocess import Preprocessing
 from engine.synth import synth_night
 
 FAST = "eeg=C4-M1,fast=C4-M1"
+SLOW = "eeg=C4-M1,fast=C4-M1,slow=C4-M1"
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,25 @@ def test_the_fast_row_is_the_eegs_fast_band_at_a_recording_level_scale(night):
     assert power[freqs < 5].sum() < 0.01 * power[(freqs > 10) & (freqs < 45)].sum()
 
 
+def test_the_slow_row_is_the_eegs_slow_band_at_a_recording_level_scale(night):
+    quiet, loud = _source(night, 0.5, SLOW), _source(night, 2.0, SLOW)
+    fs = loud.fs
+    np.testing.assert_allclose(quiet.signals[2], loud.signals[2], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(4 * quiet.signals[0], loud.signals[0], rtol=1e-4, atol=1e-2)
+    assert _median_window_rms(loud.signals[2], fs) == pytest.approx(ROLE_TARGETS_UV["slow"])
+    # the EEG channel's 0.5-2 Hz band, as scipy draws it, times the recording's gain
+    raw = 2.0 * np.asarray(night.signals["EEG C4-M1"], np.float64)
+    sos = signal.butter(4, (0.5, 2.0), "bandpass", fs=fs, output="sos")
+    reference = loud.gains[2] * signal.sosfiltfilt(sos, signal.resample_poly(raw, 1, 2))
+    middle = slice(3000, -3000)
+    error = loud.signals[2][middle] - reference[middle]
+    assert np.sqrt(np.mean(error**2)) < 0.01 * ROLE_TARGETS_UV["slow"]
+    freqs, power = signal.welch(loud.signals[2], fs, nperseg=2048)
+    assert power[freqs > 4].sum() < 0.01 * power[(freqs > 0.5) & (freqs < 2)].sum()
+    # a night of twice the slow activity is drawn alike: the strip is relative to the night
+    assert loud.gains[2] == pytest.approx(quiet.gains[2] / 4, rel=1e-4)
+
+
 def test_normalise_can_set_the_fast_target_and_leaves_other_roles_alone(night):
     source = _source(night, 1.0, normalise={"fast": 4.0})
     assert _median_window_rms(source.signals[1], source.fs) == pytest.approx(4.0)
@@ -97,6 +118,17 @@ def test_captions_and_prompt_name_the_fast_row(night):
     assert "EMG" not in phrase
 
 
+def test_captions_and_prompt_name_the_slow_row(night):
+    from vlm.data import channel_phrase
+
+    assert _source(night, 1.0, SLOW).drawn_labels == ["C4-M1", "C4-M1 10-45Hz", "C4-M1 0.5-2Hz"]
+    rows = [{"role": role, "name": "C4-M1"} for role in ("eeg", "fast", "slow")]
+    assert channel_phrase(rows) == (
+        "Channels from top to bottom: EEG C4-M1, EEG C4-M1 fast band 10-45 Hz, "
+        "EEG C4-M1 slow band 0.5-2 Hz."
+    )
+
+
 def test_another_derivation_for_a_fast_model_carries_its_fast_row():
     from vlm.render_setup import RenderConfig
     from vlm.sources import training_montage
@@ -109,6 +141,11 @@ def test_another_derivation_for_a_fast_model_carries_its_fast_row():
     assert str(training_montage(setup)) == FAST
     with pytest.raises(MontageError, match="rows"):
         training_montage(setup, "eog=E1-M2")
+    three = RenderConfig(
+        channels=[{"role": role, "name": "C4-M1"} for role in ("eeg", "fast", "slow")],
+        render={"scales_uv": [75.0, 50.0, 75.0]},
+    )
+    assert str(training_montage(three, "eeg=Cz-A1")) == "eeg=Cz-A1,fast=Cz-A1,slow=Cz-A1"
 
 
 def test_in_memory_recordings_draw_the_fast_row_from_their_eeg(night):
@@ -152,3 +189,12 @@ def test_render_draws_the_fast_row_from_the_command_line(tmp_path):
     assert (fast["role"], fast["drawn"], fast["scale_uv"]) == ("fast", "C3-M2 10-45Hz", 50.0)
     assert "gain" in fast and "gain" not in eeg
     assert meta["preprocessing"]["bands"]["fast"] == [10.0, 45.0]
+
+
+def test_render_draws_the_slow_row_from_the_command_line(tmp_path):
+    done, meta = synth_and_render(tmp_path, "EEG C3-M2", 5, "--montage", SLOW)
+    assert done.returncode == 0, done.stderr
+    eeg, fast, slow = meta["channels"]
+    assert eeg["source"] == fast["source"] == slow["source"] == "EEG C3-M2"
+    assert (slow["role"], slow["drawn"], slow["scale_uv"]) == ("slow", "C3-M2 0.5-2Hz", 75.0)
+    assert "gain" in slow and meta["preprocessing"]["bands"]["slow"] == [0.5, 2.0]

@@ -46,6 +46,7 @@ ROLE_SCALES: dict[str, float] = {
     "emg": 50.0,
     "ecg": 1000.0,
     "fast": 50.0,  # the EEG's fast band, scaled per recording (engine.normalise)
+    "slow": 75.0,  # the EEG's slow band, scaled per recording (engine.normalise)
 }
 
 #: Image sizes offered by default (width, height); both sides are multiples of 28.
