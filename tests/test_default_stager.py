@@ -59,7 +59,7 @@ def test_a_synthetic_night_is_staged_by_the_default_model_without_a_caveat(night
 
 @pytest.mark.parametrize("name", ["flat", "ecg"])
 def test_a_foreign_channel_given_as_eeg_gets_a_caveat(nights, name):
-    from vlm.runtime import default_stager
+    from vlm.defaults import default_stager
 
     stager = default_stager(nights[name])
     caveat = stager.caveat(stager.open(nights[name]))
@@ -75,7 +75,7 @@ def test_no_usable_eeg_is_one_line_naming_the_channels(nights, tmp_path, capsys)
 
 @pytest.mark.skipif(not (DREAMS / "excerpt3.txt").is_file(), reason="no ../shared/data")
 def test_a_50_hz_development_excerpt_is_staged():
-    from vlm.runtime import default_stager
+    from vlm.defaults import default_stager
 
     excerpt = f"dreams:{DREAMS / 'excerpt3.txt'}"
     stager = default_stager(excerpt)
@@ -112,7 +112,7 @@ def test_the_50_hz_development_psg_is_staged_by_the_eeg_eog_emg_model():
     """DREAMS excerpt 3's 20-signal EDF (50 Hz, EOG and chin EMG, a tolerant read) with its
     R&K hypnogram: the four-strip default reads C3-A1, EOG1-A1 and EMG1, and says that this
     chin EMG (its band cut at 22.5 Hz) looks unlike its training nights'."""
-    from vlm.runtime import default_stager
+    from vlm.defaults import default_stager
     from vlm.sources import open_recording
 
     _shipped("eeg_eog_emg")

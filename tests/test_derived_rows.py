@@ -166,14 +166,14 @@ def test_in_memory_recordings_draw_the_fast_row_from_their_eeg(night):
 
 
 def test_the_default_stager_is_chosen_by_the_channels_a_recording_fills():
-    from vlm.runtime import pick_stager
+    from vlm.defaults import pick_stager
 
     class Fake:
         def __init__(self, name: str, roles: list[str]) -> None:
             self.name, self.roles, self.montage_spec = name, roles, ",".join(roles)
 
-        def fits(self, labels) -> bool:
-            return True
+        def resolve(self, labels) -> list:
+            return []
 
     eeg_fast = Fake("eeg_fast", ["eeg", "fast"])
     three = Fake("three", ["eeg", "eog", "emg"])

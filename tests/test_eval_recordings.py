@@ -20,9 +20,10 @@ from engine.io.prerau import load_prerau
 from engine.preprocess import Preprocessing
 from engine.raster import RenderSpec
 from engine.stages import STAGE_NAMES, Stage
+from vlm.defaults import pick_stager
 from vlm.peers import yasa_stage
 from vlm.render_setup import RenderConfig, find_render_setup
-from vlm.runtime import Stager, pick_stager
+from vlm.runtime import Stager
 from vlm.smoothing import synthetic_stage_hmm, viterbi_stages
 from vlm.sources import model_windows
 
@@ -99,10 +100,10 @@ def test_pick_stager_passes_over_a_model_that_would_draw_an_envelope(tmp_path, c
     labels = ["EEG Fpz-Cz", "EOG horizontal", "EMG submental"]
     cassette = {"EEG Fpz-Cz": 100.0, "EOG horizontal": 100.0, "EMG submental": 1.0}
     telemetry = dict(cassette, **{"EMG submental": 100.0})
-    with caplog.at_level(logging.INFO, logger="vlm.runtime"):
+    with caplog.at_level(logging.INFO, logger="vlm.defaults"):
         assert pick_stager([eeg_only, full], labels, "SC4001E0", cassette) is eeg_only
     assert "psg passed over: it would draw emg 'EMG submental' at 1 Hz" in caplog.text
-    assert full.envelope_rows(labels, telemetry) == []
+    assert full.envelope_rows(full.resolve(labels), telemetry) == []
     assert pick_stager([eeg_only, full], labels, "ST7011J0", telemetry) is full
     assert pick_stager([full], labels, "SC4001E0", cassette) is full  # the only one: kept
 

@@ -5,8 +5,9 @@ Every command that uses a trained model (``stage``, ``eval``, ``ask``, ``chat``,
 
 - it resolves the ``--model`` value (:func:`vlm.model.resolve_model_id`: a Hub id, a local
   directory, or ``tiny:FAMILY`` built at the adapter's training image size); without
-  ``--model``, the shipped stagers (:func:`default_stagers`) stand in, and each recording
-  gets the one whose montage it fills with the most channels (:func:`pick_stager`);
+  ``--model``, the shipped stagers (:func:`vlm.defaults.default_stagers`) stand in, and
+  each recording gets the one whose montage it fills with the most channels
+  (:func:`vlm.defaults.pick_stager`);
 - it reads the adapter's render setup (:func:`vlm.render_setup.find_render_setup`) and
   checks that ensemble members share it;
 - it draws epochs exactly as the training shards were drawn (montage, preprocessing,
@@ -24,7 +25,6 @@ Weights load on first use, so commands check every argument and file first::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import ChannelNotFoundError, ModelError, MontageError
+from engine.errors import ChannelNotFoundError, ModelError
 from engine.montage import DERIVED_ROLES
 from engine.stages import STAGE_NAMES
 
@@ -47,15 +47,6 @@ from .sources import Recording, model_windows, open_source
 __all__ = [
     "Stager",
     "StagingResult",
-    "pick_stager",
-    "stager_for",
-    "default_stagers",
-    "default_stager",
-    "require_model",
-    "stagers_from_args",
-    "add_model_arguments",
-    "add_grid_argument",
-    "stager_from_args",
 ]
 
 logger = logging.getLogger(__name__)
@@ -218,29 +209,27 @@ class Stager:
         spec = self.setup.spec()
         return spec.width, spec.height
 
-    def fits(self, labels: Sequence[str]) -> bool:
-        """Whether a recording with these channel labels fills every row of the setup."""
+    def resolve(self, labels: Sequence[str]) -> list | None:
+        """The recording's channel for each row (:func:`engine.montage.resolve_montage`), or
+        None when a recording with these channel labels cannot fill every row."""
         from engine.montage import resolve_montage
 
         try:
-            resolve_montage(self.montage_spec, list(labels))
+            return resolve_montage(self.montage_spec, list(labels))
         except ChannelNotFoundError:
-            return False
-        return True
+            return None
 
-    def envelope_rows(self, labels: Sequence[str], rates: Mapping[str, float]) -> list[str]:
-        """The rows a recording fills only with a channel too slow for their band (Sleep-EDF's
-        1-Hz chin-EMG envelope), drawn as an envelope: ``"emg 'EMG submental' at 1 Hz"``.
-
-        Channels without a rate in ``rates`` count as fast enough.
+    def envelope_rows(self, channels: Sequence[Any], rates: Mapping[str, float]) -> list[str]:
+        """The rows that the resolved ``channels`` fill only with a channel too slow for their
+        band (Sleep-EDF's 1-Hz chin-EMG envelope), drawn as an envelope: ``"emg 'EMG
+        submental' at 1 Hz"``. Channels without a rate in ``rates`` count as fast enough.
         """
-        from engine.montage import resolve_montage
         from engine.preprocess import plan_filters
 
         params = self.setup.preprocessing_params() if self.setup is not None else None
         return [
             f"{c.role} {c.label!r} at {rates[c.label]:g} Hz"
-            for c in resolve_montage(self.montage_spec, list(labels))
+            for c in channels
             if c.role not in DERIVED_ROLES and c.label in rates
             and plan_filters(c.role, rates[c.label], params).too_slow
         ]  # fmt: skip
@@ -387,214 +376,3 @@ class Stager:
             epoch_length=float(source.epoch_length),
             start_time=source.start_time,
         )
-
-
-def pick_stager(
-    stagers: Sequence[Stager],
-    labels: Sequence[str],
-    where: str = "",
-    rates: Mapping[str, float] | None = None,
-) -> Stager:
-    """The stager whose montage a recording fills, preferring the one that reads the most
-    channels (derived rows, such as the EEG's fast band, read none of their own).
-
-    With ``rates`` (label -> Hz), a stager that would draw a row from a channel too slow
-    for its band (:meth:`Stager.envelope_rows`: Sleep-EDF's 1-Hz chin-EMG envelope under
-    an EEG+EOG+EMG model) is passed over for one that needs no such row, when there is
-    one. Ties go to the stager listed first.
-
-    Raises
-    ------
-    ChannelNotFoundError
-        When no stager's montage can be filled (the message lists the channels found).
-    """
-    fitting = [s for s in stagers if s.fits(labels)]
-    if not fitting:
-        wanted = "; ".join(f"{s.name}: {s.montage_spec}" for s in stagers)
-        raise ChannelNotFoundError(
-            f"{where or 'recording'}: no model's montage can be filled from its channels "
-            f"{list(labels)}; models: {wanted} (--montage can name other derivations for the "
-            "same rows)"
-        )
-    slow = {id(s): s.envelope_rows(labels, rates) for s in fitting} if rates else {}
-    if any(slow.values()) and not all(slow.values()):  # some would draw an envelope, not all
-        for stager in (s for s in fitting if slow[id(s)]):
-            logger.info("%s: %s passed over: it would draw %s as an envelope",
-                        where or "recording", stager.name, ", ".join(slow[id(stager)]))  # fmt: skip
-        fitting = [s for s in fitting if not slow[id(s)]]
-
-    def recorded_rows(stager: Stager) -> int:  # a derived row reads no channel of its own
-        return sum(role not in DERIVED_ROLES for role in stager.roles)
-
-    return max(fitting, key=lambda s: (recorded_rows(s), -stagers.index(s)))
-
-
-# -- command line ---------------------------------------------------------------------------
-#: What ``--model`` defaults to in ``stage``, ``ask`` and ``chat``.
-DEFAULT_MODEL_HELP = (
-    "default, with no --adapter: the shipped stager whose montage the recording fills "
-    "(vlm/default_models)"
-)
-
-
-def add_model_arguments(
-    parser: argparse.ArgumentParser, ensemble: bool = True, default: str = DEFAULT_MODEL_HELP
-) -> None:
-    """Options every model command shares: model, adapter, render setup, montage, device.
-
-    ``default`` tells what the command does without ``--model`` (end of its help).
-    """
-    group = parser.add_argument_group("model")
-    group.add_argument(
-        "--model",
-        help="base model: a Hugging Face id (Qwen/Qwen2-VL-2B-Instruct), a local directory, "
-        f"or tiny:qwen2vl / tiny:llava (a tiny random model built offline); {default}",
-    )  # fmt: skip
-    group.add_argument("--adapter", type=Path, help="LoRA adapter directory (vlm/train.py "
-                       "output, e.g. runs/tiny_qwen2vl/adapter); omit with --model for "
-                       "zero-shot")  # fmt: skip
-    if ensemble:
-        group.add_argument(
-            "--ensemble", type=Path, nargs="+", default=[], metavar="ADAPTER",
-            help="more adapters trained with the same render setup (e.g. other seeds): each "
-            "epoch's stage probabilities are the mean over --adapter and these",
-        )  # fmt: skip
-    group.add_argument(
-        "--render-config", type=Path,
-        help=f"how the training images were drawn: a {RENDER_CONFIG_NAME} or the training "
-        "shards (default: found from the adapter)",
-    )  # fmt: skip
-    group.add_argument(
-        "--montage",
-        help="other derivations for the model's rows, e.g. eeg=C3-A2 (same roles and order; "
-        "default: the training montage, resolved through the alias table)",
-    )
-    group.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    group.add_argument("--quantization", choices=("4bit", "8bit"),
-                       help="load the base weights with bitsandbytes (default: none)")  # fmt: skip
-
-
-def add_grid_argument(parser: argparse.ArgumentParser) -> None:
-    """``--hypnogram``: the epoch grid of a recording (scored or not)."""
-    parser.add_argument(
-        "--hypnogram", type=Path,
-        help="hypnogram whose epochs form the grid (default: 30-s epochs from the recording "
-        "start; prerau:/dreams: recordings bring their own)",
-    )  # fmt: skip
-
-
-def default_stagers(
-    device: str | None = None, quantization: str | None = None, montage: str | None = None
-) -> list[Stager]:
-    """A :class:`Stager` for each shipped model (:mod:`vlm.defaults`), named ``default model
-    NAME``, without loading weights; :func:`pick_stager` chooses one per recording.
-
-    Parameters
-    ----------
-    device, quantization : str, optional
-        As for :meth:`Stager.from_adapter`.
-    montage : str, optional
-        Other derivations for the rows; only the models with the montage's rows are kept.
-
-    Raises
-    ------
-    ModelError
-        When no default model is installed.
-    MontageError
-        When ``montage`` has the rows of no shipped model.
-    """
-    from .defaults import default_model_dirs
-
-    folders = default_model_dirs()
-    if not folders:
-        raise ModelError("no default model installed (vlm/default_models); pass --model")
-    stagers, refusals = [], []
-    for folder in folders:
-        try:
-            stager = Stager.from_adapter(str(folder / "base"), folder / "adapter", device=device,
-                                         quantization=quantization, montage=montage)  # fmt: skip
-        except MontageError as err:
-            refusals.append(f"default model {folder.name}: {err}")
-            continue
-        stager.name = f"default model {folder.name}"
-        stagers.append(stager)
-    if not stagers:
-        raise MontageError("; ".join(refusals))
-    return stagers
-
-
-def default_stager(recording: Any, device: str | None = None) -> Stager:
-    """The shipped stager whose montage ``recording`` fills with the most channels (a path,
-    ``prerau:DIR``... or a :class:`~vlm.sources.Recording`).
-
-    Raises
-    ------
-    ModelError
-        When no default model is installed.
-    ChannelNotFoundError
-        When the recording has no usable channel (the message lists the channels found).
-    """
-    return stager_for(default_stagers(device), recording)
-
-
-def stager_for(stagers: Sequence[Stager], recording: Any) -> Stager:
-    """:func:`pick_stager` for a recording (a path, ``prerau:DIR``... or a
-    :class:`~vlm.sources.Recording`, whose channel labels it reads)."""
-    from .sources import open_recording
-
-    rec = recording if isinstance(recording, Recording) else open_recording(recording)
-    return pick_stager(stagers, rec.labels, str(rec), rec.rates)
-
-
-def require_model(args: argparse.Namespace, what: str) -> None:
-    """Refuse ``what`` (``--shards``...) without ``--model``: the shipped stagers are
-    chosen by a recording's channels.
-
-    Raises
-    ------
-    ModelError
-        When ``args.model`` is None.
-    """
-    if args.model is None:
-        raise ModelError(f"{what} needs --model (and --adapter): the shipped default stagers "
-                         "are chosen by a recording's channels")  # fmt: skip
-
-
-def stagers_from_args(args: argparse.Namespace) -> list[Stager]:
-    """The stagers :func:`add_model_arguments` options name, without loading weights: the
-    one of ``--model`` (with ``--adapter``, ``--ensemble``), else every shipped default
-    stager (:func:`default_stagers`, with ``--device``, ``--quantization``, ``--montage``).
-
-    Raises
-    ------
-    ModelError
-        When adapters or ``--render-config`` come without ``--model``.
-    """
-    if args.model is None:
-        adapters = [args.adapter, *getattr(args, "ensemble", ()), *getattr(args, "adapters", ())]
-        if any(a is not None for a in adapters):
-            raise ModelError("an adapter needs --model: the base model it was trained on")
-        if args.render_config is not None:
-            raise ModelError("--render-config needs --model; the shipped stagers bring their own")
-        return default_stagers(args.device, args.quantization, args.montage)
-    return [
-        Stager.from_adapter(
-            args.model,
-            args.adapter,
-            getattr(args, "ensemble", None) or (),
-            args.render_config,
-            args.device,
-            args.quantization,
-            args.montage,
-        )
-    ]
-
-
-def stager_from_args(args: argparse.Namespace, recording: Any = None) -> Stager:
-    """The :class:`Stager` named by :func:`add_model_arguments` options (no weights loaded);
-    without ``--model``, the shipped stager whose montage ``recording`` fills with the most
-    rows (:func:`pick_stager` over :func:`stagers_from_args`)."""
-    if recording is None:
-        require_model(args, "this command")
-    stagers = stagers_from_args(args)
-    return stagers[0] if args.model is not None else stager_for(stagers, recording)

@@ -29,7 +29,7 @@ from typing import IO
 from engine.errors import PSGError
 
 from ..answers import HELP, Answer, EpochChat
-from ..runtime import add_grid_argument, add_model_arguments, stager_from_args
+from ..model_options import add_grid_argument, add_model_arguments, stager_from_args
 
 __all__ = ["format_answer", "chat_loop", "add_arguments", "run"]
 

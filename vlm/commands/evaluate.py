@@ -9,12 +9,12 @@ training images were and compared on the **scorer's own epoch grid**
 raw per-epoch figures.
 
 Montage-specific models: ``--adapter A --adapters B C`` stages each recording with the
-model whose montage it fills with the most channels (:func:`vlm.runtime.pick_stager`: an
+model whose montage it fills with the most channels (:func:`vlm.defaults.pick_stager`: an
 EEG-only recording goes to the EEG-only model, a full PSG to the EEG+EOG+EMG model).
 Ensembles are spelled as in ``stage``, ``ask`` and ``chat``: ``--adapter A --ensemble B C``
 averages the three models' stage probabilities. Without ``--model`` (and adapters), each
 recording is staged by the shipped default stager its channels fill best
-(:func:`vlm.runtime.default_stagers`); shards need ``--model``.
+(:func:`vlm.defaults.default_stagers`); shards need ``--model``.
 
 Command lines::
 
@@ -44,10 +44,12 @@ from engine.errors import DatasetError, ModelError, PSGError
 from engine.perturb import parse_perturb_spec
 from engine.stages import STAGE_NAMES, Stage
 
+from ..defaults import pick_stager
 from ..metrics import classification_metrics, group_metrics, metrics_markdown, plot_confusion
+from ..model_options import add_model_arguments, require_model, stagers_from_args
 from ..peers import PEERS, peer_available, yasa_stage
 from ..robustness import evaluate_perturbed, plot_robustness, robustness_markdown
-from ..runtime import Stager, add_model_arguments, pick_stager, require_model, stagers_from_args
+from ..runtime import Stager
 from ..smoothing import SMOOTHERS, smooth_runs, synthetic_stage_hmm, training_class_prior
 from ..sources import Recording, find_recordings, select_epochs
 

@@ -58,7 +58,7 @@ from ..attribution_studies import (
     pointing_markdown,
     scored_positions,
 )
-from ..runtime import add_grid_argument, add_model_arguments, require_model, stager_from_args
+from ..model_options import add_grid_argument, add_model_arguments, require_model, stager_from_args
 from ..sources import YASA_PREFIX, open_source
 
 __all__ = ["write_explanation", "add_arguments", "run"]

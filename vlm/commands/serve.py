@@ -11,7 +11,7 @@ shows its reason in the page. Corrections, the model's probabilities and exports
 kept under ``--out``, one folder per recording, so a restart loses nothing and does not
 stage a night twice. The server listens on 127.0.0.1 unless ``--host`` says otherwise.
 Without ``--model``, each recording is staged by the shipped default stager whose montage
-it fills with the most channels (:func:`vlm.runtime.default_stagers`).
+it fills with the most channels (:func:`vlm.defaults.default_stagers`).
 docs/serve.md describes the page, its keys and the JSON API.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from engine.errors import PSGError
 
-from ..runtime import add_model_arguments, stagers_from_args
+from ..model_options import add_model_arguments, stagers_from_args
 from ..serve.app import bind, create_app, run_server, url_of
 from ..serve.library import Library
 from ..serve.night import find_inputs

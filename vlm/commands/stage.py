@@ -46,7 +46,8 @@ import numpy as np
 from engine.errors import HypnogramError, ModelError
 from engine.stages import STAGE_NAMES, Stage
 
-from ..runtime import StagingResult, add_model_arguments, stager_from_args
+from ..model_options import add_model_arguments, stager_from_args
+from ..runtime import StagingResult
 from ..sources import open_recording
 
 __all__ = ["align_reference", "write_outputs", "add_arguments", "run"]

@@ -226,7 +226,7 @@ class Night:
                 self.status = "error"
 
     def _open(self) -> None:
-        from vlm.runtime import stager_for
+        from vlm.defaults import stager_for
         from vlm.sources import open_recording
 
         with self.lock:
