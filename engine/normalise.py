@@ -53,7 +53,7 @@ __all__ = [
     "WINDOW_SECONDS",
     "ROLE_TARGETS_UV",
     "parse_normalise",
-    "parse_normalise_bands",
+    "normalise_options",
     "recording_gain",
     "normalise_rows",
     "normalises",
@@ -112,15 +112,25 @@ def parse_normalise(text: str) -> dict[str, float]:
     return {role: target for role, (target, _) in _parse(text).items()}
 
 
-def parse_normalise_bands(text: str) -> dict[str, tuple[float, float]]:
-    """The bands of ``ROLE=UV@LOW-HIGH`` entries: role -> (low, high) Hz.
+def normalise_options(
+    text: str | None,
+) -> dict[str, dict[str, float] | dict[str, tuple[float, float]] | None]:
+    """:class:`engine.preprocess.Preprocessing`'s ``normalise`` and ``normalise_bands`` from
+    ``--normalise`` text (parsed once; ``None`` or empty: drawn as recorded).
 
     Examples
     --------
-    >>> parse_normalise_bands("eeg=9@0.5-2,emg=5")
-    {'eeg': (0.5, 2.0)}
+    >>> normalise_options("eeg=9@0.5-2,emg=5")
+    {'normalise': {'eeg': 9.0, 'emg': 5.0}, 'normalise_bands': {'eeg': (0.5, 2.0)}}
+    >>> normalise_options(None)
+    {'normalise': None, 'normalise_bands': None}
     """
-    return {role: band for role, (_, band) in _parse(text).items() if band is not None}
+    parsed = _parse(text) if text else {}
+    bands = {role: band for role, (_, band) in parsed.items() if band is not None}
+    return {
+        "normalise": {role: target for role, (target, _) in parsed.items()} or None,
+        "normalise_bands": bands or None,
+    }
 
 
 def recording_gain(

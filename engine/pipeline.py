@@ -627,7 +627,7 @@ def draw_recording(
     from .epochs import open_epochs
     from .io.edf import open_recording
     from .io.hypnogram import read_hypnogram
-    from .normalise import parse_normalise, parse_normalise_bands
+    from .normalise import normalise_options
     from .preprocess import Preprocessing
     from .raster import RenderSpec
 
@@ -636,11 +636,7 @@ def draw_recording(
     parts = task.work_dir / "parts" / task.slug
     shutil.rmtree(parts, ignore_errors=True)
     scored = pair.hypnogram_path is not None and not settings.unscored
-    preprocessing = Preprocessing(
-        normalise=parse_normalise(settings.normalise) if settings.normalise else None,
-        normalise_bands=(parse_normalise_bands(settings.normalise) or None)
-        if settings.normalise else None,
-    )  # fmt: skip
+    preprocessing = Preprocessing(**normalise_options(settings.normalise))
     with _reader_warnings_once(), open_recording(pair.psg_path) as recording:
         if not recording.channels:
             raise RenderError(

@@ -14,8 +14,8 @@ from engine.errors import PSGError
 from engine.io.hypnogram import Hypnogram
 from engine.normalise import (
     WINDOW_SECONDS,
+    normalise_options,
     parse_normalise,
-    parse_normalise_bands,
     recording_gain,
 )
 from engine.preprocess import Preprocessing
@@ -90,7 +90,9 @@ def test_a_band_anchor_measures_that_band_only():
 
 def test_band_anchors_parse_and_reach_the_preprocessing():
     assert parse_normalise("eeg=9@0.5-2,emg=5") == {"eeg": 9.0, "emg": 5.0}
-    assert parse_normalise_bands("eeg=9@0.5-2,emg=5") == {"eeg": (0.5, 2.0)}
+    assert normalise_options("eeg=9@0.5-2,emg=5")["normalise_bands"] == {"eeg": (0.5, 2.0)}
+    assert Preprocessing(**normalise_options("eeg=9@0.5-2")).normalise_bands == {"eeg": (0.5, 2.0)}
+    assert Preprocessing(**normalise_options("")) == Preprocessing()
     params = Preprocessing(normalise={"eeg": 9.0}, normalise_bands={"eeg": [0.5, 2.0]})
     assert params.normalise_bands == {"eeg": (0.5, 2.0)}
     assert params.to_dict()["normalise_bands"] == {"eeg": [0.5, 2.0]}
