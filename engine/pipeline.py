@@ -1393,11 +1393,15 @@ class RenderReport:
 
 
 def _absolute_spec(spec: str) -> str:
+    """An input with its folder made absolute; ``NAME:DIR`` with an unknown NAME is kept as
+    typed, so that the error names the dataset (``unknown dataset 'dreams'``), not a path."""
     from .io.datasets import is_dataset_spec
 
+    name, sep, where = spec.partition(":")
     if is_dataset_spec(spec):
-        name, _, where = spec.partition(":")
         return f"{name}:{Path(where).expanduser().resolve()}"
+    if sep and re.fullmatch(r"[A-Za-z][\w-]*", name) and not os.path.exists(spec):
+        return spec
     return str(Path(spec).expanduser().resolve())
 
 

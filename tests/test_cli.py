@@ -115,3 +115,16 @@ def test_a_hub_id_without_network_fails_in_one_line(tmp_path, write_edf):
     assert "not in the Hugging Face cache, and the Hub cannot be reached" in out.stderr
     assert "Traceback" not in out.stderr and out.stderr.count("error:") == 1
     assert "loading" not in out.stderr  # checked before anything slow
+
+
+def test_a_wrong_input_to_render_is_named_as_typed(tmp_path):
+    """A missing path, and a dataset prefix render does not know (DREAMS' text excerpts
+    are read by eval/stage, not render), each in one line naming what was typed."""
+    missing = _psgvlm("render", "nothing/here", "--out", str(tmp_path / "a"), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "nothing/here: no such file or folder" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    dreams = _psgvlm("render", "dreams:../data", "--out", str(tmp_path / "b"), cwd=tmp_path)
+    assert dreams.returncode == 2
+    assert "dreams:../data: unknown dataset 'dreams' (known datasets: sleep-edf" in dreams.stderr
+    assert str(tmp_path) not in dreams.stderr.split("known datasets")[0]
