@@ -365,10 +365,16 @@ class _Subject:
     #: amplitude factor of the slow activity (< 2 Hz: delta rhythm, K-complexes, slow
     #: waves) at the recorded derivation
     slow_site: float = 1.0
+    # --variability threshold (see _spread_threshold); neutral otherwise
+    #: factor on the share of an N3 epoch its slow waves cover, and the least share
+    n3_cover_scale: float = 1.0
+    n3_cover_floor: float = 0.3
+    #: the most of an N2 epoch that slow waves cover (under AASM's 20 %; 0: none)
+    n2_slow_cover: float = 0.0
 
 
 #: Domain-randomisation profiles of ``synth_night(variability=...)``.
-VARIABILITY = ("standard", "wide", "sites")
+VARIABILITY = ("standard", "wide", "sites", "threshold")
 
 
 def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -487,6 +493,26 @@ def _vary_site(rng: np.random.Generator, subject: _Subject) -> _Subject:
     differences; the hypnogram keeps the stages the subject was drawn with.
     """
     subject.slow_site = _loguniform(rng, 0.7, 1.7)
+    return subject
+
+
+def _spread_threshold(rng: np.random.Generator, subject: _Subject) -> _Subject:
+    """``variability="threshold"``: ``sites``' subject, its N2 and N3 drawn across the whole
+    range that AASM's slow-wave criterion leaves them.
+
+    AASM scores N3 when waves of 0.5-2 Hz and >= 75 uV peak to peak cover 20 % of an epoch
+    or more, and N2 below that (AASM Manual v2.6; Berry et al. 2017, *J Clin Sleep Med*
+    13:665-666): an N3 epoch can hold as little as a fifth of slow waves, an N2 epoch up
+    to just under a fifth. The standard and wide nights draw N3 well above the criterion
+    (30-62 % of the epoch) and N2 without slow waves, a contrast between the two stages
+    that scorers' epochs near the boundary do not show. Here each subject's N3 cover is
+    scaled x0.6-1.0 with AASM's 20 % as its floor, and each of its N2 epochs holds slow
+    waves over 0 to 4-14 % of it (the subject's most; with the last wave drawn, under 20 %);
+    the hypnogram is unchanged.
+    """
+    subject.n3_cover_scale = rng.uniform(0.6, 1.0)
+    subject.n3_cover_floor = 0.2
+    subject.n2_slow_cover = rng.uniform(0.04, 0.14)
     return subject
 
 
@@ -933,8 +959,10 @@ class _Night:
                 self._spindles(e, stage)
                 if stage == N2:
                     self._k_complexes(e)
+                    if self.subject.n2_slow_cover > 0:
+                        self._slow_waves(e, rng.uniform(0.0, self.subject.n2_slow_cover))
                 else:
-                    self._slow_waves(e)
+                    self._slow_waves(e, self._n3_cover(e))
             elif stage == R:
                 self._rem_epoch(e)
             if self.randomize:
@@ -1016,10 +1044,16 @@ class _Night:
             if self.rng.random() < 0.35 and start + d + 1.0 < (epoch + 1) * EPOCH_LENGTH - 0.2:
                 self._spindle(start + d, float(self.rng.uniform(0.55, 0.95)), epoch)
 
-    def _slow_waves(self, epoch: int) -> None:
-        """N3: 0.6-1.7 Hz waves > 75 uV p-p covering ~25-60 % of the epoch (AASM, Massimini)."""
+    def _n3_cover(self, epoch: int) -> float:
+        """The share of an N3 epoch its slow waves cover: ~30-60 %, more early in the night
+        (``variability="threshold"``: from AASM's 20 %)."""
+        s = self.subject
+        cover = (0.27 + 0.3 * self.decay[epoch]) * self.rng.uniform(0.85, 1.25) * s.n3_cover_scale
+        return float(np.clip(cover, s.n3_cover_floor, 0.62))
+
+    def _slow_waves(self, epoch: int, cover: float) -> None:
+        """0.6-1.7 Hz waves > 75 uV p-p covering ``cover`` of the epoch (AASM, Massimini)."""
         depth = self.decay[epoch]
-        cover = float(np.clip((0.27 + 0.3 * depth) * self.rng.uniform(0.85, 1.25), 0.3, 0.62))
         durations: list[float] = []
         while sum(durations) < cover * EPOCH_LENGTH:
             durations.append(self.rng.uniform(0.6, 1.6))
@@ -1417,12 +1451,14 @@ def synth_night(
         rate... When False a canonical subject without artefacts is used.
     stages : sequence of int, optional
         Use this hypnogram (stage ids 0-4 per epoch) instead of drawing one.
-    variability : {"standard", "wide", "sites"}
+    variability : {"standard", "wide", "sites", "threshold"}
         ``"wide"`` (with ``randomize``) also draws older sleepers' smaller slow waves, weak
         or absent waking alpha, quieter or busier wake and N1 and per-stage background
         levels (:func:`_widen_subject`, from an extra random stream: standard nights of a
         seed are unchanged); ``"sites"`` is ``"wide"`` with the slow activity scaled per
-        subject (:func:`_vary_site`, another stream: wide nights are unchanged).
+        subject (:func:`_vary_site`, another stream: wide nights are unchanged);
+        ``"threshold"`` is ``"sites"`` with N3 down to AASM's 20 % of slow waves and N2
+        holding some under it (:func:`_spread_threshold`, a third stream).
 
     Returns
     -------
@@ -1462,12 +1498,15 @@ def synth_night(
     labels = _pick_channels(channels, subject_rng)
     rates = _pick_rates(fs, labels, subject_rng)
     subject = _draw_subject(subject_rng, labels) if randomize else _Subject()
-    if randomize and variability in ("wide", "sites"):
+    if randomize and variability in ("wide", "sites", "threshold"):
         wide_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(4,)))
         subject = _widen_subject(wide_rng, subject)
-        if variability == "sites":
+        if variability in ("sites", "threshold"):
             site_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(6,)))
             subject = _vary_site(site_rng, subject)
+        if variability == "threshold":
+            spread = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(7,)))
+            subject = _spread_threshold(spread, subject)
         if stages is None:  # a hypnogram given by the caller is kept as it is
             hyp = _fragment(
                 np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(5,))), hyp
@@ -1726,7 +1765,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sleepers' smaller slow waves, weak waking alpha, quieter or busier W and N1, "
         "per-stage levels, eye movements on the EEG, saturating amplifiers, fragmented "
         "sleep), or sites (wide, with the slow activity below 2 Hz scaled x0.7-1.7 per "
-        "subject, as derivations and people differ) (default: standard)",
+        "subject, as derivations and people differ), or threshold (sites, with N3 drawn "
+        "down to AASM's 20 %% of slow waves and N2 holding some under it) (default: "
+        "standard)",
     )
     parser.add_argument(
         "--no-randomize",

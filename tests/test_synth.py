@@ -407,3 +407,26 @@ def test_sites_scale_the_slow_activity_only_and_leave_wide_nights_alone():
         assert rms(x_site, fast) / rms(x_wide, fast) == pytest.approx(1.0, rel=0.03)
         factors.append(site)
     assert max(factors) / min(factors) > 1.3  # subjects differ
+
+
+def test_threshold_draws_n3_from_the_aasm_criterion_and_n2_with_some_slow_waves():
+    """variability="threshold": sites' subject and stages; N3's slow waves cover from AASM's
+    20 % of an epoch (not the 30 % floor of the other profiles), and N2 epochs hold slow
+    waves under that 20 %; the sites night of the same seed is unchanged by the option."""
+    stages = [N2] * 40 + [N3] * 40
+    covers = {}
+    for variability in ("sites", "threshold"):
+        night = synth_night(3, stages=stages, fs=100.0, channels=["EEG C4-M1"],
+                            variability=variability)  # fmt: skip
+        np.testing.assert_array_equal(night.stages, stages)
+        waves = [e for e in night.events if e.kind == "slow_wave"]
+        share = np.zeros(len(stages))
+        for wave in waves:
+            share[int(wave.start // 30.0)] += (wave.end - wave.start) / 30.0
+        covers[variability] = (share[:40], share[40:], night.params)
+    n2, n3, params = covers["threshold"]
+    assert params["slow_site"] == covers["sites"][2]["slow_site"]
+    assert 0.04 <= params["n2_slow_cover"] <= 0.14 and 0.6 <= params["n3_cover_scale"] <= 1.0
+    assert (n2 > 0).mean() > 0.5 and n2.max() < 0.2  # under AASM's 20 %
+    assert n3.min() >= 0.19 and n3.mean() < covers["sites"][1].mean()
+    assert not covers["sites"][0].any() and covers["sites"][1].min() >= 0.29
