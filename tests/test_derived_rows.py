@@ -64,43 +64,35 @@ def test_a_recording_without_eeg_names_the_eeg_it_lacks():
     assert "ECG, EMG chin" in text
 
 
-def test_the_fast_row_is_the_eegs_fast_band_at_a_recording_level_scale(night):
-    quiet, loud = _source(night, 0.5), _source(night, 2.0)
-    fs = loud.fs
+@pytest.mark.parametrize(
+    ("montage", "row", "band", "margin", "outside"),
+    [
+        (FAST, 1, (10.0, 45.0), 500, (0.0, 5.0)),
+        (SLOW, 2, (0.5, 2.0), 3000, (4.0, 50.0)),
+    ],
+    ids=["fast", "slow"],
+)
+def test_a_derived_row_is_its_eegs_band_at_a_recording_level_scale(
+    night, montage, row, band, margin, outside
+):
+    quiet, loud = _source(night, 0.5, montage), _source(night, 2.0, montage)
+    fs, role = loud.fs, montage.split(",")[row].partition("=")[0]
     # the same picture whatever the amplifier's gain; the EEG row keeps its µV
-    np.testing.assert_allclose(quiet.signals[1], loud.signals[1], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(quiet.signals[row], loud.signals[row], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(4 * quiet.signals[0], loud.signals[0], rtol=1e-4, atol=1e-2)
-    assert loud.gains[0] == 1.0 and quiet.gains[1] == pytest.approx(4 * loud.gains[1])
-    assert _median_window_rms(loud.signals[1], fs) == pytest.approx(ROLE_TARGETS_UV["fast"])
-    # its content is the EEG channel's 10-45 Hz band: scipy's polyphase resampling to
-    # 100 Hz and zero-phase Butterworth band-pass of the recorded channel, times the gain
+    assert loud.gains[0] == 1.0 and quiet.gains[row] == pytest.approx(4 * loud.gains[row])
+    assert _median_window_rms(loud.signals[row], fs) == pytest.approx(ROLE_TARGETS_UV[role])
+    # its content is the EEG channel's band: scipy's polyphase resampling to 100 Hz and
+    # zero-phase Butterworth band-pass of the recorded channel, times the gain
     raw = 2.0 * np.asarray(night.signals["EEG C4-M1"], np.float64)
-    sos = signal.butter(4, (10.0, 45.0), "bandpass", fs=fs, output="sos")
-    reference = loud.gains[1] * signal.sosfiltfilt(sos, signal.resample_poly(raw, 1, 2))
-    middle = slice(500, -500)
-    error = loud.signals[1][middle] - reference[middle]
-    assert np.sqrt(np.mean(error**2)) < 0.01 * ROLE_TARGETS_UV["fast"]
-    freqs, power = signal.welch(loud.signals[1], fs, nperseg=512)
-    assert power[freqs < 5].sum() < 0.01 * power[(freqs > 10) & (freqs < 45)].sum()
-
-
-def test_the_slow_row_is_the_eegs_slow_band_at_a_recording_level_scale(night):
-    quiet, loud = _source(night, 0.5, SLOW), _source(night, 2.0, SLOW)
-    fs = loud.fs
-    np.testing.assert_allclose(quiet.signals[2], loud.signals[2], rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(4 * quiet.signals[0], loud.signals[0], rtol=1e-4, atol=1e-2)
-    assert _median_window_rms(loud.signals[2], fs) == pytest.approx(ROLE_TARGETS_UV["slow"])
-    # the EEG channel's 0.5-2 Hz band, as scipy draws it, times the recording's gain
-    raw = 2.0 * np.asarray(night.signals["EEG C4-M1"], np.float64)
-    sos = signal.butter(4, (0.5, 2.0), "bandpass", fs=fs, output="sos")
-    reference = loud.gains[2] * signal.sosfiltfilt(sos, signal.resample_poly(raw, 1, 2))
-    middle = slice(3000, -3000)
-    error = loud.signals[2][middle] - reference[middle]
-    assert np.sqrt(np.mean(error**2)) < 0.01 * ROLE_TARGETS_UV["slow"]
-    freqs, power = signal.welch(loud.signals[2], fs, nperseg=2048)
-    assert power[freqs > 4].sum() < 0.01 * power[(freqs > 0.5) & (freqs < 2)].sum()
-    # a night of twice the slow activity is drawn alike: the strip is relative to the night
-    assert loud.gains[2] == pytest.approx(quiet.gains[2] / 4, rel=1e-4)
+    sos = signal.butter(4, band, "bandpass", fs=fs, output="sos")
+    reference = loud.gains[row] * signal.sosfiltfilt(sos, signal.resample_poly(raw, 1, 2))
+    middle = slice(margin, -margin)
+    error = loud.signals[row][middle] - reference[middle]
+    assert np.sqrt(np.mean(error**2)) < 0.01 * ROLE_TARGETS_UV[role]
+    freqs, power = signal.welch(loud.signals[row], fs, nperseg=2048)
+    out_of_band = power[(freqs > outside[0]) & (freqs < outside[1])].sum()
+    assert out_of_band < 0.01 * power[(freqs > band[0]) & (freqs < band[1])].sum()
 
 
 def test_normalise_can_set_the_fast_target_and_leaves_other_roles_alone(night):
