@@ -204,6 +204,30 @@ def test_epochs_render_independently_and_out_buffer_is_used():
         render(signals, spec, out=np.empty((5, H, W), np.uint8))
 
 
+@pytest.mark.parametrize("color", [False, True])
+def test_one_thread_draws_the_same_pixels_as_several(color):
+    """A process on one numba thread (a --workers N worker) draws with the kernel's plain
+    loop instead of prange: the same bytes, anti-aliased grey or colour, NaN gaps included."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one CPU: numba has no second thread to draw with")
+    rng = np.random.default_rng(7)
+    signals = (40 * rng.standard_normal((9, 3, 900))).astype(np.float32)
+    signals[2, 1, 100:180] = np.nan
+    spec = spec_of(3, color=color, line_width=1.5)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = render(signals, spec).copy()
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        several = render(signals, spec)
+    finally:
+        numba.set_num_threads(threads)
+    assert np.array_equal(one, several)
+    assert (one < 255).any()
+
+
 def test_colour_traces_use_one_colour_per_channel():
     signals = np.zeros((1, 2, 200), np.float32)
     image = render(signals, spec_of(2, color=True))[0]

@@ -38,7 +38,8 @@ __all__ = [
 
 
 def render(signals: np.ndarray, spec: RenderSpec, *, out: np.ndarray | None = None) -> np.ndarray:
-    """Render epochs on the CPU (numba, parallel over epochs).
+    """Render epochs on the CPU (numba, parallel over epochs when numba has more than one
+    thread; the same pixels either way).
 
     Parameters
     ----------
@@ -75,7 +76,10 @@ def render(signals: np.ndarray, spec: RenderSpec, *, out: np.ndarray | None = No
         and out.flags.c_contiguous
     ):
         raise RenderError(f"out must be a C-contiguous uint8 array of shape {shape}")
-    render_cpu, _ = build_render_kernels(spec.antialias, spec.color)
+    import numba
+
+    parallel = numba.get_num_threads() > 1
+    render_cpu, _ = build_render_kernels(spec.antialias, spec.color, parallel)
     render_cpu(*_kernel_arguments(signals, spec, out))
     return out if spec.color else out.reshape(shape[:3])
 
@@ -93,7 +97,8 @@ def _kernel_arguments(signals: np.ndarray, spec: RenderSpec, out: np.ndarray) ->
 
 
 def load_kernel(spec: RenderSpec, n_samples: int = 3000) -> None:
-    """Load (or compile) the CPU kernel ``spec`` draws with, without running it.
+    """Load (or compile) the CPU kernels ``spec`` draws with (parallel, and one-thread),
+    without running them.
 
     Running a parallel kernel starts numba's thread pool, which a process must not hold
     when it forks: the fork server of ``psgvlm render --workers N`` loads the kernel this
@@ -104,8 +109,9 @@ def load_kernel(spec: RenderSpec, n_samples: int = 3000) -> None:
     signals = np.zeros((1, spec.channels, n_samples), np.float32)
     planes = layout_for(spec).template.shape[2]
     out = np.empty((1, spec.height, spec.width, planes), np.uint8)
-    render_cpu, _ = build_render_kernels(spec.antialias, spec.color)
-    render_cpu.compile(tuple(numba.typeof(a) for a in _kernel_arguments(signals, spec, out)))
+    types = tuple(numba.typeof(a) for a in _kernel_arguments(signals, spec, out))
+    for parallel in (True, False):
+        build_render_kernels(spec.antialias, spec.color, parallel)[0].compile(types)
 
 
 def _as_signals(signals: object, spec: RenderSpec) -> np.ndarray:

@@ -20,7 +20,8 @@ runs the Python source itself):
   combine with the page by ``min`` (darken), which does not depend on drawing order;
   ``draw_span`` inks one column's span with them;
 * :func:`build_render_kernels` closes over these and returns two drivers that differ only
-  in their loops: a CPU kernel (``prange`` over epochs, then channel by channel in
+  in their loops: a CPU kernel (``prange`` over epochs, or a plain loop for a process
+  that draws on one thread, then channel by channel in
   branch-free passes over arrays that LLVM vectorises: a sparse table of running
   highs/lows answers every column's range with two lookups, then all edge crossings,
   all spans' bounds, their end rows' levels and inks, and last a row-major sweep of the
@@ -431,8 +432,14 @@ _fill_tables._set_uuid("psgvlm.raster.fill_tables")
 
 
 @functools.cache
-def build_render_kernels(antialias: bool, color: bool):
+def build_render_kernels(antialias: bool, color: bool, parallel: bool = True):
     """Build the CPU and the CUDA render kernel from the same drawing functions.
+
+    ``parallel=False`` builds the CPU kernel with a plain loop over epochs instead of
+    ``prange``, for a process that draws on one thread (a ``--workers N`` worker on its
+    core): it makes the same pixels without the threading layer's dispatch, which under
+    numba's ``workqueue`` layer (the fork-safe one the workers use) cost a quarter of the
+    render path's time at one thread.
 
     Both start ``(signals, blank, pages, width, ...)``: ``signals`` float32 ``(N, C, S)``,
     ``blank`` the background flattened to uint8 ``(H * W * P,)``, ``pages`` the output as
@@ -445,7 +452,7 @@ def build_render_kernels(antialias: bool, color: bool):
     Returns
     -------
     render_cpu : numba dispatcher
-        Parallel (``prange``) over epochs; per channel, vectorisable passes compute every
+        Parallel (``prange``) over epochs unless ``parallel`` is False; per channel, vectorisable passes compute every
         column's span (sparse-table range lookups, edge crossings, extents, bounds, end
         rows and their inks), then a row-major sweep of the channel's rows draws them.
     render_cuda : numba CUDA kernel
@@ -463,8 +470,10 @@ def build_render_kernels(antialias: bool, color: bool):
     )  # fmt: skip
     planes = 3 if color else 1
     white = np.uint8(255)
+    # a closure variable: it is part of the cache key, so the two builds never share an entry
+    epochs = numba.prange if parallel else range
 
-    @numba.njit(parallel=True, nogil=True, cache=True)
+    @numba.njit(parallel=parallel, nogil=True, cache=True)
     def render_cpu(
         signals, blank, pages, width, frac, before, after, query_a, query_b, n_levels,
         first_level, gain, mid_fx, first_row, last_row, ink, half_width, levels,
@@ -472,7 +481,7 @@ def build_render_kernels(antialias: bool, color: bool):
         n_samples = signals.shape[2]
         line = width * planes
         levels32 = np.int32(levels)
-        for n in numba.prange(signals.shape[0]):
+        for n in epochs(signals.shape[0]):
             page = pages[n]
             for index in range(blank.shape[0]):  # compiles to memcpy (page[:] = blank: no)
                 page[index] = blank[index]
