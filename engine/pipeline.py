@@ -1195,16 +1195,20 @@ def worker_probe() -> dict:
     dict
         ``pid``; ``heavy``: which of torch, webdataset, vlm and scipy.signal are
         imported (none should be); ``preloaded``: the fork server's preload
-        (:mod:`engine.render_worker`) is there, kernels loaded.
+        (:mod:`engine.render_worker`) is there, kernels loaded (the filters', and both
+        builds of the render kernel: prange, and the plain loop a one-thread worker uses).
     """
     heavy = ("torch", "webdataset", "vlm", "scipy.signal")
     dsp = sys.modules.get("engine.dsp")
+    raster = sys.modules.get("engine.raster.kernels")
     return {
         "pid": os.getpid(),
         "heavy": sorted(m for m in heavy if m in sys.modules),
         "preloaded": "engine.render_worker" in sys.modules
         and dsp is not None
-        and dsp._kernels.cache_info().currsize > 0,
+        and dsp._kernels.cache_info().currsize > 0
+        and raster is not None
+        and raster.build_render_kernels.cache_info().currsize >= 2,
     }
 
 

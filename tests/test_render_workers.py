@@ -53,3 +53,27 @@ def test_two_workers_write_the_shards_one_worker_writes(tmp_path):
         )
         assert not (out / "_work").exists()
     assert digests[0] == digests[1] and digests[0]
+
+
+def test_threading_layer_check_script_reports_both_kernels_under_both_layers(tmp_path):
+    """scripts/threading_layer_check.py at toy size: every layer, both kernel builds."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "layers.json"
+    done = subprocess.run(
+        [sys.executable, "scripts/threading_layer_check.py", "--nights", "1", "--hours",
+         "0.1", "--rounds", "1", "--out", str(out)],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert set(report["layers"]) == {"default", "workqueue"}
+    assert report["layers"]["workqueue"]["threading_layer"] == "workqueue"
+    for layer in report["layers"].values():
+        assert set(layer["seconds"]) == {"parallel", "serial"}
+        assert all(s > 0 for times in layer["seconds"].values() for s in times)
+    assert "| workqueue (workqueue) | serial |" in done.stdout
