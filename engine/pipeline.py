@@ -1164,10 +1164,24 @@ def _execute_pool(
             drain()
             for future in done:
                 yield future.result()
+    except KeyboardInterrupt:
+        _stop_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         if manager is not None:
             manager.shutdown()
+
+
+def _stop_workers(pool: Any) -> None:
+    """Ctrl-C: end a pool's workers now. They ignore SIGINT (:mod:`engine.render_worker`),
+    so that one Ctrl-C stops the run here, in one place; what they were drawing is drawn
+    again by a rerun. ``ProcessPoolExecutor`` has no public call for this before Python
+    3.14 (``terminate_workers``); a worker started during the pool's own start would
+    otherwise wait for work forever, and the command with it."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _worker_context() -> Any:

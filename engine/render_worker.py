@@ -8,6 +8,11 @@ server starts with them in memory (milliseconds instead of the 1-3 s a spawned w
 spends importing numba and loading kernels). Nothing here imports torch, webdataset or
 scipy.
 
+The server and its workers ignore SIGINT: a Ctrl-C reaches every process of the command
+(a terminal signals the whole process group), and the main process alone handles it,
+ending the workers (:func:`engine.pipeline._execute_pool`); the server is not killed
+half-way through loading, and no worker prints a traceback or is left waiting for work.
+
 The server and its workers use numba's ``workqueue`` threading layer: numba's OpenMP
 layer refuses to run in a process forked from one that loaded it ("fork() called from a
 process already using GNU OpenMP"), and loading a parallel kernel loads the layer. No
@@ -18,6 +23,7 @@ call).
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 
 import numba
@@ -40,6 +46,8 @@ def _in_fork_server() -> bool:
 
 
 if _in_fork_server():
+    # the server's workers restore the handler it had before its own: ignored, as here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     numba.config.THREADING_LAYER = "workqueue"  # fork-safe; set before any kernel loads
     gc.disable()  # the imports below create objects by the million, none of them garbage
 

@@ -366,3 +366,44 @@ def test_process_pool_and_ray_run_the_same_task_function(tmp_path, backend):
     keys = [sample["__key__"] for sample in _read_all(out)]
     assert sorted(keys) == sorted(_truth(2, 0.1))
     verify_shards(out)
+
+
+@pytest.mark.parametrize("when", ["starting", "drawing"])
+def test_ctrl_c_during_a_pool_render_stops_it_and_a_rerun_finishes(tmp_path, when):
+    """SIGINT to the main process alone (kill -INT, timeout, a job scheduler) while the
+    pool's workers start from the fork server, or while they draw: the command stops
+    within seconds with 130, and the same command then renders every recording. (A worker
+    started before an interrupt in the middle of the pool's start used to wait forever
+    for work, and the command with it.)"""
+    from engine.pipeline import write_synthetic_nights
+
+    nights = write_synthetic_nights(tmp_path / "nights", 4, 8.0)
+    out = tmp_path / "shards"
+    command = [sys.executable, "-m", "psgvlm", "render", str(nights), "--out", str(out),
+               "--workers", "2", "--no-progress"]  # fmt: skip
+    # a fresh session: the SIGINT below reaches the main process only, as kill -INT does
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+
+    def reached() -> bool:  # the plan written (the pool starts next), or a shard begun
+        if when == "starting":
+            return (out / "_work").is_dir()
+        return any((out / "_work" / "parts").glob("*/*"))
+
+    while not reached() and run.poll() is None:
+        assert time.monotonic() < deadline, f"the render never reached {when}"
+        time.sleep(0.02)
+    time.sleep(0.5 if when == "starting" else 0.0)  # into the fork server's start
+    if run.poll() is not None:
+        pytest.skip("the render finished before it could be interrupted")
+    run.send_signal(signal.SIGINT)
+    try:
+        stderr = run.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        run.kill()
+        subprocess.run(["pkill", "-KILL", "-s", str(run.pid)], check=False)
+        pytest.fail("psgvlm render --workers 2 did not stop after SIGINT")
+    assert run.returncode == 130 and "interrupted" in stderr, stderr
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert len(read_manifest(out).recordings) == 4
