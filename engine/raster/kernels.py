@@ -438,8 +438,8 @@ def build_render_kernels(antialias: bool, color: bool, parallel: bool = True):
     ``parallel=False`` builds the CPU kernel with a plain loop over epochs instead of
     ``prange``, for a process that draws on one thread (a ``--workers N`` worker on its
     core): it makes the same pixels without the threading layer's dispatch, which under
-    numba's ``workqueue`` layer (the fork-safe one the workers use) cost a quarter of the
-    render path's time at one thread.
+    numba's ``workqueue`` layer (the fork-safe one the workers use) made the render path
+    about 5 % slower at one thread (``scripts/threading_layer_check.py``; bench/RESULTS.md).
 
     Both start ``(signals, blank, pages, width, ...)``: ``signals`` float32 ``(N, C, S)``,
     ``blank`` the background flattened to uint8 ``(H * W * P,)``, ``pages`` the output as
@@ -452,9 +452,10 @@ def build_render_kernels(antialias: bool, color: bool, parallel: bool = True):
     Returns
     -------
     render_cpu : numba dispatcher
-        Parallel (``prange``) over epochs unless ``parallel`` is False; per channel, vectorisable passes compute every
-        column's span (sparse-table range lookups, edge crossings, extents, bounds, end
-        rows and their inks), then a row-major sweep of the channel's rows draws them.
+        Parallel (``prange``) over epochs unless ``parallel`` is False; per channel,
+        vectorisable passes compute every column's span (sparse-table range lookups, edge
+        crossings, extents, bounds, end rows and their inks), then a row-major sweep of
+        the channel's rows draws them.
     render_cuda : numba CUDA kernel
         Launched on a 2-D grid of (epoch, column) threads; each thread owns one pixel
         column of one image, so no two threads write the same pixel.
