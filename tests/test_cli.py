@@ -128,3 +128,14 @@ def test_a_wrong_input_to_render_is_named_as_typed(tmp_path):
     assert dreams.returncode == 2
     assert "dreams:../data: unknown dataset 'dreams' (known datasets: sleep-edf" in dreams.stderr
     assert str(tmp_path) not in dreams.stderr.split("known datasets")[0]
+
+
+def test_a_default_model_montage_the_recording_lacks_says_so(tmp_path, write_edf):
+    """No --model, --montage naming a derivation the file does not have: one line naming
+    the channels found and the option at fault, before any weights load."""
+    psg = write_edf(tmp_path / "rec.edf", [("EEG C4-M1", np.zeros(6000), 100.0, "uV")])
+    out = _psgvlm("stage", str(psg), "--montage", "eeg=Pz-Oz", "--out", str(tmp_path / "o"))
+    assert out.returncode == 2, out.stderr
+    assert "no model's montage can be filled from its channels ['EEG C4-M1']" in out.stderr
+    assert "--montage names channels the recording lacks" in out.stderr
+    assert "Traceback" not in out.stderr

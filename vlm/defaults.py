@@ -148,10 +148,14 @@ def pick_stager(
     fitting = [s for s in stagers if resolved[id(s)] is not None]
     if not fitting:
         wanted = "; ".join(f"{s.name}: {s.montage_spec}" for s in stagers)
+        hint = (
+            "--montage names channels the recording lacks: name some of those found"
+            if all(s.montage for s in stagers)
+            else "--montage can name other derivations for the same rows"
+        )
         raise ChannelNotFoundError(
             f"{where or 'recording'}: no model's montage can be filled from its channels "
-            f"{list(labels)}; models: {wanted} (--montage can name other derivations for the "
-            "same rows)"
+            f"{list(labels)}; models: {wanted} ({hint})"
         )
     slow = {id(s): s.envelope_rows(resolved[id(s)], rates) for s in fitting} if rates else {}
     if any(slow.values()) and not all(slow.values()):  # some would draw an envelope, not all
