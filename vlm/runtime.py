@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ChannelNotFoundError, ModelError
-from engine.montage import DERIVED_ROLES
+from engine.montage import DERIVED_ROLES, ResolvedChannel, resolve_montage
 from engine.stages import STAGE_NAMES
 
 from .calibration import input_caveat, load_calibration, temperature_scale
@@ -209,17 +209,17 @@ class Stager:
         spec = self.setup.spec()
         return spec.width, spec.height
 
-    def resolve(self, labels: Sequence[str]) -> list | None:
+    def resolve(self, labels: Sequence[str]) -> list[ResolvedChannel] | None:
         """The recording's channel for each row (:func:`engine.montage.resolve_montage`), or
         None when a recording with these channel labels cannot fill every row."""
-        from engine.montage import resolve_montage
-
         try:
             return resolve_montage(self.montage_spec, list(labels))
         except ChannelNotFoundError:
             return None
 
-    def envelope_rows(self, channels: Sequence[Any], rates: Mapping[str, float]) -> list[str]:
+    def envelope_rows(
+        self, channels: Sequence[ResolvedChannel], rates: Mapping[str, float]
+    ) -> list[str]:
         """The rows that the resolved ``channels`` fill only with a channel too slow for their
         band (Sleep-EDF's 1-Hz chin-EMG envelope), drawn as an envelope: ``"emg 'EMG
         submental' at 1 Hz"``. Channels without a rate in ``rates`` count as fast enough.
