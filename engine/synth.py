@@ -371,10 +371,13 @@ class _Subject:
     n3_cover_floor: float = 0.3
     #: the most of an N2 epoch that slow waves cover (under AASM's 20 %; 0: none)
     n2_slow_cover: float = 0.0
+    # --variability lightn1 (see _lighten_n1); neutral otherwise
+    #: factor on N1's delta rhythm
+    n1_delta_scale: float = 1.0
 
 
 #: Domain-randomisation profiles of ``synth_night(variability=...)``.
-VARIABILITY = ("standard", "wide", "sites", "threshold")
+VARIABILITY = ("standard", "wide", "sites", "threshold", "lightn1")
 
 
 def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -513,6 +516,26 @@ def _spread_threshold(rng: np.random.Generator, subject: _Subject) -> _Subject:
     subject.n3_cover_scale = rng.uniform(0.6, 1.0)
     subject.n3_cover_floor = 0.2
     subject.n2_slow_cover = rng.uniform(0.04, 0.14)
+    return subject
+
+
+def _lighten_n1(rng: np.random.Generator, subject: _Subject) -> _Subject:
+    """``variability="lightn1"``: ``sites``' subject, its N1 drawn with less delta than N2.
+
+    Slow-wave activity is the sleep EEG's measure of NREM depth: lowest in N1, higher in
+    N2, highest in N3 (Borbély & Achermann 1999, *J Biol Rhythms* 14:557-568; AASM v2.6
+    describes N1 as "low-amplitude, mixed frequency"), and how much less N1 holds than N2
+    differs between people. The other profiles draw N1's delta rhythm at 10 µV against
+    N2's 13 for every subject, so N1 is nearly as slow as N2 (0.5-2 Hz rms N1/N2 of
+    0.73-0.92 on fastrole's twelve training nights, ``bench/results/dev/band_medians``).
+    Here each subject's N1 delta is scaled x0.35-1.0 log-uniform, an assumed range from
+    N1 as slow as before to a third of its delta; the other stages and the hypnogram
+    are ``sites``'.
+    """
+    subject.n1_delta_scale = _loguniform(rng, 0.35, 1.0)
+    delta = list(subject.level_scale.get("delta", [1.0] * 5))
+    delta[N1] *= subject.n1_delta_scale
+    subject.level_scale = subject.level_scale | {"delta": delta}
     return subject
 
 
@@ -1451,14 +1474,16 @@ def synth_night(
         rate... When False a canonical subject without artefacts is used.
     stages : sequence of int, optional
         Use this hypnogram (stage ids 0-4 per epoch) instead of drawing one.
-    variability : {"standard", "wide", "sites", "threshold"}
+    variability : {"standard", "wide", "sites", "threshold", "lightn1"}
         ``"wide"`` (with ``randomize``) also draws older sleepers' smaller slow waves, weak
         or absent waking alpha, quieter or busier wake and N1 and per-stage background
         levels (:func:`_widen_subject`, from an extra random stream: standard nights of a
         seed are unchanged); ``"sites"`` is ``"wide"`` with the slow activity scaled per
         subject (:func:`_vary_site`, another stream: wide nights are unchanged);
         ``"threshold"`` is ``"sites"`` with N3 down to AASM's 20 % of slow waves and N2
-        holding some under it (:func:`_spread_threshold`, a third stream).
+        holding some under it (:func:`_spread_threshold`, a third stream); ``"lightn1"``
+        is ``"sites"`` with each subject's N1 delta scaled x0.35-1.0 (:func:`_lighten_n1`,
+        a fourth stream).
 
     Returns
     -------
@@ -1498,15 +1523,18 @@ def synth_night(
     labels = _pick_channels(channels, subject_rng)
     rates = _pick_rates(fs, labels, subject_rng)
     subject = _draw_subject(subject_rng, labels) if randomize else _Subject()
-    if randomize and variability in ("wide", "sites", "threshold"):
+    if randomize and variability in ("wide", "sites", "threshold", "lightn1"):
         wide_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(4,)))
         subject = _widen_subject(wide_rng, subject)
-        if variability in ("sites", "threshold"):
+        if variability in ("sites", "threshold", "lightn1"):
             site_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(6,)))
             subject = _vary_site(site_rng, subject)
         if variability == "threshold":
             spread = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(7,)))
             subject = _spread_threshold(spread, subject)
+        if variability == "lightn1":
+            light = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(8,)))
+            subject = _lighten_n1(light, subject)
         if stages is None:  # a hypnogram given by the caller is kept as it is
             hyp = _fragment(
                 np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(5,))), hyp
@@ -1766,8 +1794,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "per-stage levels, eye movements on the EEG, saturating amplifiers, fragmented "
         "sleep), or sites (wide, with the slow activity below 2 Hz scaled x0.7-1.7 per "
         "subject, as derivations and people differ), or threshold (sites, with N3 drawn "
-        "down to AASM's 20 %% of slow waves and N2 holding some under it) (default: "
-        "standard)",
+        "down to AASM's 20 %% of slow waves and N2 holding some under it), or lightn1 (sites, "
+        "with each subject's N1 delta x0.35-1.0) (default: standard)",
     )
     parser.add_argument(
         "--no-randomize",

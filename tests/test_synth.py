@@ -409,6 +409,37 @@ def test_sites_scale_the_slow_activity_only_and_leave_wide_nights_alone():
     assert max(factors) / min(factors) > 1.3  # subjects differ
 
 
+def test_lightn1_lowers_n1_delta_only():
+    """variability="lightn1": sites' subject, stages and N2; N1's slow activity scaled down
+    by the subject's n1_delta_scale (x0.35-1.0), which sites nights keep at 1."""
+    from scipy.signal import butter, sosfiltfilt
+
+    fs, stages = 100.0, [N2] * 20 + [N1] * 20 + [N2] * 20
+    slow = butter(4, (0.5, 2.0), "bandpass", fs=fs, output="sos")
+    scales = []
+    for seed in range(4):
+        nights = {
+            v: synth_night(seed, stages=stages, fs=fs, channels=["EEG C4-M1"], variability=v)
+            for v in ("sites", "lightn1")
+        }
+        sites, light = nights["sites"], nights["lightn1"]
+        np.testing.assert_array_equal(light.stages, sites.stages)
+        assert light.params["slow_site"] == sites.params["slow_site"]
+        assert sites.params["n1_delta_scale"] == 1.0
+        scale = light.params["n1_delta_scale"]
+        assert 0.35 <= scale <= 1.0
+
+        def rms(night, first: int, last: int) -> float:
+            x = sosfiltfilt(slow, night.signals["EEG C4-M1"].astype(np.float64))
+            return float(np.sqrt(np.mean(x[int(first * 30 * fs) : int(last * 30 * fs)] ** 2)))
+
+        assert rms(light, 2, 18) == pytest.approx(rms(sites, 2, 18), rel=0.02)  # N2
+        n1_ratio = rms(light, 22, 38) / rms(sites, 22, 38)
+        assert n1_ratio < 1.0 - 0.3 * (1.0 - scale) and n1_ratio >= scale - 0.05
+        scales.append(scale)
+    assert max(scales) / min(scales) > 1.3  # subjects differ
+
+
 def test_threshold_draws_n3_from_the_aasm_criterion_and_n2_with_some_slow_waves():
     """variability="threshold": sites' subject and stages; N3's slow waves cover from AASM's
     20 % of an epoch (not the 30 % floor of the other profiles), and N2 epochs hold slow
