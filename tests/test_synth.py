@@ -269,6 +269,19 @@ def test_cli_writes_nights(tmp_path):
     assert main(["synth", "--nights", "1", "--out", str(tmp_path), "--fs", "7"]) == 2
 
 
+@pytest.mark.parametrize("variability", ["sites", "lightn1"])
+def test_cli_variability_reaches_the_night(tmp_path, variability):
+    """``psgvlm synth --variability P`` draws the profile's subject (its events.json says
+    which, with the factors it drew)."""
+    from psgvlm.cli import main
+
+    args = ["synth", "--nights", "1", "--hours", "0.05", "--channels", "EEG C4-M1"]
+    assert main([*args, "--variability", variability, "--out", str(tmp_path)]) == 0
+    params = json.loads((tmp_path / "synth-0000-events.json").read_text())["params"]
+    assert params["variability"] == variability
+    assert (params["n1_delta_scale"] < 1.0) == (variability == "lightn1")
+
+
 def test_synth_report_synthetic_only(tmp_path):
     from engine.synth_report import BANDS, synth_report
 
