@@ -527,7 +527,7 @@ def _lighten_n1(rng: np.random.Generator, subject: _Subject) -> _Subject:
     describes N1 as "low-amplitude, mixed frequency"), and how much less N1 holds than N2
     differs between people. The other profiles draw N1's delta rhythm at 10 µV against
     N2's 13 for every subject, so N1 is nearly as slow as N2 (0.5-2 Hz rms N1/N2 of
-    0.73-0.92 on fastrole's twelve training nights, ``bench/results/dev/band_medians``).
+    0.73-1.03 on fastrole's twelve training nights, ``bench/results/dev/band_medians``).
     Here each subject's N1 delta is scaled x0.35-1.0 log-uniform, an assumed range from
     N1 as slow as before to a third of its delta; the other stages and the hypnogram
     are ``sites``'.
