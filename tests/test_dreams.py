@@ -61,3 +61,21 @@ def test_real_dreams_development_excerpts(shared_data):
     # the full PSG of excerpt 3 pairs with the same hypnogram through read_hypnogram
     hyp = read_hypnogram(folder / "Hypnogram_excerpt3.txt", signal_path=folder / "excerpt3.edf")
     assert len(hyp) == 90 and hyp.epoch_length == 20.0
+
+
+def test_an_excerpt_given_as_a_plain_path_says_how_to_read_it(tmp_path, capsys):
+    """``psgvlm stage excerptN.txt`` (without ``dreams:``) exits 2 with the reader's error and
+    the spelling that reads it, before any model loads; a text file of another kind gets
+    the reader's error alone."""
+    from psgvlm.cli import main
+
+    path = _write_excerpt(tmp_path, fs=10)
+    assert main(["stage", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "not an EDF/BDF file" in err and f"is read as dreams:{path}" in err
+    other = tmp_path / "notes.txt"
+    other.write_text("just notes\n" * 40)
+    assert main(["stage", str(other), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "not an EDF/BDF file" in err and "dreams:" not in err
+    assert not (tmp_path / "out").exists()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import DatasetError, HypnogramError, ModelError, MontageError
+from engine.errors import DatasetError, EDFError, HypnogramError, ModelError, MontageError
 from engine.io.hypnogram import Hypnogram
 from engine.io.prerau import ArrayRecording
 from engine.montage import DERIVED_ROLES, Montage, source_role, with_derived_rows
@@ -215,9 +215,15 @@ def open_recording(
     from engine.io.hypnogram import read_hypnogram
 
     path = Path(text)
-    with open_edf(path) as edf:
-        labels, start = list(edf.labels), edf.start_time
-        rates = {label: float(edf.channel(label).fs) for label in labels}
+    try:
+        with open_edf(path) as edf:
+            labels, start = list(edf.labels), edf.start_time
+            rates = {label: float(edf.channel(label).fs) for label in labels}
+    except EDFError as err:
+        hint = _text_recording_hint(path)
+        if hint is None:
+            raise
+        raise EDFError(f"{err}; {hint}") from err
     if hypnogram is not None and not isinstance(hypnogram, Hypnogram):
         hypnogram = read_hypnogram(hypnogram, signal_path=path)
     if hypnogram is not None:
@@ -228,6 +234,28 @@ def open_recording(
         if not hypnogram.is_epoched:
             hypnogram = hypnogram.to_epochs()
     return Recording("edf", path.stem, labels, hypnogram, path=path, rates=rates)
+
+
+def _text_recording_hint(path: Path) -> str | None:
+    """What to type instead, when a file that is not EDF is one of the text recordings
+    read through a prefix: a DREAMS excerpt (first line ``[C3-A1]``) or the Prerau
+    segment's CSV.
+
+    Examples
+    --------
+    >>> _text_recording_hint(Path("nowhere.edf")) is None
+    True
+    """
+    if path.name in ("segment_data.csv", "segment_stages.csv"):
+        return f"the Prerau segment is read as {PRERAU_PREFIX}{path.parent}"
+    try:
+        with open(path, "rb") as file:
+            first = file.readline(64).strip()
+    except OSError:
+        return None
+    if first.startswith(b"[") and first.endswith(b"]") and len(first) > 2:
+        return f"a DREAMS text excerpt ({first.decode(errors='replace')}) is read as {DREAMS_PREFIX}{path}"
+    return None
 
 
 def find_recordings(
