@@ -45,6 +45,7 @@ import argparse
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -376,10 +377,6 @@ class _Subject:
     n1_delta_scale: float = 1.0
 
 
-#: Domain-randomisation profiles of ``synth_night(variability=...)``.
-VARIABILITY = ("standard", "wide", "sites", "threshold", "lightn1")
-
-
 def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
@@ -537,6 +534,21 @@ def _lighten_n1(rng: np.random.Generator, subject: _Subject) -> _Subject:
     delta[N1] *= subject.n1_delta_scale
     subject.level_scale = subject.level_scale | {"delta": delta}
     return subject
+
+
+#: Domain-randomisation profiles of ``synth_night(variability=...)``: the changes each one
+#: makes to the drawn subject, in order, each from its own random stream (the spawn key),
+#: so that a new profile leaves the nights of the others as they were. Every profile but
+#: ``standard`` also fragments the hypnogram (:func:`_fragment`).
+_SubjectChange = Callable[[np.random.Generator, _Subject], _Subject]
+_PROFILES: dict[str, tuple[tuple[_SubjectChange, int], ...]] = {
+    "standard": (),
+    "wide": ((_widen_subject, 4),),
+    "sites": ((_widen_subject, 4), (_vary_site, 6)),
+    "threshold": ((_widen_subject, 4), (_vary_site, 6), (_spread_threshold, 7)),
+    "lightn1": ((_widen_subject, 4), (_vary_site, 6), (_lighten_n1, 8)),
+}
+VARIABILITY = tuple(_PROFILES)
 
 
 def _fragment(rng: np.random.Generator, hyp: np.ndarray) -> np.ndarray:
@@ -1523,22 +1535,14 @@ def synth_night(
     labels = _pick_channels(channels, subject_rng)
     rates = _pick_rates(fs, labels, subject_rng)
     subject = _draw_subject(subject_rng, labels) if randomize else _Subject()
-    if randomize and variability in ("wide", "sites", "threshold", "lightn1"):
-        wide_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(4,)))
-        subject = _widen_subject(wide_rng, subject)
-        if variability in ("sites", "threshold", "lightn1"):
-            site_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(6,)))
-            subject = _vary_site(site_rng, subject)
-        if variability == "threshold":
-            spread = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(7,)))
-            subject = _spread_threshold(spread, subject)
-        if variability == "lightn1":
-            light = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(8,)))
-            subject = _lighten_n1(light, subject)
-        if stages is None:  # a hypnogram given by the caller is kept as it is
-            hyp = _fragment(
-                np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(5,))), hyp
-            )
+    changes = _PROFILES[variability] if randomize else ()
+    for change, stream in changes:
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(stream,)))
+        subject = change(rng, subject)
+    if changes and stages is None:  # a hypnogram given by the caller is kept as it is
+        hyp = _fragment(
+            np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(5,))), hyp
+        )
 
     night = _Night(
         hyp, subject, labels, rates, randomize, np.random.default_rng(event_seed), noise_seed
