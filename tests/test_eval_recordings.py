@@ -143,6 +143,29 @@ def test_model_windows_centre_30s_on_20s_epochs():
     wide = model_windows(source30, np.array([1]), 90.0)
     np.testing.assert_allclose(wide[0, 0, :6000], np.arange(6000) / fs, atol=1e-3)
     assert np.isnan(wide[0, 0, 6000:]).all()
+    # The model's epoch length given, a 30-s grid is drawn as before (nothing blanked).
+    np.testing.assert_array_equal(model_windows(source30, np.array([1]), 90.0, 30.0), wide)
+
+
+def test_model_windows_blank_the_rest_of_the_model_epoch_on_20s_grids():
+    """A 20-s epoch is drawn alone in the model's 30-s centre epoch (5 s blank each side);
+    the context epochs keep the neighbouring signal, at the same seconds per pixel."""
+    fs, n = 100.0, 20000  # 200 s: ten 20-s epochs
+    ramp = np.arange(n) / fs
+    hyp = Hypnogram.from_stages(["N2"] * 10, epoch_length=20.0)
+    source = EpochSource.from_arrays(
+        {"EEG": ramp}, fs, hyp, "eeg=C4-M1", Preprocessing(filter=False)
+    )
+    filled = model_windows(source, np.array([2, 5]), 90.0)
+    windows = model_windows(source, np.array([2, 5]), 90.0, epoch_s=30.0)
+    assert windows.shape == filled.shape == (2, 1, 9000)
+    for i, onset in enumerate([40.0, 100.0]):
+        expected = onset - 35.0 + np.arange(9000) / fs  # 35 s each side of the 20-s epoch
+        np.testing.assert_allclose(filled[i, 0], expected, atol=1e-3)
+        blank = np.isnan(windows[i, 0])
+        assert blank[3000:3500].all() and blank[5500:6000].all()  # the rest of the 30 s
+        assert not blank[:3000].any() and not blank[3500:5500].any() and not blank[6000:].any()
+        np.testing.assert_allclose(windows[i, 0, ~blank], expected[~blank], atol=1e-3)
 
 
 # --------------------------------------------------------------------------- tiny model

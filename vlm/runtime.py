@@ -297,7 +297,7 @@ class Stager:
         from engine.raster import render
 
         windows = model_windows(source, np.asarray(positions, dtype=np.int64),
-                                self.setup.window_seconds)  # fmt: skip
+                                self.setup.window_seconds, self.setup.spec().epoch_seconds)  # fmt: skip
         return render(windows, self.spec(source))
 
     def images(self, pixels: np.ndarray) -> list:

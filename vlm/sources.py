@@ -10,8 +10,10 @@ of :func:`engine.montage.resolve_montage` (aliases, then fallbacks), so a record
 
 The model always sees the window it was trained on (``(2 k + 1) x 30 s`` with context
 ``k``) centred on the scored epoch (:func:`model_windows`): on a 30-s grid that is the
-epoch itself (plus its neighbours); on a 20-s grid (DREAMS, some MASS subsets) it is the
-20-s epoch with 5 s of signal on each side, and the prediction is the 20-s epoch's.
+epoch itself (plus its neighbours); on a 20-s grid (DREAMS, some MASS subsets) the 20-s
+epoch is drawn at the same seconds per pixel in the middle of the window's centre epoch,
+whose first and last 5 s are left blank: they belong to the neighbouring scored epochs,
+which the context epochs show. The prediction is the 20-s epoch's.
 """
 
 from __future__ import annotations
@@ -175,8 +177,9 @@ class Recording:
         grid = self.grid(epoch_length)
         if abs(grid.epoch_length - epoch_length) > 1e-6:
             logger.info(
-                "%s: %g-s epochs; each is shown centred in the model's %g-s window",
-                self, grid.epoch_length, setup.window_seconds,
+                "%s: %g-s epochs; each is shown alone in the middle of the model's %g-s "
+                "window (the rest of its %g-s epoch blank)",
+                self, grid.epoch_length, setup.window_seconds, epoch_length,
             )  # fmt: skip
         params = setup.preprocessing_params()
         if self.arrays is not None:
@@ -308,7 +311,9 @@ def find_recordings(
     return out
 
 
-def model_windows(source, positions: np.ndarray, window_s: float) -> np.ndarray:
+def model_windows(
+    source, positions: np.ndarray, window_s: float, epoch_s: float | None = None
+) -> np.ndarray:
     """Signals of the ``window_s``-second windows centred on the given scorer epochs.
 
     Parameters
@@ -318,11 +323,30 @@ def model_windows(source, positions: np.ndarray, window_s: float) -> np.ndarray:
         Epoch positions in ``source.hypnogram``.
     window_s : float
         Seconds the model's images show (30 s x (2 context + 1)).
+    epoch_s : float, optional
+        Seconds of the model's own epoch, the middle of its window. When the scorer's
+        epochs are shorter (20-s grids), the rest of that middle epoch is left blank (NaN):
+        the scored epoch is shown alone where the model reads its target, its neighbours
+        only as context. By default the window is filled with signal.
 
     Returns
     -------
     numpy.ndarray
         float32 ``(n, channels, round(window_s * fs))``; NaN outside the recording.
+
+    Examples
+    --------
+    A 20-s epoch in a 30-s model window, 5 s left blank on each side:
+
+    >>> from engine.epochs import EpochSource
+    >>> from engine.io.hypnogram import Hypnogram
+    >>> from engine.preprocess import Preprocessing
+    >>> hyp = Hypnogram.from_stages(["N2", "N1", "N2"], epoch_length=20.0)
+    >>> source = EpochSource.from_arrays({"EEG": np.zeros(6000)}, 100.0, hyp, "eeg=C4-M1",
+    ...                                  Preprocessing(filter=False))
+    >>> window = model_windows(source, np.array([1]), 30.0, epoch_s=30.0)[0, 0]
+    >>> int(np.isnan(window[:500]).sum()), int(np.isnan(window[500:2500]).sum())
+    (500, 0)
     """
     length = source.epoch_length
     context = max(0, math.ceil((window_s - length) / 2 / length - 1e-9))
@@ -333,6 +357,11 @@ def model_windows(source, positions: np.ndarray, window_s: float) -> np.ndarray:
     for row, position in enumerate(positions.tolist()):
         batch = source.epoch(int(position), context=context)
         out[row] = batch.signals[0, :, first : first + width]
+    if epoch_s is not None and length < epoch_s - 1e-9:
+        scored = context * per_epoch - first  # the scored epoch's first sample in the window
+        middle = int(round(width / 2 - epoch_s * source.fs / 2))
+        out[:, :, max(middle, 0) : scored] = np.nan
+        out[:, :, scored + per_epoch : width - max(middle, 0)] = np.nan
     return out
 
 
