@@ -164,6 +164,15 @@ class RenderSettings:
         ``ROLE=UV[@LOW-HIGH],...``: scale each channel of those roles, once per recording,
         to that median 30-s rms, measured in the band when given (:mod:`engine.normalise`);
         None draws the recorded µV.
+    short_epochs : float
+        Fraction of epochs (0-1) drawn as a scorer's shorter epoch is shown to a model:
+        only the middle ``short_epoch_seconds`` of the target epoch, the rest of it left
+        blank (``json["shown_seconds"]``), the label unchanged. Trains a model to read the
+        20-s epochs of R&K sets (DREAMS, some MASS subsets) in its 30-s window
+        (:func:`vlm.sources.model_windows`). The epochs are drawn at random, the same ones
+        on every run.
+    short_epoch_seconds : float
+        Seconds shown of such an epoch (default 20).
 
     Raises
     ------
@@ -187,6 +196,8 @@ class RenderSettings:
     scorer: int = 1
     unscored: bool = False
     normalise: str | None = None
+    short_epochs: float = 0.0
+    short_epoch_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         from .montage import Montage
@@ -207,6 +218,13 @@ class RenderSettings:
             raise RenderError(f"--context must be 0-10, got {self.context}")
         if isinstance(self.scorer, bool) or not isinstance(self.scorer, int) or self.scorer < 1:
             raise RenderError(f"--scorer must be a positive integer, got {self.scorer!r}")
+        if not 0.0 <= self.short_epochs <= 1.0:
+            raise RenderError(f"--short-epochs must be a fraction 0-1, got {self.short_epochs}")
+        if not 0.0 < self.short_epoch_seconds < EPOCH_SECONDS:
+            raise RenderError(
+                f"--short-epoch-seconds must be between 0 and {EPOCH_SECONDS:g}, got "
+                f"{self.short_epoch_seconds}"
+            )
 
 
 @dataclass(frozen=True)
@@ -691,7 +709,9 @@ def draw_recording(
                 channels, spec.scales_uv, source.plans, drawn, source.gains
             )
         ],
-        "render": spec.to_dict() | {"format": settings.fmt, "quality": settings.quality},
+        "render": spec.to_dict()
+        | {"format": settings.fmt, "quality": settings.quality}
+        | _short_epoch_fields(settings),
         "preprocessing": preprocessing.to_dict(),
         "engine_version": __version__,
     }
@@ -704,6 +724,7 @@ def draw_recording(
         emg_reference = _emg_reference(source, roles, task, keep_unknown)
         channel_labels = [c.label for c in channels]
     draw = _Drawer(spec, task.device)
+    shorten = _ShortEpochs(settings, source, task.slug)
     sink = ShardSink(
         parts, task.split, "{shard:06d}.tar", maxcount=settings.maxcount, maxsize=settings.maxsize
     )
@@ -713,7 +734,8 @@ def draw_recording(
         ):
             if len(batch.index) == 0:
                 continue
-            images = draw(batch.signals)
+            shown = shorten.choose(len(batch.index))
+            images = draw(shorten.blank(batch.signals, shown))
             blobs = _encode(images, settings)
             features = None
             if settings.features:
@@ -734,6 +756,7 @@ def draw_recording(
                         "stage": stage_name(cls),
                         "raw_label": batch.label[j],
                     }
+                    | ({"shown_seconds": shorten.seconds} if shown[j] else {})
                     | ({} if features is None else {"features": features[j]})
                 )
                 key = sample_key(pair.dataset, pair.recording, int(batch.index[j]))
@@ -776,6 +799,54 @@ def draw_recording(
         return marker
 
     return finish
+
+
+def _short_epoch_fields(settings: RenderSettings) -> dict[str, float]:
+    """The render-metadata fields of ``--short-epochs`` (none without it)."""
+    if settings.short_epochs <= 0:
+        return {}
+    return {
+        "short_epochs": settings.short_epochs,
+        "short_epoch_seconds": settings.short_epoch_seconds,
+    }
+
+
+class _ShortEpochs:
+    """Which epochs of a recording ``--short-epochs`` draws short, and their blanking.
+
+    A random draw per epoch, seeded by the recording's slug: the same epochs on every run
+    (a resumed render writes the same bytes). The target epoch keeps its middle
+    ``short_epoch_seconds``; the rest of it is NaN (not drawn), its context untouched.
+    """
+
+    def __init__(self, settings: RenderSettings, source: Any, slug: str) -> None:
+        self.fraction = settings.short_epochs
+        self.seconds = settings.short_epoch_seconds
+        self.context = settings.context
+        self.epoch = int(source.epoch_samples)
+        kept = int(round(self.seconds * source.fs))
+        self.flank = (self.epoch - kept) // 2 if kept < self.epoch else 0
+        seed = int.from_bytes(hashlib.sha256(slug.encode("utf-8")).digest()[:8], "little")
+        self.rng = np.random.default_rng(seed)
+
+    def choose(self, count: int) -> np.ndarray:
+        """Booleans: which of the next ``count`` epochs are drawn short."""
+        if self.fraction <= 0 or self.flank <= 0:
+            return np.zeros(count, dtype=bool)
+        return self.rng.random(count) < self.fraction
+
+    def blank(self, signals: Any, shown: np.ndarray) -> Any:
+        """``signals`` (a batch, host or device) with the chosen rows' flanks blank (a copy
+        when any is chosen)."""
+        if not shown.any():
+            return signals
+        signals = signals.copy()
+        start = self.context * self.epoch
+        stop = start + self.epoch
+        for row in np.flatnonzero(shown).tolist():
+            signals[row, :, start : start + self.flank] = np.nan
+            signals[row, :, stop - self.flank : stop] = np.nan
+        return signals
 
 
 class _MetaJson:
@@ -1966,6 +2037,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the same scaling; default: drawn as recorded",
     )
     parser.add_argument(
+        "--short-epochs",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="draw this fraction of epochs (0-1, at random, the same on every run) as a "
+        "20-s scorer epoch is shown to a model: the middle --short-epoch-seconds of the "
+        "target epoch, the rest of it blank; teaches a model to read 20-s R&K epochs "
+        "(default: 0)",
+    )
+    parser.add_argument(
+        "--short-epoch-seconds",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="seconds shown of an epoch drawn short (default: 20)",
+    )
+    parser.add_argument(
         "--format", choices=IMAGE_FORMATS, default="png", help="image encoding (default: png)"
     )
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default: 90)")
@@ -2046,6 +2134,8 @@ def _command_line(args: argparse.Namespace) -> list[str]:
         "--size": f"{args.size[0]}x{args.size[1]}",
         "--context": args.context,
         "--normalise": args.normalise,
+        "--short-epochs": args.short_epochs or None,
+        "--short-epoch-seconds": args.short_epoch_seconds if args.short_epochs else None,
         "--format": args.format,
         "--quality": args.quality,
         "--workers": args.workers,
@@ -2088,6 +2178,8 @@ def run(args: argparse.Namespace) -> int:
         scorer=args.scorer,
         unscored=args.unscored,
         normalise=args.normalise,
+        short_epochs=args.short_epochs,
+        short_epoch_seconds=args.short_epoch_seconds,
     )
     report = render_dataset(
         args.inputs,

@@ -16,7 +16,8 @@
 #  1. psgvlm synth: $NIGHTS training nights (seeds $SEED..), sampling rates drawn per night
 #     ($FS; 'random' gives 50-512 Hz) and the generator's $VARIABILITY randomisation;
 #  2. psgvlm render at the config's image size, context $CONTEXT (default 1: the target
-#     epoch and a neighbour on each side), with --normalise $NORMALISE when set (e.g. NORMALISE=eeg=15);
+#     epoch and a neighbour on each side), with --normalise $NORMALISE when set (e.g. NORMALISE=eeg=15)
+#     and --short-epochs $SHORT_EPOCHS when set (e.g. SHORT_EPOCHS=0.5);
 #  3. vlm/train.py (LoRA + trained head and embeddings on the tiny Qwen2-VL);
 #  4. $CAL_NIGHTS held-out synthetic nights of $CAL_HOURS h (seeds 900000..) → python -m vlm.calibrate fit:
 #     calibration temperature (calibration.json); python -m vlm.calibrate reference on the
@@ -59,6 +60,9 @@ train_extra=()
 render_extra=()
 # NORMALISE=eeg=15: recording-level amplitude normalisation (psgvlm render --normalise)
 [ -z "${NORMALISE:-}" ] || render_extra=(--normalise "$NORMALISE")
+# SHORT_EPOCHS=0.5: that fraction of epochs drawn as a 20-s scorer epoch is shown
+# (psgvlm render --short-epochs); the model then reads 20-s grids with blank flanks
+[ -z "${SHORT_EPOCHS:-}" ] || render_extra+=(--short-epochs "$SHORT_EPOCHS")
 if [ "$SMOKE" != 0 ]; then
     RUN=${RUN:-out/smoke/default/$NAME}
     DEST=${DEST:-$RUN/package}

@@ -168,6 +168,35 @@ def test_model_windows_blank_the_rest_of_the_model_epoch_on_20s_grids():
         np.testing.assert_allclose(windows[i, 0, ~blank], expected[~blank], atol=1e-3)
 
 
+def test_a_model_trained_with_short_epochs_sees_20s_epochs_with_blank_flanks():
+    """The runtime draws a 20-s epoch as the model's shards drew short epochs: blank flanks
+    for a setup from ``--short-epochs`` shards, the neighbouring signal otherwise."""
+    from vlm.render_setup import RenderConfig
+    from vlm.runtime import Stager
+
+    fs = 100.0
+    rng = np.random.default_rng(0)
+    hyp = Hypnogram.from_stages(["N2"] * 10, epoch_length=20.0)
+    source = EpochSource.from_arrays(
+        {"EEG": 30.0 * rng.standard_normal(20000)}, fs, hyp, "eeg=C4-M1",
+        Preprocessing(filter=False),
+    )  # fmt: skip
+    render = {"scales_uv": [75.0], "width": 180, "height": 32, "context": 1}
+    channels = [{"role": "eeg", "name": "C4-M1"}]
+    plain = Stager("tiny:qwen2vl", [None], RenderConfig(channels=channels, render=render))
+    short = Stager("tiny:qwen2vl", [None], RenderConfig(
+        channels=channels, render=render | {"short_epochs": 0.3, "short_epoch_seconds": 20.0}
+    ))  # fmt: skip
+    assert short.setup.short_epochs_blank and not plain.setup.short_epochs_blank
+    filled, blank = plain.pixels(source, [4]).astype(int), short.pixels(source, [4]).astype(int)
+    # 180 px for 90 s: the 20-s epoch is columns 70-109 of the centre epoch's 60-119.
+    for flank in (slice(61, 69), slice(111, 119)):
+        assert (blank[0][:, flank] == blank[0][:1, flank.start]).all()
+        assert (filled[0][:, flank] != filled[0][:1, flank.start]).any()
+    np.testing.assert_array_equal(blank[0][:, 72:108], filled[0][:, 72:108])
+    np.testing.assert_array_equal(blank[0][:, :58], filled[0][:, :58])
+
+
 # --------------------------------------------------------------------------- tiny model
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):

@@ -407,3 +407,47 @@ def test_ctrl_c_during_a_pool_render_stops_it_and_a_rerun_finishes(tmp_path, whe
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert len(read_manifest(out).recordings) == 4
+
+
+def test_short_epochs_draw_the_middle_20_s_of_chosen_epochs_and_nothing_else(tmp_path):
+    """``--short-epochs``: the chosen epochs lose the first and last 5 s of their target
+    epoch (blank, ``shown_seconds`` in their json), everything else is drawn as without it;
+    the render metadata says so, and the same epochs are chosen on every run."""
+    from vlm.render_setup import RenderConfig
+
+    common = [*SMALL, "--synthetic", "2", "--montage", "eeg=C4-M1", "--size", "180x48",
+              "--context", "1", "--format", "npy", "--split", "1,0,0"]  # fmt: skip
+    assert main(["render", "--out", str(tmp_path / "full"), *common]) == 0
+    short = ["--short-epochs", "0.5"]
+    assert main(["render", "--out", str(tmp_path / "short"), *common, *short]) == 0
+    assert main(["render", "--out", str(tmp_path / "again"), *common, *short]) == 0
+    full = {s["__key__"]: s for s in _read_all(tmp_path / "full")}
+    drawn = {s["__key__"]: s for s in _read_all(tmp_path / "short")}
+    again = {s["__key__"]: json.loads(s["json"]) for s in _read_all(tmp_path / "again")}
+    assert full.keys() == drawn.keys() == again.keys()
+    shown = 0
+    for key, sample in drawn.items():
+        meta = json.loads(sample["json"])
+        assert meta["render"]["short_epochs"] == 0.5
+        assert meta["render"]["short_epoch_seconds"] == 20.0
+        assert meta.get("shown_seconds") == again[key].get("shown_seconds")
+        assert sample["cls"] == full[key]["cls"]
+        image = np.load(io.BytesIO(sample["npy"])).astype(int)
+        before = np.load(io.BytesIO(full[key]["npy"])).astype(int)
+        if "shown_seconds" not in meta:
+            np.testing.assert_array_equal(image, before)
+            continue
+        shown += 1
+        assert meta["shown_seconds"] == 20.0
+        # 180 px for 90 s: the target epoch is columns 60-119, its flanks 60-69 and 110-119.
+        for flank in (slice(61, 69), slice(111, 119)):
+            assert (image[:, flank] == image[:, flank][:1, :1]).all()  # background only
+        assert (before[:, 61:69] != before[:1, 61:62]).any()  # a trace was there before
+        for kept in (slice(0, 58), slice(72, 108), slice(122, 180)):
+            np.testing.assert_array_equal(image[:, kept], before[:, kept])
+    assert 0.3 * len(drawn) < shown < 0.7 * len(drawn)
+    setup = RenderConfig.from_shards(str(tmp_path / "short"), split="train")
+    assert setup.short_epochs_blank
+    assert not RenderConfig.from_shards(str(tmp_path / "full"), split="train").short_epochs_blank
+    assert main(["render", "--out", str(tmp_path / "bad"), *common, "--short-epochs", "1.5"]) == 2
+    assert not (tmp_path / "bad").exists()

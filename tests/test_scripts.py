@@ -101,7 +101,8 @@ class Smoke:
 
     def _default(self) -> subprocess.CompletedProcess:
         return _run(
-            "train_default_stager.sh", _env(self.tmp, "default", RUN=str(self.default), NAME=NAME)
+            "train_default_stager.sh",
+            _env(self.tmp, "default", RUN=str(self.default), NAME=NAME, SHORT_EPOCHS="0.5"),
         )
 
     def result(self, chain: str):
@@ -233,6 +234,8 @@ def test_train_default_stager_smoke(smoke):
     for name in ("adapter_config.json", "adapter_model.safetensors", "render.json",
                  "calibration.json", "training_config.yaml"):  # fmt: skip
         assert (run / "package" / "adapter" / name).is_file(), name
+    render = json.loads((run / "package" / "adapter" / "render.json").read_text())
+    assert render["render"]["short_epochs"] == 0.5  # SHORT_EPOCHS reached psgvlm render
     for name in ("calibration.json", "calibration_fit.json", "metrics.json", "metrics.md"):
         assert (run / "results" / name).is_file(), name
     assert _in_order(_steps(run / "timings.tsv"), ["synth", "render", "train", "synth-cal",

@@ -110,6 +110,21 @@ class RenderConfig:
         spec = self.spec()
         return spec.epoch_seconds * spec.epochs_per_image
 
+    @property
+    def short_epochs_blank(self) -> bool:
+        """Whether a scorer epoch shorter than the model's is drawn alone in the middle of
+        the model's centre epoch, the rest of it blank: when the training shards drew some
+        epochs that way (``psgvlm render --short-epochs``). Otherwise the centre epoch is
+        filled with the neighbouring signal (:func:`vlm.sources.model_windows`).
+
+        Examples
+        --------
+        >>> RenderConfig(channels=[{"role": "eeg", "name": "C4-M1"}],
+        ...              render={"scales_uv": [75.0], "short_epochs": 0.3}).short_epochs_blank
+        True
+        """
+        return float(self.render.get("short_epochs") or 0.0) > 0.0
+
     def spec(self):
         """The :class:`engine.raster.RenderSpec`."""
         from engine.raster import RenderSpec

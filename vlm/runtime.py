@@ -296,8 +296,9 @@ class Stager:
         """uint8 images of the windows centred on grid epochs ``positions``."""
         from engine.raster import render
 
+        epoch_s = self.setup.spec().epoch_seconds if self.setup.short_epochs_blank else None
         windows = model_windows(source, np.asarray(positions, dtype=np.int64),
-                                self.setup.window_seconds, self.setup.spec().epoch_seconds)  # fmt: skip
+                                self.setup.window_seconds, epoch_s)  # fmt: skip
         return render(windows, self.spec(source))
 
     def images(self, pixels: np.ndarray) -> list:

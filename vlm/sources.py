@@ -10,10 +10,12 @@ of :func:`engine.montage.resolve_montage` (aliases, then fallbacks), so a record
 
 The model always sees the window it was trained on (``(2 k + 1) x 30 s`` with context
 ``k``) centred on the scored epoch (:func:`model_windows`): on a 30-s grid that is the
-epoch itself (plus its neighbours); on a 20-s grid (DREAMS, some MASS subsets) the 20-s
-epoch is drawn at the same seconds per pixel in the middle of the window's centre epoch,
-whose first and last 5 s are left blank: they belong to the neighbouring scored epochs,
-which the context epochs show. The prediction is the 20-s epoch's.
+epoch itself (plus its neighbours); on a 20-s grid (DREAMS, some MASS subsets) it is the
+20-s epoch at the same seconds per pixel with 5 s of signal on each side, and the
+prediction is the 20-s epoch's. A model trained with ``psgvlm render --short-epochs``
+(:attr:`~vlm.render_setup.RenderConfig.short_epochs_blank`) sees those 5-s flanks blank
+instead, as it was trained: they belong to the neighbouring scored epochs, which the
+context epochs show.
 """
 
 from __future__ import annotations
@@ -177,9 +179,10 @@ class Recording:
         grid = self.grid(epoch_length)
         if abs(grid.epoch_length - epoch_length) > 1e-6:
             logger.info(
-                "%s: %g-s epochs; each is shown alone in the middle of the model's %g-s "
-                "window (the rest of its %g-s epoch blank)",
-                self, grid.epoch_length, setup.window_seconds, epoch_length,
+                "%s: %g-s epochs; each is shown centred in the model's %g-s window%s",
+                self, grid.epoch_length, setup.window_seconds,
+                f" (the rest of its {epoch_length:g}-s epoch blank)"
+                if setup.short_epochs_blank and grid.epoch_length < epoch_length else "",
             )  # fmt: skip
         params = setup.preprocessing_params()
         if self.arrays is not None:
