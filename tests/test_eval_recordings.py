@@ -299,7 +299,7 @@ def test_eval_on_a_20s_grid_edf(tiny_model, tmp_path, write_edf):
     smoothed = np.mean([r["true"] == r["model_hmm"] for r in preds])
     assert metrics["smoothed"]["model+hmm"]["accuracy"] == pytest.approx(smoothed)
     report = (tmp_path / "out" / "metrics.md").read_text()
-    assert report.startswith("# Real recordings") and "model+hmm" in report
+    assert report.startswith("# Recordings") and "model+hmm" in report
 
 
 def test_eval_on_prerau_slice_with_yasa_beside(tiny_model, shared_data, tmp_path):

@@ -90,7 +90,7 @@ def _fmt(value: float) -> str:
     )
 
 
-def comparison_markdown(results: Mapping[str, Any], title: str = "Real recordings") -> str:
+def comparison_markdown(results: Mapping[str, Any], title: str = "Recordings") -> str:
     """Markdown: side-by-side metrics of the model and its peers, then per recording."""
     smoothed = results.get("smoothed", {})
     columns = ["model", *smoothed, *results.get("peers", {})]
