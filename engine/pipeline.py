@@ -694,6 +694,7 @@ def draw_recording(
         labels=tuple(drawn) if settings.labels else None,
     )
     warnings = [f"{c.label!r}: {p.warning}" for c, p in zip(channels, source.plans) if p.warning]
+    shorten = _ShortEpochs(settings, source, task.slug)
     header = {
         "dataset": pair.dataset,
         "subject": pair.subject,
@@ -711,7 +712,7 @@ def draw_recording(
         ],
         "render": spec.to_dict()
         | {"format": settings.fmt, "quality": settings.quality}
-        | _short_epoch_fields(settings),
+        | shorten.fields(),
         "preprocessing": preprocessing.to_dict(),
         "engine_version": __version__,
     }
@@ -724,7 +725,6 @@ def draw_recording(
         emg_reference = _emg_reference(source, roles, task, keep_unknown)
         channel_labels = [c.label for c in channels]
     draw = _Drawer(spec, task.device)
-    shorten = _ShortEpochs(settings, source, task.slug)
     sink = ShardSink(
         parts, task.split, "{shard:06d}.tar", maxcount=settings.maxcount, maxsize=settings.maxsize
     )
@@ -801,16 +801,6 @@ def draw_recording(
     return finish
 
 
-def _short_epoch_fields(settings: RenderSettings) -> dict[str, float]:
-    """The render-metadata fields of ``--short-epochs`` (none without it)."""
-    if settings.short_epochs <= 0:
-        return {}
-    return {
-        "short_epochs": settings.short_epochs,
-        "short_epoch_seconds": settings.short_epoch_seconds,
-    }
-
-
 class _ShortEpochs:
     """Which epochs of a recording ``--short-epochs`` draws short, and their blanking.
 
@@ -828,6 +818,12 @@ class _ShortEpochs:
         self.flank = (self.epoch - kept) // 2 if kept < self.epoch else 0
         seed = int.from_bytes(hashlib.sha256(slug.encode("utf-8")).digest()[:8], "little")
         self.rng = np.random.default_rng(seed)
+
+    def fields(self) -> dict[str, float]:
+        """The render-metadata fields of ``--short-epochs`` (none without it)."""
+        if self.fraction <= 0:
+            return {}
+        return {"short_epochs": self.fraction, "short_epoch_seconds": self.seconds}
 
     def choose(self, count: int) -> np.ndarray:
         """Booleans: which of the next ``count`` epochs are drawn short."""
