@@ -45,6 +45,7 @@ __all__ = [
     "open_epochs",
     "iter_epochs",
     "drawn_label",
+    "blank_outside",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,23 @@ def drawn_label(label: str) -> str:
     text = " ".join(str(label).split())
     match = _TYPE_PREFIX.match(text)
     return match["rest"] if match else text
+
+
+def blank_outside(signals: np.ndarray, span: tuple[int, int], kept: tuple[int, int]) -> None:
+    """Blank (NaN, not drawn) the samples of ``span`` outside ``kept`` on the last axis, in
+    place: how a scorer epoch shorter than the model's is shown in the model's epoch
+    (``psgvlm render --short-epochs``, :func:`vlm.sources.model_windows`). Works on a
+    device array too.
+
+    Examples
+    --------
+    >>> x = np.zeros((1, 10), np.float32)
+    >>> blank_outside(x, (2, 8), (4, 6))
+    >>> np.isnan(x[0]).nonzero()[0].tolist()
+    [2, 3, 6, 7]
+    """
+    signals[..., max(span[0], 0) : kept[0]] = np.nan
+    signals[..., kept[1] : span[1]] = np.nan
 
 
 @dataclass

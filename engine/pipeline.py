@@ -836,12 +836,13 @@ class _ShortEpochs:
         when any is chosen)."""
         if not shown.any():
             return signals
+        from .epochs import blank_outside
+
         signals = signals.copy()
         start = self.context * self.epoch
         stop = start + self.epoch
         for row in np.flatnonzero(shown).tolist():
-            signals[row, :, start : start + self.flank] = np.nan
-            signals[row, :, stop - self.flank : stop] = np.nan
+            blank_outside(signals[row], (start, stop), (start + self.flank, stop - self.flank))
         return signals
 
 

@@ -362,9 +362,11 @@ def model_windows(
         out[row] = batch.signals[0, :, first : first + width]
     if epoch_s is not None and length < epoch_s - 1e-9:
         scored = context * per_epoch - first  # the scored epoch's first sample in the window
+        from engine.epochs import blank_outside
+
         middle = int(round(width / 2 - epoch_s * source.fs / 2))  # the model's epoch
-        out[:, :, max(middle, 0) : scored] = np.nan
-        out[:, :, scored + per_epoch : middle + int(round(epoch_s * source.fs))] = np.nan
+        model_epoch = (middle, middle + int(round(epoch_s * source.fs)))
+        blank_outside(out, model_epoch, (scored, scored + per_epoch))
     return out
 
 
