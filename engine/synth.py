@@ -1806,6 +1806,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="canonical subject, no artefacts (default: randomised subject and artefacts)",
     )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar (default: shown when stderr is a terminal)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1818,7 +1823,8 @@ def run(args: argparse.Namespace) -> int:
     channels: Any = {"all": ALL_CHANNELS, "random": "random"}.get(
         args.channels, tuple(c.strip() for c in args.channels.split(","))
     )
-    for seed in tqdm(range(args.seed, args.seed + args.nights), desc="synth", unit="night"):
+    seeds = range(args.seed, args.seed + args.nights)
+    for seed in tqdm(seeds, desc="synth", unit="night", disable=True if args.no_progress else None):
         night = synth_night(
             seed, hours=args.hours, fs=fs, channels=channels,
             randomize=not args.no_randomize, variability=args.variability,

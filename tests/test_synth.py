@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +268,20 @@ def test_cli_writes_nights(tmp_path):
         "synth-0001-PSG.edf",
     ]
     assert main(["synth", "--nights", "1", "--out", str(tmp_path), "--fs", "7"]) == 2
+
+
+def test_cli_progress_bar_on_a_terminal_unless_hidden(tmp_path, capsys, monkeypatch):
+    """``psgvlm synth`` shows its bar on a terminal, as ``render`` does; ``--no-progress``
+    hides it (a script's log then holds no bar)."""
+    from psgvlm.cli import main
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    args = ["synth", "--nights", "1", "--out", str(tmp_path), "--hours", "0.05"]
+    assert main(args) == 0
+    assert "synth: 100%" in capsys.readouterr().err
+    assert main([*args, "--seed", "1", "--no-progress"]) == 0
+    assert "synth:" not in capsys.readouterr().err
+    assert (tmp_path / "synth-0001-PSG.edf").is_file()
 
 
 @pytest.mark.parametrize("variability", ["sites", "lightn1"])
